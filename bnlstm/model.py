@@ -1,0 +1,475 @@
+"""The BN-LSTM of Cooijmans et al., "Recurrent Batch Normalization" (ICLR 2017).
+
+    (f~, i~, o~, g~) = BN(W_h h_{t-1}; gamma_h, 0) + BN(W_x x_t; gamma_x, 0) + b
+    c_t = sigmoid(f~) * c_{t-1} + sigmoid(i~) * tanh(g~)
+    h_t = sigmoid(o~) * tanh(BN(c_t; gamma_c, beta_c))
+
+with statistics kept separately for every time step (population statistics in
+evaluation mode, steps beyond ``max_length`` reusing the last step's). See
+``docs/DESIGN.md`` and the paper digest for the choices made here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BNLSTM", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS"]
+
+NORMS = ("none", "input", "full")
+STATS = ("per_step", "shared")
+INITS = ("paper", "authors", "orthogonal", "pytorch")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+class SequenceBatchNorm(nn.Module):
+    r"""Batch normalization with statistics kept separately for each time step.
+
+    In training mode step ``t`` is normalized with the mean and (biased) variance
+    of its minibatch; in evaluation mode with the population statistics of step
+    ``min(t, max_length - 1)``. ``gamma`` and ``beta`` are shared over time.
+
+    Population statistics are updated, in training mode only, as in
+    :class:`torch.nn.BatchNorm1d`::
+
+        running = (1 - momentum) * running + momentum * batch_stat
+
+    with the unbiased batch variance; ``momentum=None`` makes it a cumulative
+    average (used by :func:`reestimate_stats`). Training steps at or beyond
+    ``max_length`` use batch statistics and update nothing.
+
+    Args:
+        num_features: F, the size of the normalized vectors.
+        max_length: T_max, the number of per-step statistics kept.
+        stats: ``"per_step"`` (the paper) or ``"shared"``: one set of population
+            statistics for all steps, updated at every step, which is what a single
+            ``nn.BatchNorm1d`` reused at every step gives (the mistake the paper
+            warns about). Training normalizes with batch statistics either way.
+        gamma_init: initial value of the scale gamma (paper: 0.1).
+        learn_beta: if False, beta is fixed at 0 (no parameter).
+        momentum: see the update rule above.
+        eps: added to the variance for numerical stability.
+
+    Shape:
+        - Input: ``(B, F)`` and the step index ``t``.
+        - Output: ``(B, F)``.
+
+    Buffers: ``running_mean``, ``running_var`` of shape ``(max_length, F)`` (or
+    ``(1, F)`` when shared) and ``num_batches_tracked`` of shape ``(rows,)``:
+    the number of updates each row has had.
+    """
+
+    def __init__(self, num_features: int, max_length: int = 784, stats: str = "per_step",
+                 gamma_init: float = 0.1, learn_beta: bool = False,
+                 momentum: Optional[float] = 0.1, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        _check_choice("stats", stats, STATS)
+        if int(max_length) < 1:
+            raise ValueError(f"max_length must be >= 1; got {max_length!r}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.num_features = int(num_features)
+        self.max_length = int(max_length)
+        self.stats = stats
+        self.gamma_init = float(gamma_init)
+        self.momentum = momentum
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.empty(self.num_features, **factory))
+        if learn_beta:
+            self.bias = nn.Parameter(torch.empty(self.num_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        rows = self.max_length if stats == "per_step" else 1
+        self.register_buffer("running_mean", torch.zeros(rows, self.num_features, **factory))
+        self.register_buffer("running_var", torch.ones(rows, self.num_features, **factory))
+        self.register_buffer("num_batches_tracked", torch.zeros(rows, dtype=torch.long, device=device))
+        self.reset_parameters()
+
+    @property
+    def rows(self) -> int:
+        return self.running_mean.shape[0]
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        with torch.no_grad():
+            self.weight.fill_(self.gamma_init)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def row(self, t: int) -> int:
+        """The row of the population statistics that step ``t`` uses in evaluation."""
+        return min(t, self.max_length - 1) if self.stats == "per_step" else 0
+
+    def _factor(self, row: int) -> float:
+        # The weight of the new batch statistic in the running average.
+        self.num_batches_tracked[row] += 1
+        if self.momentum is None:
+            return 1.0 / float(self.num_batches_tracked[row])
+        return self.momentum
+
+    def forward(self, x: Tensor, t: int) -> Tensor:
+        if self.training:
+            if x.shape[0] < 2:
+                raise ValueError("batch normalization in training mode needs a batch of at least 2 "
+                                 f"sequences; got {x.shape[0]}")
+            if t < self.max_length or self.stats == "shared":
+                r = self.row(t)
+                return F.batch_norm(x, self.running_mean[r], self.running_var[r], self.weight,
+                                    self.bias, True, self._factor(r), self.eps)
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        r = self.row(t)
+        return F.batch_norm(x, self.running_mean[r], self.running_var[r], self.weight, self.bias,
+                            False, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_features}, max_length={self.max_length}, stats={self.stats!r}"
+        s += f", gamma_init={self.gamma_init}, learn_beta={self.bias is not None}"
+        if self.momentum != 0.1:
+            s += f", momentum={self.momentum}"
+        if self.eps != 1e-5:
+            s += f", eps={self.eps}"
+        return s
+
+
+class Trace:
+    """Records what happens inside a :class:`BNLSTM` forward pass, for probes.
+
+    Pass ``trace=Trace()`` to ``BNLSTM.forward``; the model then takes its
+    straightforward per-step path and fills ``trace.layers[k]`` (one dict per layer):
+
+    - ``"wx_mean"``, ``"wx_var"``, ``"wh_mean"``, ``"wh_var"``: ``(T, 4H)`` batch mean
+      and biased variance of ``W_x x_t`` and ``W_h h_{t-1}`` before normalization;
+      ``"c_mean"``, ``"c_var"``: ``(T, H)`` the same for ``c_t``. Recorded for every
+      ``norm``, so a plain LSTM can be compared.
+    - ``"g_pre"``: ``(T, B, H)`` the input of the g gate's tanh;
+      ``"c_out_pre"``: ``(T, B, H)`` the input of the output tanh (``BN(c_t)`` or ``c_t``).
+    - ``"h"``: the ``T`` hidden states ``h_t`` ``(B, H)``, kept in the autograd graph
+      with ``retain_grad()``, so that after ``backward`` :meth:`grad_norms` gives
+      ``||dLoss/dh_t||`` for every ``t`` (the paper's Figure 1a).
+
+    Everything but ``"h"`` is detached. ``keep_tanh_inputs=False`` skips the
+    ``(T, B, H)`` tensors.
+    """
+
+    def __init__(self, keep_tanh_inputs: bool = True, keep_h: bool = True):
+        self.keep_tanh_inputs = keep_tanh_inputs
+        self.keep_h = keep_h
+        self.layers: List[dict] = []
+
+    def _new_layer(self) -> dict:
+        d = {k: [] for k in ("wx_mean", "wx_var", "wh_mean", "wh_var", "c_mean", "c_var",
+                             "g_pre", "c_out_pre", "h")}
+        self.layers.append(d)
+        return d
+
+    @staticmethod
+    def _finish(d: dict) -> None:
+        for k, v in d.items():
+            if k != "h" and isinstance(v, list) and v:
+                d[k] = torch.stack(v)
+
+    def grad_norms(self, layer: int = -1) -> Tensor:
+        """``(T,)`` Frobenius norms of ``dLoss/dh_t`` over the batch; call after backward."""
+        hs = self.layers[layer]["h"]
+        if not hs:
+            raise RuntimeError("this trace kept no hidden states (keep_h=False)")
+        out = []
+        for h in hs:
+            out.append(torch.zeros((), dtype=h.dtype, device=h.device) if h.grad is None
+                       else h.grad.detach().norm())
+        return torch.stack(out)
+
+
+def _batch_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+    m = x.mean(0)
+    return m, (x - m).pow(2).mean(0)
+
+
+class BNLSTM(nn.Module):
+    r"""A multi-layer LSTM with recurrent batch normalization; a drop-in for :class:`torch.nn.LSTM`.
+
+    For each layer and each step ``t``::
+
+        gates = BN(W_ih x_t; gamma_x) + BN(W_hh h_{t-1}; gamma_h) + b_ih + b_hh
+        i, f, g, o = gates.chunk(4)          # nn.LSTM's gate order
+        c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+        h_t = sigmoid(o) * tanh(BN(c_t; gamma_c, beta_c))
+
+    ``norm="none"`` drops every BN (the plain LSTM: it computes exactly what
+    ``nn.LSTM`` computes), ``norm="input"`` keeps only the BN of ``W_ih x_t`` (the
+    earlier "vertical" normalization), ``norm="full"`` is the paper's BN-LSTM.
+    Parameters are named and laid out as in ``nn.LSTM``, so its state dict loads
+    here (``strict=False``, or with the BN entries present).
+
+    Args:
+        input_size: number of features of ``x``.
+        hidden_size: H.
+        num_layers: stacked layers.
+        bias: if False, no ``b_ih``/``b_hh``.
+        batch_first: if True, ``x`` and ``output`` are ``(B, T, *)``.
+        dropout: dropout on the outputs of every layer but the last, as ``nn.LSTM``.
+        norm: ``"none"`` | ``"input"`` | ``"full"``.
+        stats: ``"per_step"`` (the paper) | ``"shared"`` (one set of population
+            statistics for all steps; see :class:`SequenceBatchNorm`).
+        gamma_init: initial gamma of every BN (paper: 0.1; 1.0 saturates tanh).
+        max_length: T_max, the steps with their own population statistics; later
+            steps use the statistics of step ``max_length - 1``.
+        momentum: of the running statistics, as ``nn.BatchNorm1d``.
+        eps: of every BN.
+        init: ``"paper"``: orthogonal ``W_ih`` and identity ``W_hh`` blocks (the paper
+            on MNIST); ``"authors"``: orthogonal everywhere but an identity g block in
+            ``W_hh`` (the authors' code); ``"orthogonal"``: every block orthogonal (the
+            paper on language modelling); ``"pytorch"``: ``nn.LSTM``'s uniform init.
+            Biases start at 0, except for ``"pytorch"``.
+        forget_bias: the forget gate's total bias ``b_ih + b_hh`` at init (the authors'
+            code: 1); None keeps what ``init`` made.
+        h0_noise: standard deviation of Gaussian noise added to ``h_0`` in training
+            mode (the paper: 0.1 on pixel MNIST, against zero batch variance).
+
+    Inputs: ``input, (h_0, c_0)`` as ``nn.LSTM``; ``trace`` (keyword): a :class:`Trace`.
+
+    Shape:
+        - input: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``,
+          or ``(T, input_size)`` unbatched.
+        - h_0, c_0: ``(num_layers, B, H)`` (``(num_layers, H)`` unbatched); zeros if omitted.
+        - output: ``(T, B, H)`` (``(B, T, H)`` with ``batch_first``): ``h_t`` of the last layer.
+        - h_n, c_n: ``(num_layers, B, H)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, norm: str = "full",
+                 stats: str = "per_step", gamma_init: float = 0.1, max_length: int = 784,
+                 momentum: Optional[float] = 0.1, eps: float = 1e-5, init: str = "paper",
+                 forget_bias: Optional[float] = 1.0, h0_noise: float = 0.0,
+                 device=None, dtype=None):
+        super().__init__()
+        _check_choice("norm", norm, NORMS)
+        _check_choice("stats", stats, STATS)
+        _check_choice("init", init, INITS)
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers), ("max_length", max_length)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        if not (gamma_init > 0 and math.isfinite(gamma_init)):
+            raise ValueError(f"gamma_init must be a positive number; got {gamma_init!r}")
+        if not h0_noise >= 0:
+            raise ValueError(f"h0_noise must be >= 0; got {h0_noise!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.norm, self.stats, self.gamma_init = norm, stats, float(gamma_init)
+        self.max_length, self.momentum, self.eps = max_length, momentum, eps
+        self.init, self.forget_bias, self.h0_noise = init, forget_bias, float(h0_noise)
+        H = hidden_size
+        for k in range(num_layers):
+            n_in = input_size if k == 0 else H
+            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * H, n_in, **factory)))
+            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * H, H, **factory)))
+            if bias:
+                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * H, **factory)))
+                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * H, **factory)))
+            bn = dict(max_length=max_length, stats=stats, gamma_init=gamma_init,
+                      momentum=momentum, eps=eps, **factory)
+            if norm in ("input", "full"):
+                setattr(self, f"bn_ih_l{k}", SequenceBatchNorm(4 * H, **bn))
+            if norm == "full":
+                setattr(self, f"bn_hh_l{k}", SequenceBatchNorm(4 * H, **bn))
+                setattr(self, f"bn_c_l{k}", SequenceBatchNorm(H, learn_beta=True, **bn))
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------- set-up
+    def _layer(self, k: int):
+        g = lambda name: getattr(self, name, None)  # noqa: E731
+        return (g(f"weight_ih_l{k}"), g(f"weight_hh_l{k}"), g(f"bias_ih_l{k}"), g(f"bias_hh_l{k}"),
+                g(f"bn_ih_l{k}"), g(f"bn_hh_l{k}"), g(f"bn_c_l{k}"))
+
+    def norm_layers(self) -> List[SequenceBatchNorm]:
+        return [m for m in self.modules() if isinstance(m, SequenceBatchNorm)]
+
+    def reset_running_stats(self) -> None:
+        for m in self.norm_layers():
+            m.reset_running_stats()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        H = self.hidden_size
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh, *bns = self._layer(k)
+            if self.init == "pytorch":
+                bound = 1.0 / math.sqrt(H)
+                for p in (w_ih, w_hh, b_ih, b_hh):
+                    if p is not None:
+                        nn.init.uniform_(p, -bound, bound)
+            else:
+                for gate in range(4):
+                    rows = slice(gate * H, (gate + 1) * H)
+                    nn.init.orthogonal_(w_ih[rows])
+                    identity = self.init == "paper" or (self.init == "authors" and gate == 2)
+                    if identity:
+                        w_hh[rows].copy_(torch.eye(H, dtype=w_hh.dtype, device=w_hh.device))
+                    else:
+                        nn.init.orthogonal_(w_hh[rows])
+                for p in (b_ih, b_hh):
+                    if p is not None:
+                        p.zero_()
+            if self.forget_bias is not None and b_ih is not None:
+                b_ih[H:2 * H].fill_(self.forget_bias)
+                b_hh[H:2 * H].zero_()
+            for bn in bns:
+                if bn is not None:
+                    bn.reset_parameters()
+
+    def flatten_parameters(self) -> None:  # nn.LSTM compatibility; nothing to do
+        pass
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
+                        stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
+                        init="paper", forget_bias=1.0, h0_noise=0.0)
+        for name, d in defaults.items():
+            v = getattr(self, name)
+            if v != d:
+                s += f", {name}={v!r}"
+        return s
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
+                trace: Optional[Trace] = None):
+        batched = input.dim() == 3
+        if input.dim() not in (2, 3):
+            raise ValueError(f"BNLSTM: expected input of 2 or 3 dimensions; got shape {tuple(input.shape)}")
+        x = input if batched else input.unsqueeze(1)
+        if batched and self.batch_first:
+            x = x.transpose(0, 1)
+        # x: (T, B, I)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"BNLSTM: expected input_size {self.input_size}; got {x.shape[-1]}")
+        T, B, _ = x.shape
+        L, H = self.num_layers, self.hidden_size
+        if hx is None:
+            h0 = x.new_zeros(L, B, H)
+            c0 = x.new_zeros(L, B, H)
+        else:
+            h0, c0 = hx
+            if not batched:
+                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+            if h0.shape != (L, B, H) or c0.shape != (L, B, H):
+                raise ValueError(f"BNLSTM: expected hidden state of shape {(L, B, H)}; "
+                                 f"got {tuple(h0.shape)} and {tuple(c0.shape)}")
+        if self.training and self.h0_noise > 0:
+            h0 = h0 + self.h0_noise * torch.randn_like(h0)
+
+        h_n, c_n = [], []
+        layer_in = x
+        for k in range(L):
+            out, (h, c) = self._layer_forward(k, layer_in, h0[k], c0[k], trace)
+            h_n.append(h)
+            c_n.append(c)
+            layer_in = out
+            if self.dropout > 0 and self.training and k < L - 1:
+                layer_in = F.dropout(layer_in, self.dropout, True)
+        output = layer_in
+        if batched and self.batch_first:
+            output = output.transpose(0, 1)
+        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+        if not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+    def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace]):
+        """One layer over the whole sequence: x (T, B, I_k) -> output (T, B, H), (h_T, c_T)."""
+        return self._layer_forward_reference(k, x, h, c, trace)
+
+    def _layer_forward_reference(self, k: int, x: Tensor, h: Tensor, c: Tensor,
+                                 trace: Optional[Trace]):
+        """The straightforward per-step loop: the definition the fast paths are tested against."""
+        w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = self._layer(k)
+        rec = trace._new_layer() if trace is not None else None
+        outputs = []
+        for t, x_t in enumerate(x.unbind(0)):
+            wx = x_t @ w_ih.t()                              # (B, 4H)
+            wh = h @ w_hh.t()                                # (B, 4H)
+            if rec is not None:
+                for name, v in (("wx", wx), ("wh", wh)):
+                    m, var = _batch_moments(v.detach())
+                    rec[name + "_mean"].append(m)
+                    rec[name + "_var"].append(var)
+            if bn_ih is not None:
+                wx = bn_ih(wx, t)
+            if bn_hh is not None:
+                wh = bn_hh(wh, t)
+            gates = wx + wh
+            if b_ih is not None:
+                gates = gates + b_ih + b_hh
+            i, f, g, o = gates.chunk(4, 1)                    # each (B, H)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            c_out = bn_c(c, t) if bn_c is not None else c
+            h = torch.sigmoid(o) * torch.tanh(c_out)
+            if rec is not None:
+                m, var = _batch_moments(c.detach())
+                rec["c_mean"].append(m)
+                rec["c_var"].append(var)
+                if trace.keep_tanh_inputs:
+                    rec["g_pre"].append(g.detach())
+                    rec["c_out_pre"].append(c_out.detach())
+                if trace.keep_h and h.requires_grad:
+                    h.retain_grad()
+                    rec["h"].append(h)
+            outputs.append(h)
+        if rec is not None:
+            Trace._finish(rec)
+        return torch.stack(outputs), (h, c)
+
+
+@torch.no_grad()
+def reestimate_stats(module: nn.Module, batches: Iterable, forward=None) -> int:
+    """Re-estimate every :class:`SequenceBatchNorm`'s population statistics over ``batches``.
+
+    Resets the running statistics, then runs ``module`` (or ``forward(batch)``) in
+    training mode without gradients over every batch, with ``momentum=None`` so that
+    each statistic becomes the plain average of its minibatch estimates (as the
+    authors did before testing); ``h0_noise`` is off meanwhile. Restores the module's
+    mode and momenta. Returns the number of batches used.
+    """
+    norms = [m for m in module.modules() if isinstance(m, SequenceBatchNorm)]
+    lstms = [m for m in module.modules() if isinstance(m, BNLSTM)]
+    saved = [(m, m.momentum) for m in norms]
+    noise = [(m, m.h0_noise) for m in lstms]
+    was_training = module.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    for m in lstms:
+        m.h0_noise = 0.0
+    module.train()
+    n = 0
+    try:
+        for batch in batches:
+            if forward is not None:
+                forward(batch)
+            else:
+                module(batch)
+            n += 1
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        for m, s in noise:
+            m.h0_noise = s
+        module.train(was_training)
+    return n
