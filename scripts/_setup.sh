@@ -80,7 +80,7 @@ _bnlstm_install_torch() {
     if [ -n "${BNLSTM_TORCH:-}" ]; then
         _bnlstm_say "installing $BNLSTM_TORCH (BNLSTM_TORCH)"
         # shellcheck disable=SC2086  # a requirement plus pip options, split on purpose
-        "$BNLSTM_PY" -m pip install -q $BNLSTM_TORCH || _bnlstm_die "could not install $BNLSTM_TORCH"
+        "$BNLSTM_PY" -m pip install -qq $BNLSTM_TORCH || _bnlstm_die "could not install $BNLSTM_TORCH"
         return
     fi
     if "$BNLSTM_PY" -c 'from importlib import metadata; metadata.version("torch")' >/dev/null 2>&1; then
@@ -89,8 +89,11 @@ _bnlstm_install_torch() {
     # --no-index: succeeds only where the wheel lies on local disk (pip's
     # find-links); anywhere else it fails at once and the range applies.
     # --no-deps: torch's own requirements come with the project install below.
-    if "$BNLSTM_PY" -m pip install -q --no-index --no-deps "$BNLSTM_PREFERRED_TORCH" >/dev/null 2>&1; then
+    if "$BNLSTM_PY" -m pip install -qq --no-index --no-deps "$BNLSTM_PREFERRED_TORCH" >/dev/null 2>&1; then
         _bnlstm_say "installed $BNLSTM_PREFERRED_TORCH from local disk"
+    else
+        _bnlstm_say "torch comes from your package index (on Linux PyPI's is a CUDA build of" \
+                    "several GB; for a CPU-only one set BNLSTM_TORCH, see README)"
     fi
 }
 
@@ -114,9 +117,9 @@ bnlstm_setup() {
 
     local t0=$SECONDS
     _bnlstm_say "installing into $BNLSTM_VENV (the first time takes a few minutes)"
-    "$BNLSTM_PY" -m pip install -q --upgrade pip || _bnlstm_die "could not upgrade pip"
+    "$BNLSTM_PY" -m pip install -qq --upgrade pip || _bnlstm_die "could not upgrade pip"
     _bnlstm_install_torch
-    (cd "$BNLSTM_ROOT" && "$BNLSTM_PY" -m pip install -q -e "$target") \
+    (cd "$BNLSTM_ROOT" && "$BNLSTM_PY" -m pip install -qq -e "$target") \
         || _bnlstm_die "pip install -e '$target' failed"
     rm -f "$BNLSTM_VENV/.bnlstm-setup-base" "$BNLSTM_VENV/.bnlstm-setup-test"
     _bnlstm_fingerprint "$mode" > "$BNLSTM_VENV/.bnlstm-setup-$mode"
