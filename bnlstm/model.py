@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fused as _fused
+
 __all__ = ["BNLSTM", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS"]
 
 NORMS = ("none", "input", "full")
@@ -375,6 +377,15 @@ class BNLSTM(nn.Module):
         if self.training and self.h0_noise > 0:
             h0 = h0 + self.h0_noise * torch.randn_like(h0)
 
+        if trace is None and self.norm == "none" and _fused.ENABLED:
+            # nothing needs the per-step path: nn.LSTM's own kernel
+            output, (h_n, c_n) = _fused.lstm_none(self, x, h0, c0)
+            if batched and self.batch_first:
+                output = output.transpose(0, 1)
+            if not batched:
+                output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+            return output, (h_n, c_n)
+
         h_n, c_n = [], []
         layer_in = x
         for k in range(L):
@@ -394,6 +405,10 @@ class BNLSTM(nn.Module):
 
     def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace]):
         """One layer over the whole sequence: x (T, B, I_k) -> output (T, B, H), (h_T, c_T)."""
+        if trace is None and _fused.ENABLED:
+            res = _fused.layer_forward(self, k, x, h, c)
+            if res is not None:
+                return res
         return self._layer_forward_reference(k, x, h, c, trace)
 
     def _layer_forward_reference(self, k: int, x: Tensor, h: Tensor, c: Tensor,

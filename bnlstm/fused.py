@@ -1,0 +1,396 @@
+"""Fast whole-sequence paths for :class:`bnlstm.BNLSTM`, used by ``model.py``.
+
+``BNLSTM._layer_forward_reference`` is the definition; everything here computes the
+same function (to rounding), with the same running-statistics updates, only faster:
+
+- **Training** (``norm="input"`` or ``"full"``): one :class:`torch.autograd.Function`
+  per layer and sequence. Autograd records nothing inside the loop; the forward keeps
+  only what the hand-written reverse loop needs (activated gates, ``W_hh h_{t-1}``,
+  ``c_t``, ``tanh(BN(c_t))``, the outputs and the per-step batch mean / inverse std of
+  the two in-loop BNs), and the reverse loop uses PyTorch's fused kernels
+  (``native_batch_norm_backward``, ``sigmoid_backward``, ``tanh_backward``) writing
+  into preallocated buffers; the weight gradients are one matmul over all steps.
+- **The input term** ``BN(W_x x_t)`` never exists as a ``(T, B, 4H)`` tensor when the
+  input size is 1 (pixel MNIST): its per-step batch statistics follow from those of
+  ``x`` (``mean(W x) = W mean(x)``, ``var(W x) = diag(W Cov(x) W^T)``), so it folds into
+  a per-step weight ``W_s[t] = W^T * gamma_x / std_t`` and shift, applied inside the loop
+  as one ``addcmul``. Those small ``(T, I, 4H)`` / ``(T, 4H)`` tensors are built with
+  ordinary autograd ops, so their backward (through the statistics) is autograd's. For
+  larger inputs the term is one batched ``baddbmm`` before the loop.
+- **Evaluation**: every BN is a fixed per-step affine map; it is folded in, and the loop
+  is a plain autograd loop of few ops.
+- ``norm="none"`` (no trace) goes to ``torch._VF.lstm``, nn.LSTM's own kernel
+  (see :func:`lstm_none`).
+
+``ENABLED`` (or the :func:`disabled` context manager) switches all of it off, so that
+tests and benchmarks can compare against the reference loop.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none"]
+
+#: Module-level switch: False makes BNLSTM take the reference per-step path everywhere.
+ENABLED = True
+
+
+@contextlib.contextmanager
+def disabled():
+    """``with bnlstm.fused.disabled(): ...`` runs BNLSTM on its reference path."""
+    global ENABLED
+    old = ENABLED
+    ENABLED = False
+    try:
+        yield
+    finally:
+        ENABLED = old
+
+
+_aten = torch.ops.aten
+_nbn = torch.native_batch_norm
+_nbn_bwd_out = _aten.native_batch_norm_backward.out
+_sig_bwd_out = _aten.sigmoid_backward.grad_input
+_tanh_bwd_out = _aten.tanh_backward.grad_input
+_tanh_bwd = _aten.tanh_backward.default
+
+
+# --------------------------------------------------------------- running statistics
+def _train_plan(bn, T: int) -> Tuple[list, list, list]:
+    """Per step ``t``: the running-mean / running-var rows to update (or None) and the
+    factor, incrementing ``num_batches_tracked`` as ``SequenceBatchNorm._factor`` does."""
+    nbt = bn.num_batches_tracked
+    mom = bn.momentum
+    if bn.stats == "shared":
+        n0 = int(nbt[0])
+        factors = [mom if mom is not None else 1.0 / float(n0 + t + 1) for t in range(T)]
+        nbt[0] += T
+        rm, rv = bn.running_mean[0], bn.running_var[0]
+        return [rm] * T, [rv] * T, factors
+    n = min(T, bn.max_length)
+    if mom is None:
+        factors = [1.0 / float(v) for v in (nbt[:n] + 1).tolist()]
+    else:
+        factors = [mom] * n
+    nbt[:n] += 1
+    rms = list(bn.running_mean.unbind(0)[:n]) + [None] * (T - n)
+    rvs = list(bn.running_var.unbind(0)[:n]) + [None] * (T - n)
+    return rms, rvs, factors + [0.0] * (T - n)
+
+
+@torch.no_grad()
+def _update_running(bn, mean: Tensor, var: Tensor, B: int, T: int) -> None:
+    """The running-statistics update of ``T`` steps at once: ``mean``/``var`` (T, F)
+    are the biased batch statistics of every step."""
+    unbiased = var * (B / (B - 1))
+    nbt = bn.num_batches_tracked
+    mom = bn.momentum
+    if bn.stats == "shared":
+        # T sequential updates of row 0, in closed form.
+        n0 = int(nbt[0])
+        f = [mom if mom is not None else 1.0 / float(n0 + t + 1) for t in range(T)]
+        w, keep = [0.0] * T, 1.0
+        for t in range(T - 1, -1, -1):
+            w[t] = f[t] * keep
+            keep *= 1.0 - f[t]
+        wt = mean.new_tensor(w).unsqueeze(1)
+        for buf, stat in ((bn.running_mean, mean), (bn.running_var, unbiased)):
+            buf[0] = keep * buf[0] + (wt * stat).sum(0)
+        nbt[0] += T
+        return
+    n = min(T, bn.max_length)
+    if n == 0:
+        return
+    if mom is None:
+        f = (nbt[:n] + 1).to(mean.dtype).reciprocal().unsqueeze(1)
+    else:
+        f = mom
+    for buf, stat in ((bn.running_mean, mean), (bn.running_var, unbiased)):
+        buf[:n] = f * stat[:n] + (1 - f) * buf[:n]
+    nbt[:n] += 1
+
+
+# ------------------------------------------------------------------- input term
+def _input_term(mod, k: int, x: Tensor, training: bool):
+    """The folded input term of layer ``k``: per-step weight ``ws`` (T, I, 4H) and shift
+    (T, 4H) such that ``BN(W_x x_t) + b = x_t @ ws[t] + shift[t]`` (autograd ops)."""
+    w_ih, _, b_ih, b_hh, bn_ih, _, _ = mod._layer(k)
+    T, B, _ = x.shape
+    wT = w_ih.t()                                                 # (I, 4H)
+    b = (b_ih + b_hh) if b_ih is not None else None
+    if bn_ih is None:                                             # norm="none"
+        ws = wT.unsqueeze(0).expand(T, -1, -1)
+        shift = (b if b is not None else w_ih.new_zeros(w_ih.shape[0])).expand(T, -1)
+        return ws, shift
+    if training:
+        mx = x.mean(1)                                            # (T, I)
+        xc = x - mx.unsqueeze(1)
+        cov = torch.bmm(xc.transpose(1, 2), xc) / B               # (T, I, I) biased
+        mean = mx @ wT                                            # (T, 4H)
+        var = (torch.matmul(cov, wT) * wT).sum(1)                 # (T, 4H) biased
+        _update_running(bn_ih, mean.detach(), var.detach(), B, T)
+        scale = bn_ih.weight * torch.rsqrt(var + bn_ih.eps)       # (T, 4H)
+    else:
+        rows = _eval_rows(bn_ih, T, x.device)
+        mean = bn_ih.running_mean[rows]
+        scale = bn_ih.weight * torch.rsqrt(bn_ih.running_var[rows] + bn_ih.eps)
+    ws = wT.unsqueeze(0) * scale.unsqueeze(1)                     # (T, I, 4H)
+    shift = -mean * scale
+    if b is not None:
+        shift = shift + b
+    return ws, shift
+
+
+def _eval_rows(bn, T: int, device) -> Tensor:
+    if bn.stats == "shared":
+        return torch.zeros(T, dtype=torch.long, device=device)
+    return torch.arange(T, device=device).clamp_(max=bn.max_length - 1)
+
+
+# ------------------------------------------------------------ training: Function
+class _Cfg:
+    __slots__ = ("full", "lowrank", "eps_h", "eps_c", "plan_h", "plan_c", "mean_h", "istd_h",
+                 "mean_c", "istd_c")
+
+
+class _LayerTrain(torch.autograd.Function):
+    """One layer over a whole sequence in training mode (norm "input"/"full")."""
+
+    @staticmethod
+    def forward(ctx, cfg: _Cfg, h0: Tensor, c0: Tensor, w_hh: Tensor, gh: Optional[Tensor],
+                gc: Optional[Tensor], bc: Optional[Tensor], x: Optional[Tensor],
+                ws: Optional[Tensor], shift: Optional[Tensor], p: Optional[Tensor]):
+        full, lowrank = cfg.full, cfg.lowrank
+        B, H = h0.shape
+        T = x.shape[0] if lowrank else p.shape[0]
+        whT = w_hh.t()
+        act = h0.new_empty(T, B, 4 * H)
+        cs = h0.new_empty(T, B, H)
+        tcs = h0.new_empty(T, B, H)
+        out = h0.new_empty(T, B, H)
+        act4 = act.view(T, B, 4, H).unbind(2)
+        a_i, a_f, a_g, a_o = (v.unbind(0) for v in act4)
+        acts = act.unbind(0)
+        cs_t, tcs_t, out_t = cs.unbind(0), tcs.unbind(0), out.unbind(0)
+        if lowrank:
+            xs, wss, shifts = x.unbind(0), ws.unbind(0), shift.unbind(0)
+        else:
+            ps = p.unbind(0)
+        if full:
+            wh_all = h0.new_empty(T, B, 4 * H)
+            whs = wh_all.unbind(0)
+            rmh, rvh, fh = cfg.plan_h
+            rmc, rvc, fc = cfg.plan_c
+            eh, ec = cfg.eps_h, cfg.eps_c
+            mean_h, istd_h, mean_c, istd_c = [], [], [], []
+        h, c = h0, c0
+        for t in range(T):
+            if full:
+                wh = torch.mm(h, whT, out=whs[t])
+                gates, m, s = _nbn(wh, gh, shift[t] if lowrank else None, rmh[t], rvh[t], True,
+                                   fh[t], eh)
+                mean_h.append(m)
+                istd_h.append(s)
+                if lowrank:
+                    gates.addcmul_(xs[t], wss[t])
+                else:
+                    gates.add_(ps[t])
+            elif lowrank:
+                gates = torch.addmm(shifts[t], h, whT)
+                gates.addcmul_(xs[t], wss[t])
+            else:
+                gates = torch.mm(h, whT)
+                gates.add_(ps[t])
+            a = acts[t]
+            torch.sigmoid(gates, out=a)
+            torch.tanh(gates[:, 2 * H:3 * H], out=a_g[t])
+            c_new = torch.mul(a_f[t], c, out=cs_t[t])
+            c_new.addcmul_(a_i[t], a_g[t])
+            c = c_new
+            if full:
+                y, m, s = _nbn(c, gc, bc, rmc[t], rvc[t], True, fc[t], ec)
+                mean_c.append(m)
+                istd_c.append(s)
+                tc = torch.tanh(y, out=tcs_t[t])
+            else:
+                tc = torch.tanh(c, out=tcs_t[t])
+            h = torch.mul(a_o[t], tc, out=out_t[t])
+        saved = [h0, c0, w_hh, act, cs, tcs, out]
+        if full:
+            saved += [gh, gc, wh_all, torch.stack(mean_h), torch.stack(istd_h),
+                      torch.stack(mean_c), torch.stack(istd_c)]
+        if lowrank:
+            saved += [x, ws]
+        ctx.cfg_full, ctx.cfg_lowrank = full, lowrank
+        if full:
+            ctx.eps = (cfg.eps_h, cfg.eps_c)
+            ctx.has_bc = bc is not None
+        ctx.save_for_backward(*saved)
+        return out, out[T - 1].clone(), cs[T - 1].clone()
+
+    @staticmethod
+    def backward(ctx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor):
+        full, lowrank = ctx.cfg_full, ctx.cfg_lowrank
+        saved = list(ctx.saved_tensors)
+        h0, c0, w_hh, act, cs, tcs, out = saved[:7]
+        rest = saved[7:]
+        if full:
+            gh, gc, wh_all, mean_h, istd_h, mean_c, istd_c = rest[:7]
+            rest = rest[7:]
+            eh, ec = ctx.eps
+        if lowrank:
+            x, ws = rest
+        (_, need_h0, need_c0, need_whh, need_gh, need_gc, need_bc, need_x, need_ws, need_shift,
+         need_p) = ctx.needs_input_grad
+        T, B, H4 = act.shape
+        H = H4 // 4
+        a_i, a_f, a_g, a_o = (v.unbind(0) for v in act.view(T, B, 4, H).unbind(2))
+        cs_t, tcs_t = cs.unbind(0), tcs.unbind(0)
+        d_out = d_out.contiguous()
+        douts = d_out.unbind(0)
+        dA = act.new_empty(T, B, H4)
+        dAs = dA.unbind(0)
+        d_i, d_f, d_g, d_o = (v.unbind(0) for v in dA.view(T, B, 4, H).unbind(2))
+        if full:
+            dwh_all = act.new_empty(T, B, H4)
+            dwhs = dwh_all.unbind(0)
+            dgh_all = act.new_empty(T, H4)
+            dsh_all = act.new_empty(T, H4)
+            dgc_all = act.new_empty(T, H)
+            dbc_all = act.new_empty(T, H)
+            dgh_t, dsh_t, dgc_t, dbc_t = (v.unbind(0) for v in (dgh_all, dsh_all, dgc_all, dbc_all))
+            whs = wh_all.unbind(0)
+            mh, sh, mc, sc = (v.unbind(0) for v in (mean_h, istd_h, mean_c, istd_c))
+            mask3 = [True, True, True]
+        dh = douts[T - 1] + d_hT
+        dc = d_cT
+        dwh = None
+        for t in range(T - 1, -1, -1):
+            if dwh is not None:
+                dh = torch.addmm(douts[t], dwh, w_hh)
+            tc = tcs_t[t]
+            o = a_o[t]
+            dtc = dh * o
+            _sig_bwd_out(dh * tc, o, grad_input=d_o[t])
+            if full:
+                dcn = _tanh_bwd(dtc, tc)
+                dcb, _, _ = _nbn_bwd_out(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec, mask3,
+                                         out0=torch.empty_like(dcn), out1=dgc_t[t], out2=dbc_t[t])
+                dc = dcb.add_(dc)
+            else:
+                dc = _tanh_bwd(dtc, tc).add_(dc)
+            i, f, g = a_i[t], a_f[t], a_g[t]
+            c_prev = cs_t[t - 1] if t > 0 else c0
+            _sig_bwd_out(dc * g, i, grad_input=d_i[t])
+            _sig_bwd_out(dc * c_prev, f, grad_input=d_f[t])
+            _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
+            dc = dc * f
+            if full:
+                dwh, _, _ = _nbn_bwd_out(dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh, mask3,
+                                         out0=dwhs[t], out1=dgh_t[t], out2=dsh_t[t])
+            else:
+                dwh = dAs[t]
+        dwh_seq = dwh_all if full else dA
+        g_h0 = torch.mm(dwh, w_hh) if need_h0 else None
+        g_c0 = dc if need_c0 else None
+        g_whh = None
+        if need_whh:
+            # dW_hh = sum_t dwh_t^T h_{t-1}: one matmul over all steps
+            g_whh = torch.mm(dwh_seq[0].t(), h0)
+            if T > 1:
+                g_whh.addmm_(dwh_seq[1:].reshape(-1, H4).t(), out[:-1].reshape(-1, H))
+        g_gh = dgh_all.sum(0) if full and need_gh else None
+        g_gc = dgc_all.sum(0) if full and need_gc else None
+        g_bc = dbc_all.sum(0) if full and need_bc and ctx.has_bc else None
+        g_x = g_ws = g_shift = g_p = None
+        if lowrank:
+            if need_x:
+                g_x = torch.bmm(dA, ws.transpose(1, 2))
+            if need_ws:
+                g_ws = torch.bmm(x.transpose(1, 2), dA)
+            if need_shift:
+                g_shift = dsh_all if full else dA.sum(1)
+        elif need_p:
+            g_p = dA
+        return None, g_h0, g_c0, g_whh, g_gh, g_gc, g_bc, g_x, g_ws, g_shift, g_p
+
+
+# ------------------------------------------------------------------ entry points
+def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
+    """Layer ``k`` of ``mod`` over ``x`` (T, B, I_k) on the fast path, or None when this
+    layer must take the reference path (the caller then falls back)."""
+    T, B, I = x.shape
+    if T == 0 or x.dtype not in (torch.float32, torch.float64):
+        return None
+    if not mod.training:
+        return _layer_eval(mod, k, x, h, c)
+    if B < 2 and mod.norm != "none":
+        return None          # the reference raises the proper error
+    w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = mod._layer(k)
+    full = bn_hh is not None
+    cfg = _Cfg()
+    cfg.full = full
+    cfg.lowrank = I == 1 and bn_ih is not None
+    ws, shift = _input_term(mod, k, x, True)
+    if full:
+        cfg.eps_h, cfg.eps_c = bn_hh.eps, bn_c.eps
+        cfg.plan_h = _train_plan(bn_hh, T)
+        cfg.plan_c = _train_plan(bn_c, T)
+        gh, gc, bc = bn_hh.weight, bn_c.weight, bn_c.bias
+    else:
+        gh = gc = bc = None
+    h = h.contiguous()
+    c = c.contiguous()
+    if cfg.lowrank:
+        out, hT, cT = _LayerTrain.apply(cfg, h, c, w_hh, gh, gc, bc, x, ws.contiguous(),
+                                        shift.contiguous(), None)
+    else:
+        p = torch.baddbmm(shift.unsqueeze(1), x, ws)
+        out, hT, cT = _LayerTrain.apply(cfg, h, c, w_hh, gh, gc, bc, None, None, None, p)
+    return out, (hT, cT)
+
+
+def _layer_eval(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
+    """Evaluation mode: every BN is a fixed per-step affine map (population statistics)."""
+    w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = mod._layer(k)
+    T, B, _ = x.shape
+    ws, shift = _input_term(mod, k, x, False)
+    whT = w_hh.t()
+    if bn_hh is not None:
+        rows = _eval_rows(bn_hh, T, x.device)
+        sh = bn_hh.weight * torch.rsqrt(bn_hh.running_var[rows] + bn_hh.eps)   # (T, 4H)
+        shift = shift - bn_hh.running_mean[rows] * sh
+        shs = sh.unbind(0)
+        rows = _eval_rows(bn_c, T, x.device)
+        sc = bn_c.weight * torch.rsqrt(bn_c.running_var[rows] + bn_c.eps)      # (T, H)
+        bc = -bn_c.running_mean[rows] * sc
+        if bn_c.bias is not None:
+            bc = bc + bn_c.bias
+        scs, bcs = sc.unbind(0), bc.unbind(0)
+    p = torch.baddbmm(shift.unsqueeze(1), x, ws)                               # (T, B, 4H)
+    outputs = []
+    for t, p_t in enumerate(p.unbind(0)):
+        wh = h @ whT
+        gates = torch.addcmul(p_t, wh, shs[t]) if bn_hh is not None else p_t + wh
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        c_out = torch.addcmul(bcs[t], c, scs[t]) if bn_c is not None else c
+        h = torch.sigmoid(o) * torch.tanh(c_out)
+        outputs.append(h)
+    return torch.stack(outputs), (h, c)
+
+
+def lstm_none(mod, x: Tensor, h0: Tensor, c0: Tensor):
+    """``norm="none"`` without a trace: nn.LSTM's own kernel (``torch._VF.lstm``) on
+    ``x`` (T, B, I); returns ``output, (h_n, c_n)`` with h_n, c_n (L, B, H)."""
+    params: List[Tensor] = []
+    for k in range(mod.num_layers):
+        w_ih, w_hh, b_ih, b_hh = mod._layer(k)[:4]
+        params += [w_ih, w_hh] + ([b_ih, b_hh] if b_ih is not None else [])
+    out, h_n, c_n = torch._VF.lstm(x, (h0.contiguous(), c0.contiguous()), params, mod.bias,
+                                   mod.num_layers, mod.dropout, mod.training, False, False)
+    return out, (h_n, c_n)

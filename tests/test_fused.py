@@ -1,0 +1,221 @@
+"""The fast paths (bnlstm/fused.py) against the reference per-step loop.
+
+Float64 throughout: outputs, gradients of every parameter, of the input and of
+(h_0, c_0), running statistics and num_batches_tracked must agree. The fast path
+folds the input BN and batches matmuls differently, so agreement is to rounding
+(1e-10 here), not bitwise.
+"""
+import copy
+import itertools
+
+import pytest
+import torch
+
+from bnlstm import fused
+from bnlstm.model import BNLSTM, Trace
+
+ATOL = 1e-10
+GRAD_TOL = 1e-8  # the goal is 1e-6; float64 gives far better
+
+
+def _run(model, xs, hx, *, fast, seed=0, grad=True):
+    """Runs ``model`` (in place) over the inputs ``xs`` in turn; returns outputs and grads."""
+    results = []
+    torch.manual_seed(seed)
+    ctx = fused.disabled() if not fast else _nullctx()
+    with ctx:
+        for x in xs:
+            x = x.clone().requires_grad_(grad)
+            h = None
+            if hx is not None:
+                h = tuple(t.clone().requires_grad_(grad) for t in hx)
+            model.zero_grad(set_to_none=True)
+            out, (h_n, c_n) = model(x, h)
+            r = {"out": out.detach().clone(), "h_n": h_n.detach().clone(), "c_n": c_n.detach().clone()}
+            if grad:
+                g = torch.Generator().manual_seed(123)
+                w_out = torch.randn(out.shape, generator=g, dtype=out.dtype)
+                w_h = torch.randn(h_n.shape, generator=g, dtype=out.dtype)
+                w_c = torch.randn(c_n.shape, generator=g, dtype=out.dtype)
+                loss = (out * w_out).sum() + (h_n * w_h).sum() + (c_n * w_c).sum()
+                loss.backward()
+                r["x.grad"] = x.grad.clone()
+                if h is not None:
+                    r["h0.grad"], r["c0.grad"] = h[0].grad.clone(), h[1].grad.clone()
+                for name, p in model.named_parameters():
+                    r["grad " + name] = p.grad.clone() if p.grad is not None else None
+            results.append(r)
+    return results
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _compare(model_kwargs, shapes, *, hx=False, train=True, batch_first=False, input_size=1,
+             grad=True, B=5):
+    torch.manual_seed(0)
+    H = model_kwargs.get("hidden_size", 4)
+    kw = dict(model_kwargs)
+    kw.setdefault("hidden_size", H)
+    m = BNLSTM(input_size, batch_first=batch_first, dtype=torch.float64, **kw)
+    with torch.no_grad():  # move off the init so every gate and gamma matters
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    m.train(train)
+    xs = []
+    for T in shapes:
+        shape = (B, T, input_size) if batch_first else (T, B, input_size)
+        xs.append(torch.randn(shape, dtype=torch.float64))
+    L = m.num_layers
+    h = (torch.randn(L, B, H, dtype=torch.float64), torch.randn(L, B, H, dtype=torch.float64)) if hx else None
+    m_ref, m_fast = copy.deepcopy(m), copy.deepcopy(m)
+    ref = _run(m_ref, xs, h, fast=False, grad=grad)
+    got = _run(m_fast, xs, h, fast=True, grad=grad)
+    for r, g in zip(ref, got):
+        assert r.keys() == g.keys()
+        for key in r:
+            a, b = r[key], g[key]
+            if a is None or b is None:
+                assert a is None and b is None, key
+                continue
+            tol = GRAD_TOL if "grad" in key else ATOL
+            torch.testing.assert_close(b, a, atol=tol, rtol=tol, msg=lambda s: f"{key}: {s}")
+    bufs_ref = dict(m_ref.named_buffers())
+    for name, b in m_fast.named_buffers():
+        a = bufs_ref[name]
+        if a.dtype == torch.long:
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(b, a, atol=ATOL, rtol=ATOL, msg=lambda s: f"{name}: {s}")
+    return m_ref, m_fast
+
+
+@pytest.mark.parametrize("norm,stats,momentum", list(itertools.product(
+    ("none", "input", "full"), ("per_step", "shared"), (0.1, None))))
+def test_train_grid(norm, stats, momentum):
+    # sequences of different lengths, the last beyond max_length: per-row counts differ
+    _compare(dict(norm=norm, stats=stats, momentum=momentum, max_length=6), (5, 3, 8))
+
+
+@pytest.mark.parametrize("norm", ("none", "input", "full"))
+@pytest.mark.parametrize("input_size", (1, 3))
+def test_multilayer_dropout_hx_batch_first(norm, input_size):
+    _compare(dict(norm=norm, num_layers=2, dropout=0.3, max_length=6), (4, 7), hx=True,
+             batch_first=True, input_size=input_size)
+
+
+@pytest.mark.parametrize("norm", ("input", "full"))
+@pytest.mark.parametrize("stats", ("per_step", "shared"))
+def test_eval_mode(norm, stats):
+    m_ref, m_fast = _compare(dict(norm=norm, stats=stats, max_length=4), (3, 5), train=True)
+    # now evaluate the trained statistics, including steps beyond max_length
+    m = copy.deepcopy(m_ref)
+    for p in m.modules():
+        if hasattr(p, "running_var") and p.running_var is not None:
+            with torch.no_grad():
+                p.running_mean.add_(0.1 * torch.randn_like(p.running_mean))
+                p.running_var.mul_(1.5)
+    torch.manual_seed(1)
+    x = torch.randn(7, 5, 1, dtype=torch.float64)
+    m.eval()
+    outs = {}
+    for fast in (False, True):
+        mm = copy.deepcopy(m)
+        xx = x.clone().requires_grad_(True)
+        ctx = fused.disabled() if not fast else _nullctx()
+        with ctx:
+            out, (h_n, c_n) = mm(xx)
+            (out.sum() + c_n.sum()).backward()
+        outs[fast] = (out.detach(), h_n.detach(), c_n.detach(), xx.grad,
+                      [p.grad for p in mm.parameters()])
+    for a, b in zip(outs[False][:4], outs[True][:4]):
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=ATOL)
+    for a, b in zip(outs[False][4], outs[True][4]):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(b, a, atol=GRAD_TOL, rtol=GRAD_TOL)
+
+
+@pytest.mark.parametrize("norm", ("input", "full"))
+def test_input_size_many_and_hx(norm):
+    _compare(dict(norm=norm, hidden_size=3), (6,), hx=True, input_size=5, B=4)
+
+
+def test_no_bias_and_unbatched_eval():
+    _compare(dict(norm="full", bias=False), (4,))
+    m = BNLSTM(2, 3, dtype=torch.float64).eval()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    with fused.disabled():
+        ref = m(x)
+    got = m(x)
+    torch.testing.assert_close(got[0], ref[0], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(got[1][1], ref[1][1], atol=ATOL, rtol=ATOL)
+
+
+def test_h0_noise_same_rng():
+    _compare(dict(norm="full", h0_noise=0.1), (4,))
+
+
+def test_no_grad_forward_updates_stats():
+    _compare(dict(norm="full", momentum=None), (4, 2), grad=False)
+
+
+def test_float32_close():
+    torch.manual_seed(0)
+    m = BNLSTM(1, 8, norm="full")
+    x = torch.randn(20, 6, 1)
+    m_ref, m_fast = copy.deepcopy(m), copy.deepcopy(m)
+    with fused.disabled():
+        a = m_ref(x)[0]
+    b = m_fast(x)[0]
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    for (n, x1), x2 in zip(m_ref.named_buffers(), m_fast.buffers()):
+        torch.testing.assert_close(x2, x1, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_trace_takes_reference_path(monkeypatch):
+    m = BNLSTM(1, 4, dtype=torch.float64)
+    called = []
+    monkeypatch.setattr(fused, "layer_forward", lambda *a: called.append(1))
+    tr = Trace()
+    out, _ = m(torch.randn(3, 5, 1, dtype=torch.float64), trace=tr)
+    out.sum().backward()
+    assert not called
+    assert len(tr.layers) == 1 and tr.grad_norms(0).shape == (3,)
+
+
+def test_batch_of_one_still_raises():
+    m = BNLSTM(1, 4)
+    with pytest.raises(ValueError, match="at least 2"):
+        m(torch.randn(3, 1, 1))
+
+
+def test_backward_twice_with_retain_graph():
+    torch.manual_seed(0)
+    m = BNLSTM(1, 4, dtype=torch.float64)
+    x = torch.randn(5, 3, 1, dtype=torch.float64)
+    out, _ = m(x)
+    loss = out.pow(2).sum()
+    loss.backward(retain_graph=True)
+    g1 = m.weight_hh_l0.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(m.weight_hh_l0.grad, 2 * g1)
+
+
+def test_gradcheck_fast_path():
+    torch.manual_seed(0)
+    m = BNLSTM(1, 3, norm="full", dtype=torch.float64, momentum=0.0)
+    x = torch.randn(4, 4, 1, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(x, h0, c0):
+        out, (h, c) = m(x, (h0, c0))
+        return out, c
+    assert torch.autograd.gradcheck(f, (x, h0, c0))
