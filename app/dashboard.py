@@ -1,0 +1,770 @@
+"""The dashboard: settings from :class:`bnlstm.TrainConfig`, controls, live plots, status.
+
+One :class:`Dashboard` per browser session. Training runs in each run's trainer
+thread; the thread only puts records on a queue, and :meth:`Dashboard.drain`
+(a periodic callback on the server's event loop, every ``DRAIN_MS``) moves them
+into the plots' streams and the status panes in one batch.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from bnlstm import TrainConfig
+from bnlstm.config import MODEL_LABELS, TASK_NAMES
+
+from . import views
+from .runs import PALETTE, DashboardRun, preload_data_in_background
+from .scheduler import get_scheduler, log
+
+DRAIN_MS = 200
+MAX_RUNS_SHOWN = 6            # per session; the oldest ended runs leave the plots beyond this
+
+# The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
+DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
+                          val_limit=2000, eval_every=100, steps=2000)
+
+TASK_LABELS = {"row": "row (28 steps of 28 pixels)", "pixel14": "pixel 14x14 (196 steps)",
+               "pixel7": "pixel 7x7 (49 steps)", "pixel": "pixel 28x28 (784 steps, the paper)",
+               "permuted": "permuted pixel (784 steps)"}
+STATS_LABELS = {"per_step": "per step (the paper)", "shared": "shared over time"}
+
+# (label, css class, [(tag, overrides), (tag, overrides)])
+PRESETS = [
+    ("LSTM vs BN-LSTM", "preset-lstm",
+     [("LSTM", dict(model="lstm")), ("BN-LSTM", dict(model="bnlstm", gamma_init=0.1))]),
+    ("gamma 0.1 vs 1.0", "preset-gamma",
+     [("gamma 0.1", dict(model="bnlstm", gamma_init=0.1)),
+      ("gamma 1.0", dict(model="bnlstm", gamma_init=1.0))]),
+    ("per-step vs shared statistics", "preset-stats",
+     [("per-step", dict(model="bnlstm", stats="per_step")),
+      ("shared", dict(model="bnlstm", stats="shared"))]),
+]
+
+STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754",
+                "paused": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
+                "diverged": "#dc3545", "failed": "#dc3545"}
+
+CSS = """
+table { border-collapse: collapse; font-size: 17px; width: 100%; }
+td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
+.badge { color: white; border-radius: 6px; padding: 2px 8px; font-weight: 600; }
+.swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; margin-right: 6px; }
+.server { color: #555; font-size: 15px; margin-top: 4px; }
+"""
+
+
+# ----------------------------------------------------------------------------- URL handling
+def _coerce(par: param.Parameter, raw: str):
+    """A URL string -> the parameter's type (raises ValueError with a reason)."""
+    if isinstance(par, param.Boolean):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(par, param.Integer):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not value.is_integer():
+            raise ValueError("expected a whole number")
+        return int(value)
+    if isinstance(par, param.Number):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:   # Panel JSON-quotes strings
+        raw = raw[1:-1]
+    return raw
+
+
+def validate_query(query: Dict[str, Any]) -> "tuple[Dict[str, Any], List[str]]":
+    """Split URL parameters into settings that can be applied and messages for the rest."""
+    good: Dict[str, Any] = {}
+    problems: List[str] = []
+    names = [k for k in TrainConfig.param if k != "name"]
+    for key, raw in query.items():
+        if isinstance(raw, (list, tuple)):
+            raw = raw[-1] if raw else ""
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        raw = str(raw)
+        if key not in names:
+            problems.append(f"unknown URL parameter '{key}' (ignored)")
+            continue
+        par = TrainConfig.param[key]
+        try:
+            value = _coerce(par, raw)
+            TrainConfig(**{key: value})                   # bounds and choices
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(par, param.Selector):
+                reason = f"choose one of {', '.join(map(str, par.objects))}"
+            elif getattr(par, "bounds", None):
+                lo, hi = par.bounds
+                reason = f"{reason}; allowed range {lo} .. {hi if hi is not None else 'no limit'}"
+            problems.append(f"'{key}={raw}' is not valid ({reason}); using the default "
+                            f"{getattr(TrainConfig, key)!r}" if key not in DASHBOARD_DEFAULTS else
+                            f"'{key}={raw}' is not valid ({reason}); using the default "
+                            f"{DASHBOARD_DEFAULTS[key]!r}")
+            continue
+        good[key] = value
+    return good, problems
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- the dashboard
+class Dashboard(param.Parameterized):
+    """One session's dashboard. ``Dashboard().servable()`` or ``.view()`` in a notebook."""
+
+    smoothing = param.Number(default=0.9, bounds=(0.0, 0.99), doc=(
+        "Exponential smoothing of the bold loss curve (0: none); applies live."))
+
+    def __init__(self, config: Optional[TrainConfig] = None, sync_url: Optional[bool] = None,
+                 **params):
+        super().__init__(**params)
+        self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
+        self.runs: List[DashboardRun] = []
+        self.streams: Dict[int, views.RunStreams] = {}
+        self.scheduler = get_scheduler()
+        self._destroyed = False
+        self._last_status = ""
+        self._url_problems: List[str] = []
+        self._stats_pipe = hv.streams.Pipe(data={})
+        self._focus_probe_step = -1
+        self._callback = None
+        preload_data_in_background()
+        if sync_url is None:
+            sync_url = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self._build_widgets()
+        if sync_url:
+            self._sync_url()
+        self._build_layout()
+        self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
+        self.config.param.watch(self._on_new_run_setting,
+                                [k for k in TrainConfig.param if k not in TrainConfig.LIVE
+                                 and k != "name"])
+        self.param.watch(self._on_smoothing, ["smoothing"])
+
+    # ------------------------------------------------------------------------ URL
+    def _sync_url(self) -> None:
+        loc = pn.state.location
+        if loc is None:
+            return
+        query = dict(loc.query_params)
+        good, problems = validate_query(query)
+        if good:
+            self.config.param.update(**good)
+        if problems:
+            self._url_problems = problems
+            # drop the offending parameters before Panel syncs, so it never sees them
+            clean = {k: v for k, v in query.items()
+                     if k in good or (k in TrainConfig.param and k not in query)}
+            loc.search = ("?" + "&".join(f"{k}={v}" for k, v in
+                                         ((k, loc.query_params[k]) for k in clean))) if clean else ""
+        names = [k for k in TrainConfig.param if k != "name"]
+        loc.sync(self.config, names, on_error=self._on_url_error)
+
+    def _on_url_error(self, bad: Dict[str, Any]) -> None:
+        msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())
+        self._url_problems.append(msg + "; kept the current values.")
+        if hasattr(self, "url_alert"):
+            self._show_url_problems()
+
+    def _show_url_problems(self) -> None:
+        if self._url_problems:
+            items = "".join(f"<li>{html.escape(p)}</li>" for p in self._url_problems)
+            self.url_alert.object = (f"<b>Some settings in the link were not valid</b> and were "
+                                     f"replaced by defaults:<ul>{items}</ul>")
+            self.url_alert.visible = True
+
+    # -------------------------------------------------------------------- widgets
+    def _build_widgets(self) -> None:
+        cfg = self.config
+        P = cfg.param
+        big = {"stylesheets": [":host { --font-size: 15px; } label { font-size: 15px; }"]}
+        self.w_model = pn.widgets.Select.from_param(
+            P.model, name="Model", options={v: k for k, v in MODEL_LABELS.items()},
+            css_classes=["w-model"], **big)
+        self.w_task = pn.widgets.Select.from_param(
+            P.task, name="Task (sequential MNIST)",
+            options={TASK_LABELS[t]: t for t in TASK_NAMES}, css_classes=["w-task"], **big)
+        self.w_gamma = pn.widgets.FloatSlider(
+            name="Gamma init (log scale, 0.01 .. 1)", start=-2.0, end=0.0, step=0.01,
+            value=float(np.log10(np.clip(cfg.gamma_init, 0.01, 1.0))),
+            format=_log_formatter(), css_classes=["w-gamma"], **big)
+        self.w_gamma_value = pn.pane.HTML(self._gamma_text(), css_classes=["w-gamma-value"],
+                                          margin=(0, 10))
+        self.w_gamma.param.watch(self._on_gamma_slider, "value_throttled")
+        self.w_gamma.param.watch(self._on_gamma_drag, "value")
+        cfg.param.watch(self._on_gamma_config, "gamma_init")
+        self.w_stats = pn.widgets.RadioButtonGroup.from_param(
+            P.stats, name="Statistics", options={v: k for k, v in STATS_LABELS.items()},
+            button_type="default", css_classes=["w-stats"])
+        self.w_hidden = pn.widgets.IntSlider.from_param(P.hidden, name="Hidden units", start=8,
+                                                       end=256, step=4, css_classes=["w-hidden"])
+        self.w_batch = pn.widgets.IntSlider.from_param(P.batch_size, name="Batch size", start=8,
+                                                      end=512, step=4, css_classes=["w-batch"])
+        self.w_seed = pn.widgets.IntInput.from_param(P.seed, name="Seed", css_classes=["w-seed"])
+        self.w_device = pn.widgets.Select.from_param(P.device, name="Device",
+                                                    css_classes=["w-device"])
+        self.w_val_limit = pn.widgets.IntInput.from_param(
+            P.val_limit, name="Validation digits (0: all)", step=500, css_classes=["w-val-limit"])
+        advanced = pn.Param(cfg, parameters=["num_layers", "init", "forget_bias", "h0_noise",
+                                             "momentum", "optimizer", "test_at_end", "reestimate"],
+                            show_name=False, sizing_mode="stretch_width")
+        self.new_run_card = pn.Card(
+            self.w_model, self.w_task, self.w_gamma, self.w_gamma_value,
+            pn.pane.HTML("<b>Statistics</b>", margin=(5, 10, 0, 10)), self.w_stats,
+            self.w_hidden, self.w_batch, self.w_seed, self.w_device, self.w_val_limit,
+            pn.Card(advanced, title="More (init, layers, optimizer...)", collapsed=True,
+                    sizing_mode="stretch_width"),
+            title="&#x27F3; Needs a new run", header_background="#f6d7a7",
+            header_color="#5a3700", css_classes=["card-new-run"], sizing_mode="stretch_width",
+            styles={"border": "2px solid #e0a040"})
+        self.new_run_hint = pn.pane.HTML("", visible=False, css_classes=["new-run-hint"],
+                                         styles={"color": "#8a5300", "font-size": "14px"})
+
+        self.w_lr = pn.widgets.FloatSlider(
+            name="Learning rate (log scale)", start=-5.0, end=-1.0, step=0.05,
+            value=float(np.log10(np.clip(cfg.lr, 1e-5, 1e-1))), format=_log_formatter(),
+            css_classes=["w-lr"], **big)
+        self.w_lr.param.watch(lambda e: setattr(self.config, "lr", float(round(10 ** e.new, 8))),
+                              "value_throttled")
+        cfg.param.watch(self._on_lr_config, "lr")
+        self.w_clip = pn.widgets.FloatSlider.from_param(P.clip, name="Gradient clip (0: off)",
+                                                       start=0.0, end=10.0, step=0.1)
+        self.w_steps = pn.widgets.IntInput.from_param(P.steps, name="Step budget (updates)",
+                                                     step=500, css_classes=["w-steps"])
+        self.w_eval = pn.widgets.IntInput.from_param(P.eval_every, name="Validate every N updates",
+                                                    step=50, css_classes=["w-eval"])
+        self.w_probe = pn.widgets.IntInput.from_param(P.probe_every,
+                                                     name="Probe every N updates (0: off)",
+                                                     step=5, css_classes=["w-probe"])
+        self.w_smooth = pn.widgets.FloatSlider.from_param(self.param.smoothing,
+                                                         name="Loss smoothing", step=0.01)
+        self.live_card = pn.Card(
+            self.w_lr, self.w_clip, self.w_steps, self.w_eval, self.w_probe, self.w_smooth,
+            title="&#x25CF; Applies live", header_background="#b9e4c0", header_color="#0b4d1c",
+            css_classes=["card-live"], sizing_mode="stretch_width",
+            styles={"border": "2px solid #4caf50"})
+
+        # controls
+        self.b_start = pn.widgets.Button(name="Start", button_type="success", icon="player-play",
+                                         css_classes=["btn-start"], width=120, height=44)
+        self.b_pause = pn.widgets.Button(name="Pause", button_type="warning", icon="player-pause",
+                                         css_classes=["btn-pause"], width=130, height=44)
+        self.b_step = pn.widgets.Button(name="Step", button_type="primary", icon="player-skip-forward",
+                                        css_classes=["btn-step"], width=110, height=44)
+        self.b_stop = pn.widgets.Button(name="Stop", button_type="danger", icon="player-stop",
+                                        css_classes=["btn-stop"], width=110, height=44)
+        self.b_reset = pn.widgets.Button(name="Reset", button_type="default", icon="refresh",
+                                         css_classes=["btn-reset"], width=110, height=44)
+        self.b_start.on_click(lambda e: self.start())
+        self.b_pause.on_click(lambda e: self.toggle_pause())
+        self.b_step.on_click(lambda e: self.step())
+        self.b_stop.on_click(lambda e: self.stop())
+        self.b_reset.on_click(lambda e: self.reset())
+        self.preset_buttons = []
+        for label, cls, pair in PRESETS:
+            b = pn.widgets.Button(name=label, button_type="primary", button_style="outline",
+                                  css_classes=["btn-preset", cls], height=40)
+            b.on_click(lambda e, pair=pair: self.run_preset(pair))
+            self.preset_buttons.append(b)
+
+        # status and alerts
+        self.status = pn.pane.HTML(self._status_html(), css_classes=["bnlstm-status"],
+                                   sizing_mode="stretch_width", stylesheets=[CSS])
+        self.url_alert = pn.pane.Alert("", alert_type="warning", visible=False,
+                                       css_classes=["url-alert"], sizing_mode="stretch_width")
+        self.data_alert = pn.pane.Alert("", alert_type="warning", visible=False,
+                                        css_classes=["data-alert"], sizing_mode="stretch_width")
+        self.fail_alert = pn.pane.Alert("", alert_type="danger", visible=False,
+                                        css_classes=["fail-alert"], sizing_mode="stretch_width")
+        self._show_url_problems()
+
+        # export
+        self.w_export_run = pn.widgets.Select(name="Run to export", options={}, width=330,
+                                              css_classes=["w-export-run"])
+        self.d_csv = pn.widgets.FileDownload(callback=self._csv_bytes, filename="metrics.csv",
+                                             label="Metrics (CSV)", button_type="primary",
+                                             css_classes=["dl-csv"], width=170, embed=False)
+        self.d_zip = pn.widgets.FileDownload(callback=self._zip_bytes, filename="run.zip",
+                                             label="Run record (zip)", button_type="primary",
+                                             css_classes=["dl-zip"], width=170, embed=False)
+        self.w_export_run.param.watch(self._on_export_run, "value")
+        self.w_focus = pn.widgets.Select(name="Run shown in the statistics plots", options={},
+                                         width=420, css_classes=["w-focus"])
+        self.w_focus.param.watch(lambda e: self._refresh_focus(force=True), "value")
+
+    # --------------------------------------------------------------------- layout
+    def _build_layout(self) -> None:
+        self.p_loss = pn.pane.HoloViews(views.loss_plot([]), sizing_mode="stretch_width",
+                                        css_classes=["plot-loss"], linked_axes=False)
+        self.p_val = pn.pane.HoloViews(views.val_plot([]), sizing_mode="stretch_width",
+                                       css_classes=["plot-val"], linked_axes=False)
+        self.p_sat = pn.pane.HoloViews(views.saturation_plot([]), sizing_mode="stretch_width",
+                                       css_classes=["plot-sat"], linked_axes=False)
+        self.p_hist = pn.pane.HoloViews(views.hist_plot([]), sizing_mode="stretch_width",
+                                        css_classes=["plot-hist"], linked_axes=False)
+        self.p_grad = pn.pane.HoloViews(views.grad_plot([]), sizing_mode="stretch_width",
+                                        css_classes=["plot-grad"], linked_axes=False)
+        self.p_stats = [pn.pane.HoloViews(views.stats_plot(self._stats_pipe, key),
+                                          sizing_mode="stretch_width", linked_axes=False,
+                                          css_classes=["plot-stats", f"plot-stats-{key}"])
+                        for key in ("wh_mean", "wh_var", "c_mean", "c_var")]
+
+        def section(title, point_at, *objs):
+            return pn.Column(
+                pn.pane.HTML(f"<div style='font-size:22px;font-weight:700'>{title}</div>"
+                             f"<div style='font-size:16px;color:#444'>{point_at}</div>",
+                             sizing_mode="stretch_width", margin=(10, 10, 0, 10)),
+                *objs, sizing_mode="stretch_width")
+
+        controls = pn.Row(self.b_start, self.b_pause, self.b_step, self.b_stop, self.b_reset,
+                          sizing_mode="stretch_width")
+        presets = pn.Row(pn.pane.HTML("<b style='font-size:16px'>Compare:</b>", margin=(18, 5, 0, 10)),
+                         *self.preset_buttons, sizing_mode="stretch_width")
+        self.main = [
+            pn.Column(self.url_alert, self.data_alert, self.fail_alert, controls, presets,
+                      self.status, sizing_mode="stretch_width"),
+            section("1. Learning curves",
+                    "Point at: BN-LSTM's loss falls faster and its validation accuracy rises "
+                    "sooner than the LSTM's.",
+                    pn.GridBox(self.p_loss, self.p_val, ncols=2, sizing_mode="stretch_width")),
+            section("2. Why gamma must start small: tanh saturation and vanishing gradients",
+                    "Point at: with gamma 1.0 more tanh inputs fall outside the bands and "
+                    "||dLoss/dh_t|| drops by orders of magnitude toward early t.",
+                    pn.GridBox(self.p_hist, self.p_sat, ncols=2, sizing_mode="stretch_width"),
+                    self.p_grad),
+            section("3. Why statistics are kept per time step (paper Fig. 5)",
+                    "Point at: the first few steps have very different mean and variance "
+                    "(the transient); one shared set of statistics cannot fit both.",
+                    self.w_focus,
+                    pn.GridBox(*self.p_stats, ncols=2, sizing_mode="stretch_width")),
+            section("Export", "The metrics of a run as CSV, and its run record (config, "
+                    "metrics, summary, best checkpoint) as a zip.",
+                    pn.Row(self.w_export_run, self.d_csv, self.d_zip)),
+        ]
+        self.sidebar = [
+            pn.pane.HTML("<div style='font-size:15px'>Settings marked <b>needs a new run</b> "
+                         "apply when you press Start; <b>applies live</b> settings change "
+                         "running runs at once.</div>"),
+            self.live_card, self.new_run_card, self.new_run_hint,
+        ]
+
+    def template(self) -> pn.template.FastListTemplate:
+        tpl = pn.template.FastListTemplate(
+            title="Recurrent Batch Normalization: train a BN-LSTM live",
+            sidebar=self.sidebar, main=self.main, sidebar_width=380,
+            accent_base_color="#1f77b4", header_background="#1f4e79",
+            main_max_width="1600px")
+        return tpl
+
+    def view(self) -> pn.Column:
+        """The dashboard without a template (for notebooks); starts the drain callback."""
+        self.attach_session()
+        return pn.Row(pn.Column(*self.sidebar, width=380), pn.Column(*self.main,
+                                                                    sizing_mode="stretch_width"))
+
+    def servable(self, title: str = "bnlstm dashboard"):
+        self.attach_session()
+        return self.template().servable(title=title)
+
+    def attach_session(self) -> None:
+        """Start the periodic drain and register the clean-up for this session."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.drain, period=DRAIN_MS)
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(_make_destroy_hook(self))
+
+    # ------------------------------------------------------------- settings glue
+    def _gamma_text(self) -> str:
+        return (f"<span style='font-size:15px'>gamma init = <b class='gamma-value'>"
+                f"{self.config.gamma_init:.3g}</b></span>")
+
+    def _on_gamma_drag(self, event) -> None:
+        self.w_gamma_value.object = (f"<span style='font-size:15px'>gamma init = <b class='gamma-value'>"
+                                     f"{10 ** event.new:.3g}</b></span>")
+
+    def _on_gamma_slider(self, event) -> None:
+        value = float(f"{10 ** event.new:.3g}")
+        if abs(value - self.config.gamma_init) > 1e-12:
+            self.config.gamma_init = value
+
+    def _on_gamma_config(self, event) -> None:
+        v = float(np.log10(np.clip(event.new, 0.01, 1.0)))
+        if abs(self.w_gamma.value - v) > 1e-9:
+            self.w_gamma.value = v
+        self.w_gamma_value.object = self._gamma_text()
+
+    def _on_lr_config(self, event) -> None:
+        v = float(np.log10(np.clip(event.new, 1e-5, 1e-1)))
+        if abs(self.w_lr.value - v) > 1e-9:
+            self.w_lr.value = v
+
+    def _on_live_setting(self, *events) -> None:
+        for run in self.runs:
+            if run.live:
+                for e in events:
+                    try:
+                        setattr(run.config, e.name, e.new)
+                    except Exception:
+                        pass
+
+    def _on_new_run_setting(self, *events) -> None:
+        if any(r.live for r in self.runs):
+            names = ", ".join(e.name for e in events)
+            self.new_run_hint.object = (f"Changed {html.escape(names)}: press <b>Start</b> for a "
+                                        "new run that uses it (running runs keep their settings).")
+            self.new_run_hint.visible = True
+
+    def _on_smoothing(self, event) -> None:
+        for run in self.runs:
+            s = self.streams.get(run.id)
+            if s is None or s.loss.data is None or len(s.loss.data) == 0:
+                continue
+            df = s.loss.data.copy()
+            df["smooth"] = _ema(df["loss"].to_numpy(), self.smoothing)
+            run.ema, run.ema_n = None, 0
+            if len(df):
+                run.ema, run.ema_n = float(df["smooth"].iloc[-1]), len(df)
+            s.loss.clear()
+            s.loss.send(df)
+
+    # ------------------------------------------------------------------- actions
+    def _new_run(self, overrides=None, tag="", mode="run") -> DashboardRun:
+        cfg = TrainConfig.from_dict(self.config.to_dict(), **(overrides or {}))
+        color = PALETTE[len(self.runs) % len(PALETTE)] if self.runs else PALETTE[0]
+        used = {r.color for r in self.runs[-len(PALETTE) + 1:]}
+        for c in PALETTE:
+            if c not in used:
+                color = c
+                break
+        run = DashboardRun(cfg, color=color, mode=mode, tag=tag)
+        self.runs.append(run)
+        self.streams[run.id] = views.RunStreams(run)
+        self._trim_runs()
+        return run
+
+    def _trim_runs(self) -> None:
+        while len(self.runs) > MAX_RUNS_SHOWN:
+            old = next((r for r in self.runs if not r.live), None)
+            if old is None:
+                break
+            self.runs.remove(old)
+            self.streams.pop(old.id, None)
+            old.dispose()
+
+    def _launch(self, runs: List[DashboardRun]) -> None:
+        self._rebuild_plots()
+        for run in runs:
+            run.submit()
+        self.new_run_hint.visible = False
+        self.b_pause.name = "Pause"
+        self._update_status(force=True)
+
+    def start(self) -> DashboardRun:
+        run = self._new_run()
+        self._launch([run])
+        return run
+
+    def run_preset(self, pair) -> List[DashboardRun]:
+        self.reset()
+        runs = [self._new_run(overrides, tag=tag) for tag, overrides in pair]
+        self._launch(runs)
+        return runs
+
+    def toggle_pause(self) -> None:
+        live = [r for r in self.runs if r.live]
+        if not live:
+            return
+        if self.b_pause.name == "Pause":
+            for r in live:
+                r.pause()
+            self.b_pause.name = "Resume"
+            self.b_pause.icon = "player-play"
+        else:
+            for r in live:
+                r.resume()
+            self.b_pause.name = "Pause"
+            self.b_pause.icon = "player-pause"
+
+    def step(self) -> None:
+        live = [r for r in self.runs if r.live]
+        if not live:
+            run = self._new_run(mode="step")
+            self._launch([run])
+        else:
+            for r in live:
+                r.step_once()
+        self.b_pause.name = "Resume"
+        self.b_pause.icon = "player-play"
+
+    def stop(self) -> None:
+        for r in self.runs:
+            if r.live:
+                r.stop()
+        self.b_pause.name = "Pause"
+        self.b_pause.icon = "player-pause"
+
+    def reset(self) -> None:
+        for r in self.runs:
+            r.dispose()
+        self.runs = []
+        self.streams = {}
+        self._stats_pipe.send({})
+        self._focus_probe_step = -1
+        self.fail_alert.visible = False
+        self.data_alert.visible = False
+        self.new_run_hint.visible = False
+        self.b_pause.name = "Pause"
+        self.b_pause.icon = "player-pause"
+        self._rebuild_plots()
+        self._update_status(force=True)
+
+    def dispose(self) -> None:
+        """The session ended: stop every run and free what it holds."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        n = len([r for r in self.runs if r.live])
+        for r in self.runs:
+            r.dispose()
+        log(f"session destroyed: stopping {n} live run(s) of {len(self.runs)}")
+        self.runs = []
+        self.streams = {}
+
+    # ---------------------------------------------------------------- plots glue
+    def _rebuild_plots(self) -> None:
+        streams = [self.streams[r.id] for r in self.runs if r.id in self.streams]
+        with pn.io.hold():
+            self.p_loss.object = views.loss_plot(streams)
+            self.p_val.object = views.val_plot(streams)
+            self.p_sat.object = views.saturation_plot(streams)
+            self.p_hist.object = views.hist_plot(streams)
+            self.p_grad.object = views.grad_plot(streams)
+            opts = {f"#{r.id} {r.label}": r.id for r in self.runs}
+            self.w_focus.options = opts
+            self.w_export_run.options = opts
+            if self.runs:
+                self.w_focus.value = self.runs[-1].id
+                self.w_export_run.value = self.runs[-1].id
+                self._on_export_run()
+
+    def _refresh_focus(self, force=False) -> None:
+        s = self.streams.get(self.w_focus.value)
+        probe = s.latest_probe if s is not None else None
+        step = probe["step"] if probe is not None else -1
+        if force or step != self._focus_probe_step:
+            self._focus_probe_step = step
+            self._stats_pipe.send(views.stats_frame(probe))
+
+    def _on_export_run(self, *events) -> None:
+        run = self._run_by_id(self.w_export_run.value)
+        if run is not None:
+            stem = f"bnlstm-run{run.id}-{run.config.model}-{run.config.task}"
+            self.d_csv.filename = stem + "-metrics.csv"
+            self.d_zip.filename = stem + ".zip"
+
+    def _run_by_id(self, rid) -> Optional[DashboardRun]:
+        return next((r for r in self.runs if r.id == rid), None)
+
+    def _csv_bytes(self):
+        run = self._run_by_id(self.w_export_run.value)
+        return io.BytesIO(run.metrics_csv() if run is not None else b"step,kind,loss,acc\n")
+
+    def _zip_bytes(self):
+        run = self._run_by_id(self.w_export_run.value)
+        return io.BytesIO(run.record_zip() if run is not None else b"")
+
+    # -------------------------------------------------------------------- drain
+    def drain(self) -> None:
+        """Move queued records into the plots (on the event loop, every DRAIN_MS)."""
+        if self._destroyed:
+            return
+        try:
+            with pn.io.hold():
+                for run in list(self.runs):
+                    s = self.streams.get(run.id)
+                    if s is not None:
+                        self._drain_run(run, s)
+                self._refresh_focus()
+                self._update_status()
+        except Exception as exc:          # never let one bad batch stop the callback
+            log(f"drain error: {exc!r}")
+
+    def _drain_run(self, run: DashboardRun, s: views.RunStreams) -> None:
+        recs = run.drain()
+        if not recs:
+            return
+        steps, losses, val_steps, val_accs, sat_rows = [], [], [], [], []
+        probe = None
+        for rec in recs:
+            kind = rec.get("kind")
+            if kind == "train":
+                steps.append(rec["step"])
+                losses.append(rec["loss"])
+                run.step = rec["step"]
+                run.rate = rec.get("updates_per_s", 0.0)
+            elif kind == "val":
+                val_steps.append(rec["step"])
+                val_accs.append(rec["acc"])
+                run.last_val = rec["acc"]
+                if run.best_val is None or rec["acc"] > run.best_val:
+                    run.best_val = rec["acc"]
+            elif kind == "test":
+                run.test_acc = rec["acc"]
+            elif kind == "probe":
+                probe = rec
+                sat = rec.get("saturation", {})
+                sat_rows.append((rec["step"], sat.get("g", np.nan), sat.get("c_out", np.nan)))
+            elif kind == "state":
+                run.state = rec["state"]
+                run.reason = rec.get("reason", "")
+                if rec.get("step"):
+                    run.step = rec["step"]
+            elif kind == "info":
+                run.info = rec
+            elif kind == "error":
+                run.error = rec.get("message", "")
+        if steps:
+            loss = np.asarray(losses, dtype=float)
+            smooth = np.empty_like(loss)
+            a = self.smoothing
+            ema, n = run.ema, run.ema_n
+            for i, x in enumerate(loss):      # EMA started at the first value
+                if not math.isfinite(x):
+                    smooth[i] = np.nan
+                    continue
+                ema = x if ema is None else a * ema + (1 - a) * x
+                n += 1
+                smooth[i] = ema
+            run.ema, run.ema_n = ema, n
+            s.loss.send(pd.DataFrame({"step": np.asarray(steps, dtype=float), "loss": loss,
+                                      "smooth": smooth}))
+        if val_steps:
+            s.val.send(pd.DataFrame({"step": np.asarray(val_steps, dtype=float),
+                                     "acc": np.asarray(val_accs, dtype=float)}))
+        if sat_rows:
+            arr = np.asarray(sat_rows, dtype=float)
+            s.sat.send(pd.DataFrame({"step": arr[:, 0], "g": arr[:, 1], "c_out": arr[:, 2]}))
+        if probe is not None:
+            s.latest_probe = probe
+            s.grad.send(views.grad_frame(probe))
+            s.hist.send(views.hist_frame(probe))
+
+    # ------------------------------------------------------------------- status
+    def _status_html(self) -> str:
+        c = self.scheduler.counts()
+        server = (f"<div class='server'>Server: {c['active']} of {c['max_runs']} training slots "
+                  f"in use, {c['queued']} run(s) waiting.</div>")
+        if not self.runs:
+            return ("<div class='status-line' data-state='idle'><span style='font-size:17px'>"
+                    "<b>Ready.</b> Choose settings on the left and press <b>Start</b>, or pick a "
+                    "comparison.</span></div>" + server)
+        rows = []
+        for r in self.runs:
+            state = r.state
+            pos = r.queue_position()
+            if not r.launched and not r.cancelled:
+                state = "queued"
+            color = STATE_COLORS.get(state, "#6c757d")
+            extra = ""
+            if state == "queued":
+                extra = f" (position {pos} in the server queue)" if pos else ""
+            elif state in ("diverged", "failed", "stopped", "finished") and r.reason:
+                extra = f": {html.escape(r.reason)}"
+            info = r.info or {}
+            data = ("-" if not info else ("full MNIST" if info.get("data_is_full")
+                                          else "<b style='color:#b35c00'>bundled sample</b>"))
+            rows.append(
+                f"<tr class='run-row' data-run='{r.id}' data-state='{state}' data-step='{r.step}'>"
+                f"<td><span class='swatch' style='background:{r.color}'></span>"
+                f"{html.escape(r.label)}</td>"
+                f"<td><span class='badge' style='background:{color}'>{state}</span>"
+                f"<span class='reason'>{extra}</span></td>"
+                f"<td>step <b>{r.step}</b> / {r.config.steps}</td>"
+                f"<td>{r.rate:.1f} updates/s</td>"
+                f"<td>{html.escape(str(info.get('device', '-')))}</td>"
+                f"<td>{data}</td>"
+                f"<td>val acc {_fmt(r.last_val)} (best {_fmt(r.best_val)})"
+                + (f", test {_fmt(r.test_acc)}" if r.test_acc is not None else "") + "</td></tr>")
+        head = ("<tr><th>run</th><th>state</th><th>step</th><th>speed</th><th>device</th>"
+                "<th>data</th><th>accuracy</th></tr>")
+        return f"<table>{head}{''.join(rows)}</table>" + server
+
+    def _update_status(self, force: bool = False) -> None:
+        text = self._status_html()
+        if force or text != self._last_status:
+            self._last_status = text
+            self.status.object = text
+        # the data warning and failures
+        sample = [r for r in self.runs if r.info and not r.info.get("data_is_full", True)]
+        if sample:
+            src = sample[-1].info.get("data_source", "")
+            msg = ("<b>Training on the bundled MNIST sample, not the full data set.</b> "
+                   "Accuracies are lower and noisier than the paper's. "
+                   f"({html.escape(str(src))})")
+            if self.data_alert.object != msg:
+                self.data_alert.object = msg
+            self.data_alert.visible = True
+        bad = [r for r in self.runs if r.state in ("diverged", "failed")]
+        if bad:
+            msg = "<br>".join(f"<b>{html.escape(r.label)} {r.state}</b>: {html.escape(r.reason)}"
+                              for r in bad)
+            if self.fail_alert.object != msg:
+                self.fail_alert.object = msg
+            self.fail_alert.visible = True
+        elif self.fail_alert.visible:
+            self.fail_alert.visible = False
+
+
+def _ema(x: np.ndarray, a: float) -> np.ndarray:
+    out = np.empty_like(x, dtype=float)
+    ema = None
+    for i, v in enumerate(x):
+        if not math.isfinite(v):
+            out[i] = np.nan
+            continue
+        ema = v if ema is None else a * ema + (1 - a) * v
+        out[i] = ema
+    return out
+
+
+def _log_formatter():
+    from bokeh.models import CustomJSTickFormatter
+    return CustomJSTickFormatter(code="return Number(Math.pow(10, tick).toPrecision(2)).toString()")
+
+
+def _make_destroy_hook(dashboard: "Dashboard"):
+    """A session-destroyed callback with everything it needs bound as default arguments."""
+    def _on_destroyed(session_context, dash=dashboard, _log=log):
+        try:
+            dash.dispose()
+        except Exception as exc:
+            _log(f"session clean-up failed: {exc!r}")
+    return _on_destroyed

@@ -1,0 +1,29 @@
+"""``panel serve app/``: the bnlstm dashboard (one Dashboard per browser session).
+
+Executed by Panel as a script, so the package is imported robustly: as the
+installed ``bnlstm_app`` (pyproject maps ``app/`` to it), or else from this
+folder, loaded under the same name.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+try:
+    from bnlstm_app.dashboard import Dashboard
+except ImportError:
+    _here = Path(__file__).resolve().parent
+    if str(_here.parent) not in sys.path:          # so that `import bnlstm` finds the checkout
+        sys.path.insert(0, str(_here.parent))
+    if "bnlstm_app" not in sys.modules:
+        _spec = importlib.util.spec_from_file_location(
+            "bnlstm_app", _here / "__init__.py", submodule_search_locations=[str(_here)])
+        _mod = importlib.util.module_from_spec(_spec)
+        sys.modules["bnlstm_app"] = _mod
+        _spec.loader.exec_module(_mod)
+    from bnlstm_app.dashboard import Dashboard
+
+import panel as pn
+
+pn.extension(notifications=True, design="fast", sizing_mode="stretch_width")
+
+Dashboard().servable()
