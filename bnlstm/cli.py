@@ -1,0 +1,187 @@
+"""Command line: ``python -m bnlstm {train,data,eval}``.
+
+The flags of ``train`` are made from :class:`~bnlstm.config.TrainConfig`, so the
+command line, the dashboard and the notebooks share one table of settings.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import param
+
+from .config import TrainConfig
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (TrainConfig; defaults: the paper's recipe)")
+    for name, par in TrainConfig.param.objects("existing").items():
+        if name == "name":
+            continue
+        flag = _flag(name)
+        default = par.default
+        helptext = (par.doc or "").replace("%", "%%") + f" [default: {default}]"
+        if isinstance(par, param.Boolean):
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                           help=helptext)
+        elif isinstance(par, param.Selector):
+            g.add_argument(flag, dest=name, choices=list(par.objects), default=None, help=helptext)
+        elif isinstance(par, param.Integer):
+            g.add_argument(flag, dest=name, type=int, default=None, metavar="N", help=helptext)
+        elif isinstance(par, param.Number):
+            g.add_argument(flag, dest=name, type=float, default=None, metavar="X", help=helptext)
+
+
+def _config_from_args(args, parser) -> TrainConfig:
+    values = {k: getattr(args, k) for k in TrainConfig.param if k != "name"
+              and getattr(args, k, None) is not None}
+    try:
+        return TrainConfig(**values)
+    except ValueError as exc:            # param names the setting and its bounds
+        parser.error(str(exc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bnlstm",
+        description="Recurrent Batch Normalization (Cooijmans et al., ICLR 2017): "
+                    "train LSTMs and BN-LSTMs on sequential MNIST.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model and print its validation and test accuracy")
+    _add_config_args(t)
+    t.add_argument("--out", metavar="RUN_DIR", default=None,
+                   help="run directory for config.json, metrics.csv, summary.json, checkpoint.pt "
+                        "(default: runs/<time>-<task>-<model>)")
+    t.add_argument("--data-dir", default=None,
+                   help="directory with the four MNIST .gz files (default: $BNLSTM_MNIST_DIR, "
+                        "then the user cache, then the bundled sample)")
+    t.add_argument("--download", action="store_true",
+                   help="download MNIST into the user cache if it is not there")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    d = sub.add_parser("data", help="say which MNIST files are present; verify or download them")
+    d.add_argument("--dir", default=None, help="a directory with the MNIST files to verify")
+    d.add_argument("--download", action="store_true", help="download into the user cache")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on the validation and test sets")
+    e.add_argument("checkpoint", help="path to a checkpoint.pt written by 'train'")
+    e.add_argument("--data-dir", default=None, help="directory with the MNIST files")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+    from .paper import add_cli as _add_paper_cli      # python -m bnlstm paper NAME (bnlstm/paper.py)
+    _add_paper_cli(sub)
+    return p
+
+
+def _train(args, parser) -> int:
+    cfg = _config_from_args(args, parser)      # bad settings: a usage error before any work
+
+    from tqdm.auto import tqdm
+
+    from . import data as data_mod
+    from .experiment import MNISTExperiment
+    from .records import RunRecorder
+    from .trainer import Trainer
+
+    try:
+        data = data_mod.load_mnist(args.data_dir, download=args.download)
+    except data_mod.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / (
+        _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.task}-{cfg.model}")
+    print(f"data: {data.source}")
+    trainer = Trainer(cfg, MNISTExperiment(cfg, data=data))
+    recorder = RunRecorder(out).attach(trainer)
+    bar = tqdm(total=cfg.steps, unit="upd", disable=args.no_progress, dynamic_ncols=True)
+    last_val = {}
+
+    def progress(rec):
+        if rec["kind"] == "train":
+            bar.update(rec["step"] - bar.n)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", **({"val": f"{last_val['acc']:.3f}"}
+                                                          if last_val else {}))
+        elif rec["kind"] == "val":
+            last_val.update(rec)
+        elif rec["kind"] == "info":
+            bar.write(f"device: {rec['device']}  parameters: {rec['n_params']:,}  "
+                      f"sequence: {rec['seq_len']} steps")
+        elif rec["kind"] == "error":
+            bar.write(rec["traceback"])
+
+    trainer.add_callback(progress)
+    try:
+        state = trainer.run()
+    except KeyboardInterrupt:
+        trainer.stop()
+        state = "stopped"
+    finally:
+        bar.close()
+        recorder.close()
+    s = recorder.summary
+    print(f"state: {state}" + (f" ({trainer.reason})" if trainer.reason else ""))
+    if s.get("best_val_acc") is not None:
+        print(f"validation accuracy (best, step {s['best_step']}): {s['best_val_acc']:.4f}")
+    if s.get("test_acc") is not None:
+        print(f"test accuracy: {s['test_acc']:.4f}")
+    print(f"run record: {out}")
+    return 0 if state == "finished" else 1
+
+
+def _data(args) -> int:
+    from . import data as data_mod
+    try:
+        if args.download or args.dir:
+            d = data_mod.ensure(download=args.download, root=args.dir)
+            print(f"ok: {d.source}")
+        print(data_mod.describe(args.dir))
+    except data_mod.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _eval(args) -> int:
+    from . import data as data_mod
+    from .experiment import MNISTExperiment
+    from .records import CheckpointError, load_checkpoint
+    try:
+        cfg, model, ckpt = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg.device = args.device
+    exp = MNISTExperiment(cfg, data_dir=args.data_dir)
+    info = exp.setup()
+    exp.load_state_dict(ckpt["model"])
+    res = {"checkpoint_step": ckpt.get("step"), "data_source": info["data_source"]}
+    for split in ("val", "test"):
+        res[split] = exp.evaluate(split)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args, parser)
+    if args.command == "data":
+        return _data(args)
+    if args.command == "paper":
+        from .paper import cli_main as _paper_main
+        return _paper_main(args)
+    return _eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Every setting of a training run, in one declarative table.
+
+:class:`TrainConfig` is a ``param.Parameterized`` class: each setting has a
+type, bounds and a doc string, and an invalid value raises at once with a
+message that names the setting. The command line builds its flags from it, the
+dashboard its widgets and its URL, the notebooks use it as is. ``param`` is
+not a GUI library; the core still never imports Panel.
+
+Settings in :attr:`TrainConfig.LIVE` apply to a run that is already training;
+the others take effect when a new run starts (they change the model or data).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+import param
+
+from .model import INITS
+
+TASK_NAMES = ("row", "pixel14", "pixel7", "pixel", "permuted")
+MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full"}
+MODEL_LABELS = {"lstm": "LSTM", "bnlstm-input": "BN on input only", "bnlstm": "BN-LSTM (full)"}
+
+
+class TrainConfig(param.Parameterized):
+    """One training run: model, data, optimizer and probes (defaults: the paper's recipe)."""
+
+    # --- what is trained (needs a new run) -------------------------------------------
+    task = param.Selector(default="row", objects=list(TASK_NAMES), doc=(
+        "Sequential MNIST view: row (28 steps x 28 pixels), pixel14 / pixel7 (the 14x14 or 7x7 "
+        "image pixel by pixel: 196 or 49 steps), pixel (784 steps, the paper), permuted "
+        "(784 steps in a fixed random order, the paper's pMNIST)."))
+    model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
+        "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
+        "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell)."))
+    gamma_init = param.Number(default=0.1, bounds=(1e-3, 2.0), softbounds=(0.01, 1.0), doc=(
+        "Initial BN scale gamma (paper: 0.1). Near 1 the tanh inputs have unit variance, tanh "
+        "saturates and gradients vanish through time."))
+    stats = param.Selector(default="per_step", objects=["per_step", "shared"], doc=(
+        "Population statistics kept per time step (the paper) or shared over time (one "
+        "BatchNorm1d reused at every step: the mistake the paper warns about; it shows at test time)."))
+    hidden = param.Integer(default=100, bounds=(1, 4096), softbounds=(8, 256), doc=(
+        "Hidden units per layer (paper: 100 on MNIST)."))
+    num_layers = param.Integer(default=1, bounds=(1, 8), softbounds=(1, 3), doc="Stacked LSTM layers.")
+    init = param.Selector(default="paper", objects=list(INITS), doc=(
+        "Weight init: paper (orthogonal W_x, identity W_h), authors (identity only for the g "
+        "block), orthogonal, pytorch (nn.LSTM's uniform)."))
+    forget_bias = param.Number(default=1.0, bounds=(-10.0, 10.0), doc=(
+        "Initial forget-gate bias (the authors' code: 1)."))
+    h0_noise = param.Number(default=0.1, bounds=(0.0, 10.0), doc=(
+        "Std of Gaussian noise on h_0 in training, BN models only (paper: 0.1 on pixel MNIST, "
+        "where the black first pixels give zero batch variance)."))
+    momentum = param.Number(default=0.1, bounds=(0.0, 1.0), doc=(
+        "Momentum of the population statistics: running = (1 - m) * running + m * batch "
+        "(the authors used 0.01 on MNIST)."))
+    batch_size = param.Integer(default=100, bounds=(2, 8192), softbounds=(8, 512), doc=(
+        "Minibatch size (paper: 100)."))
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc=(
+        "Seed of weights, noise and batch order: runs on the CPU with the same seed repeat exactly."))
+    device = param.Selector(default="auto", objects=["auto", "cpu", "cuda", "mps"], doc=(
+        "Where to train: auto picks CUDA, then MPS, then the CPU."))
+    optimizer = param.Selector(default="rmsprop", objects=["rmsprop", "adam", "sgd"], doc=(
+        "Optimizer (paper: RMSProp on MNIST)."))
+    val_limit = param.Integer(default=0, bounds=(0, None), doc=(
+        "Validate on the first N validation digits only (0: the whole split, 10,000 on full MNIST)."))
+    test_at_end = param.Boolean(default=True, doc=(
+        "Evaluate the best checkpoint on the test set when the run finishes."))
+    reestimate = param.Integer(default=0, bounds=(0, None), doc=(
+        "Before the final test, re-estimate the population statistics over this many training "
+        "batches (0: keep the running averages), as the authors did."))
+
+    # --- applies live ---------------------------------------------------------------
+    lr = param.Number(default=1e-3, bounds=(1e-7, 10.0), softbounds=(1e-5, 1e-1), doc=(
+        "Learning rate (paper: 1e-3)."))
+    clip = param.Number(default=1.0, bounds=(0.0, None), softbounds=(0.0, 10.0), doc=(
+        "Clip the gradient's global norm to this (paper: 1.0); 0 turns clipping off."))
+    steps = param.Integer(default=2000, bounds=(1, 10**8), softbounds=(100, 20000), doc=(
+        "Training updates in the run (the step budget)."))
+    eval_every = param.Integer(default=250, bounds=(1, None), softbounds=(10, 2000), doc=(
+        "Validate with population statistics every N updates (and at the end)."))
+    probe_every = param.Integer(default=50, bounds=(0, None), softbounds=(0, 500), doc=(
+        "Run the probes (per-step statistics, tanh saturation, gradient norm through time) on "
+        "every N-th update; 0 turns them off. A probed update takes the slower per-step path."))
+
+    LIVE = ("lr", "clip", "steps", "eval_every", "probe_every")
+
+    @property
+    def norm(self) -> str:
+        """The ``BNLSTM`` norm this config's ``model`` means."""
+        return MODEL_NORMS[self.model]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.param if k != "name"}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], **overrides) -> "TrainConfig":
+        d = {**d, **overrides}
+        unknown = sorted(set(d) - set(cls.param) - {"name"})
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}; "
+                             f"valid: {', '.join(k for k in cls.param if k != 'name')}")
+        d.pop("name", None)
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def summary(self) -> str:
+        """A one-line description for legends and logs."""
+        s = f"{MODEL_LABELS[self.model]} {self.task}"
+        if self.model != "lstm":
+            s += f" g={self.gamma_init:g}"
+            if self.stats != "per_step":
+                s += " shared-stats"
+        return s + f" seed {self.seed}"

@@ -1,0 +1,169 @@
+"""Run records and checkpoints.
+
+A run directory holds:
+
+- ``config.json``: every setting of the run (``TrainConfig.to_dict()``);
+- ``metrics.csv``: one row per record, ``step,kind,loss,acc,grad_norm,lr,elapsed``
+  where ``kind`` is ``train``, ``val`` (population statistics) or ``test``;
+- ``summary.json``: final state and reason, best validation accuracy and its
+  step, test accuracy, data source, device, steps, wall time;
+- ``checkpoint.pt``: the best weights, loadable with ``weights_only=True``.
+
+Checkpoints are plain dicts of tensors and JSON-able values and are always
+loaded with ``torch.load(..., weights_only=True)``: a file that needs pickled
+objects is refused.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+CHECKPOINT_FORMAT = "bnlstm-checkpoint"
+CHECKPOINT_VERSION = 1
+METRIC_FIELDS = ("step", "kind", "loss", "acc", "grad_norm", "lr", "elapsed")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with the reason."""
+
+
+def make_checkpoint(config, state_dict: Dict[str, torch.Tensor], **extra) -> Dict[str, Any]:
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "config": config.to_dict(), "model": state_dict, **extra}
+
+
+def save_checkpoint(ckpt: Dict[str, Any], path: Union[str, Path]) -> Path:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)                      # never a half-written checkpoint
+    return path
+
+
+def load_checkpoint(path: Union[str, Path], map_location="cpu"):
+    """Load a checkpoint safely; returns ``(config, model, ckpt)``.
+
+    Raises :class:`CheckpointError` naming the file and the problem when the file is
+    missing, corrupt, holds pickled objects, or does not fit the model its config builds.
+    """
+    from .config import TrainConfig
+    from .data import TASKS
+    from .experiment import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: it is corrupt, truncated, or holds objects other than "
+            f"tensors and plain values (checkpoints load with weights_only=True). "
+            f"Details: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a bnlstm checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}; "
+                              f"this bnlstm reads version {CHECKPOINT_VERSION}")
+    try:
+        config = TrainConfig.from_dict(ckpt["config"])
+        seq_len, input_size = TASKS[config.task]
+        model = build_model(config, seq_len, input_size)
+        model.load_state_dict(ckpt["model"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: its weights do not fit its config: "
+                              f"{type(exc).__name__}: {exc}") from None
+    for name, t in ckpt["model"].items():
+        if torch.is_floating_point(t) and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values")
+    return config, model, ckpt
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class RunRecorder:
+    """A trainer callback that writes a run directory (see the module doc).
+
+    Use it from the worker thread as ``Trainer(..., callbacks=[recorder])`` and give it the
+    trainer (``recorder.attach(trainer)``) so that it can save the best checkpoint
+    and the config when the run ends.
+    """
+
+    def __init__(self, out_dir: Union[str, Path], trainer=None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.trainer = trainer
+        self.info: Dict[str, Any] = {}
+        self.summary: Dict[str, Any] = {}
+        self._csv = open(self.out_dir / "metrics.csv", "w", newline="")
+        self._writer = csv.writer(self._csv)
+        self._writer.writerow(METRIC_FIELDS)
+        self._t0 = time.time()
+
+    def attach(self, trainer) -> "RunRecorder":
+        self.trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    def __call__(self, rec: Dict[str, Any]) -> None:
+        kind = rec["kind"]
+        if kind == "info":
+            self.info = {k: v for k, v in rec.items() if k != "kind"}
+            if self.trainer is not None:
+                (self.out_dir / "config.json").write_text(self.trainer.config.to_json() + "\n")
+        elif kind in ("train", "val", "test"):
+            self._writer.writerow([_clean(rec.get(f, "")) if f != "kind" else kind
+                                   for f in METRIC_FIELDS])
+            if kind != "train":
+                self._csv.flush()
+        elif kind == "error":
+            (self.out_dir / "error.txt").write_text(rec.get("traceback", rec["message"]))
+        elif kind == "state" and rec["state"] in ("finished", "stopped", "diverged", "failed"):
+            self._close(rec)
+
+    def _close(self, rec: Dict[str, Any]) -> None:
+        self._csv.flush()
+        tr = self.trainer
+        summary = {"state": rec["state"], "reason": rec.get("reason", ""),
+                   "steps": rec.get("step"), "wall_time_s": round(time.time() - self._t0, 3),
+                   "data_source": self.info.get("data_source"),
+                   "data_is_full": self.info.get("data_is_full"),
+                   "device": self.info.get("device"), "n_params": self.info.get("n_params")}
+        if tr is not None:
+            best = tr.best or {}
+            summary.update(best_val_acc=best.get("acc"), best_step=best.get("step"),
+                           test_acc=tr.final.get("test_acc"), test_loss=tr.final.get("test_loss"),
+                           config=tr.config.to_dict())
+            if getattr(tr.experiment, "model", None) is not None:
+                save_checkpoint(tr.checkpoint(), self.out_dir / "checkpoint.pt")
+                summary["checkpoint"] = "checkpoint.pt"
+        self.summary = summary
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+    def close(self) -> None:
+        if not self._csv.closed:
+            self._csv.close()
+
+
+def zip_run_dir(out_dir: Union[str, Path]) -> bytes:
+    """The run directory as a zip archive in memory (for a download button)."""
+    out_dir = Path(out_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(out_dir.iterdir()):
+            if p.is_file() and not p.name.endswith(".tmp"):
+                z.write(p, p.name)
+    return buf.getvalue()

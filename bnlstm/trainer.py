@@ -1,0 +1,229 @@
+"""A training loop in a background thread that talks to the outside only through records.
+
+The trainer knows nothing of LSTMs or MNIST: it drives an *experiment* (see
+:class:`bnlstm.experiment.MNISTExperiment` for the interface) and emits plain
+records (dicts of Python numbers, strings and numpy arrays, never tensors) to
+its callbacks, on the worker thread. A callback must be quick: the dashboard's
+puts the record on a ``queue.Queue``; the command line's moves a progress bar.
+
+States: ``idle`` -> ``starting`` -> ``running`` <-> ``paused`` -> one of
+``finished`` (step budget reached), ``stopped`` (asked to), ``diverged`` (the loss
+became NaN or infinite: the run ends with the step and the cause), ``failed``
+(an exception: its message and traceback arrive as an ``error`` record).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+Record = Dict[str, Any]
+Callback = Callable[[Record], None]
+TERMINAL = ("finished", "stopped", "diverged", "failed")
+
+
+class Trainer:
+    """Runs ``experiment`` for ``config.steps`` updates.
+
+    Args:
+        config: read live every step for ``steps``, ``eval_every``, ``probe_every``
+            (and by the experiment for ``lr``, ``clip``); the rest is fixed at start.
+        experiment: an object with ``setup()``, ``train_step(probe)``,
+            ``evaluate(split)``, ``state_dict()``, ``load_state_dict()``, ``finalize()``;
+            by default an MNIST experiment built from ``config``.
+        callbacks: functions called with every record, on the worker thread.
+
+    Control (thread-safe, from any thread): :meth:`start`, :meth:`pause`,
+    :meth:`resume`, :meth:`step` (one update while paused), :meth:`stop`,
+    :meth:`join`. :meth:`run` does the same work synchronously.
+    """
+
+    def __init__(self, config, experiment=None, callbacks: Optional[List[Callback]] = None):
+        if experiment is None:
+            from .experiment import MNISTExperiment
+            experiment = MNISTExperiment(config)
+        self.config = config
+        self.experiment = experiment
+        self.callbacks: List[Callback] = list(callbacks or [])
+        self.state = "idle"
+        self.reason = ""
+        self.step_count = 0
+        self.best: Optional[Dict[str, Any]] = None      # {"step", "acc", "loss", "state"}
+        self.info: Dict[str, Any] = {}
+        self.final: Dict[str, Any] = {}
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._running = threading.Event()               # set: may train; clear: paused
+        self._running.set()
+        self._pending_steps = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._t0 = 0.0
+
+    # ---------------------------------------------------------------- control
+    def add_callback(self, fn: Callback) -> None:
+        self.callbacks.append(fn)
+
+    def start(self, paused: bool = False) -> "Trainer":
+        if self._thread is not None:
+            raise RuntimeError("this trainer has already been started; make a new one")
+        if paused:
+            self._running.clear()
+        self._thread = threading.Thread(target=self.run, name="bnlstm-trainer", daemon=True)
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        with self._wake:
+            self._running.clear()
+            self._wake.notify_all()
+
+    def resume(self) -> None:
+        with self._wake:
+            self._running.set()
+            self._wake.notify_all()
+
+    def step(self, n: int = 1) -> None:
+        """Do ``n`` more updates, then stay paused (starts the thread, paused, if idle)."""
+        if self._thread is None and self.state == "idle":
+            self.start(paused=True)
+        with self._wake:
+            self._running.clear()
+            self._pending_steps += n
+            self._wake.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the thread; True if it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # ---------------------------------------------------------------- records
+    def _emit(self, record: Record) -> None:
+        for fn in list(self.callbacks):
+            try:
+                fn(record)
+            except Exception:  # a broken consumer must not kill the run
+                traceback.print_exc()
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        self.state, self.reason = state, reason
+        self._emit({"kind": "state", "state": state, "step": self.step_count, "reason": reason,
+                    "elapsed": time.perf_counter() - self._t0 if self._t0 else 0.0})
+
+    # ------------------------------------------------------------------- loop
+    def _wait_for_turn(self) -> bool:
+        """Block while paused; False when the run should stop."""
+        with self._wake:
+            while not self._stop.is_set():
+                if self._pending_steps > 0:
+                    self._pending_steps -= 1
+                    return True
+                if self._running.is_set():
+                    if self.state == "paused":
+                        self._set_state("running")
+                    return True
+                if self.state != "paused":
+                    self._set_state("paused")
+                self._wake.wait(0.5)
+            return False
+
+    def _validate(self) -> Record:
+        res = self.experiment.evaluate("val")
+        rec = {"kind": "val", "step": self.step_count, "loss": res["loss"], "acc": res["acc"],
+               "n": res.get("n"), "elapsed": time.perf_counter() - self._t0}
+        if math.isfinite(res["loss"]) and (self.best is None or res["acc"] > self.best["acc"]):
+            self.best = {"step": self.step_count, "acc": res["acc"], "loss": res["loss"],
+                         "state": self.experiment.state_dict()}   # a copy on the CPU
+            rec["best"] = True
+        self._emit(rec)
+        return rec
+
+    def run(self) -> str:
+        """Train until the budget is spent, ``stop()``, divergence or an error. Returns the state."""
+        cfg = self.config
+        self._t0 = time.perf_counter()
+        try:
+            self._set_state("starting")
+            self.info = dict(self.experiment.setup())
+            self._emit({"kind": "info", **self.info})
+            self._set_state("paused" if self.paused else "running")
+            rate, last_t = None, time.perf_counter()
+            while self.step_count < cfg.steps:
+                if not self._wait_for_turn():
+                    break
+                n = self.step_count + 1
+                probe = cfg.probe_every > 0 and (n % cfg.probe_every == 0 or n == 1)
+                out = self.experiment.train_step(probe=probe)
+                self.step_count = n
+                now = time.perf_counter()
+                dt, last_t = now - last_t, now
+                if self.state == "running" and dt > 0:   # an EMA of updates per second
+                    rate = 1.0 / dt if rate is None else 0.9 * rate + 0.1 / dt
+                rec = {"kind": "train", "step": n, "loss": out["loss"], "acc": out["acc"],
+                       "grad_norm": out["grad_norm"], "lr": cfg.lr,
+                       "updates_per_s": rate or 0.0, "elapsed": now - self._t0}
+                self._emit(rec)
+                if out.get("probe") is not None:
+                    self._emit({"kind": "probe", "step": n, **out["probe"]})
+                if not (math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"])):
+                    what = "loss" if not math.isfinite(out["loss"]) else "gradient norm"
+                    value = out["loss"] if what == "loss" else out["grad_norm"]
+                    self._set_state("diverged", f"the {what} became {value} at step {n}; "
+                                    "the weights of the last finite step are kept "
+                                    "(try a smaller learning rate or gamma init)")
+                    return self.state
+                if n % cfg.eval_every == 0:
+                    self._validate()
+                    last_t = time.perf_counter()   # evaluation time is not training time
+            if self._stop.is_set():
+                self._set_state("stopped", f"stopped at step {self.step_count}")
+                return self.state
+            self._finish()
+        except Exception as exc:  # reaches the consumer as a record and a state
+            self._emit({"kind": "error", "step": self.step_count,
+                        "message": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc()})
+            self._set_state("failed", f"{type(exc).__name__}: {exc}")
+        return self.state
+
+    def _finish(self) -> None:
+        if self.step_count % self.config.eval_every != 0:
+            self._validate()
+        if self.best is not None:                      # early stopping: test the best weights
+            self.experiment.load_state_dict(self.best["state"])
+        self.experiment.finalize()
+        self.final = {"val_acc": self.best["acc"] if self.best else None,
+                      "best_step": self.best["step"] if self.best else None}
+        if getattr(self.config, "test_at_end", True):
+            res = self.experiment.evaluate("test")
+            self.final.update(test_acc=res["acc"], test_loss=res["loss"])
+            self._emit({"kind": "test", "step": self.step_count, "loss": res["loss"],
+                        "acc": res["acc"], "n": res.get("n"), "best_step": self.final["best_step"],
+                        "elapsed": time.perf_counter() - self._t0})
+        self._set_state("finished", f"{self.step_count} updates")
+
+    def checkpoint(self) -> Dict[str, Any]:
+        """The best weights so far (or the current ones) as a checkpoint dict."""
+        extra = {"step": self.step_count}
+        if self.best is not None:
+            extra.update(step=self.best["step"], val_acc=self.best["acc"])
+            from .records import make_checkpoint
+            return make_checkpoint(self.config, self.best["state"], **extra)
+        return self.experiment.checkpoint(extra)
