@@ -1,0 +1,18 @@
+"""Shared pytest fixtures."""
+from pathlib import Path
+
+import pytest
+
+# The original MNIST files live next to the repository (shared/ is a sibling of the
+# clone, in CI too); see shared/data/mnist/SOURCE.md. Tests point the project at them.
+SHARED_MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder with the four original MNIST IDX gzip files (a hard requirement: no skip)."""
+    missing = [n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+               if not (SHARED_MNIST_DIR / n).is_file()]
+    assert not missing, f"MNIST test files missing from {SHARED_MNIST_DIR}: {missing}"
+    return SHARED_MNIST_DIR
