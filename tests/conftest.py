@@ -2,6 +2,12 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models in the tests are small: one intra-op thread is as fast as two on
+# them and does not thrash when other processes (a server, a browser) share the
+# machine's two cores.
+torch.set_num_threads(1)
 
 # The original MNIST files live next to the repository (shared/ is a sibling of the
 # clone, in CI too); see shared/data/mnist/SOURCE.md. Tests point the project at them.

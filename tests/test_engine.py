@@ -192,7 +192,6 @@ def mnist(mnist_dir):
 
 def test_short_cpu_run_on_mnist_rows_learns(mnist, tmp_path):
     """A BN-LSTM on row MNIST, 300 updates on the CPU: far above the 10% of chance."""
-    torch.set_num_threads(2)
     cfg = TrainConfig(task="row", model="bnlstm", hidden=64, batch_size=64, steps=300,
                       eval_every=150, probe_every=100, val_limit=1000, lr=2e-3, seed=1)
     tr = Trainer(cfg, MNISTExperiment(cfg, data=mnist))
