@@ -1,0 +1,846 @@
+"""The paper's experiments, as functions that return plain dicts of numbers and numpy arrays.
+
+Cooijmans et al., "Recurrent Batch Normalization" (ICLR 2017). Each function states
+the claim it checks, takes a ``quick`` flag (tiny sizes, for CI and the notebooks'
+quick mode) and defaults sized for a 2-core CPU. No plotting here: the notebooks
+(``notebooks/0*.ipynb``) plot the results with HoloViews; the command line runs
+them with ``python -m bnlstm paper NAME [--quick] [--out FILE.json]``.
+
+========================  ==========================================================
+function                  the paper
+========================  ==========================================================
+:func:`tanh_derivative`   Fig. 1b: E[tanh'(x)], x ~ N(0, sigma^2), and its IQR
+:func:`gradient_flow`     Fig. 1a: ||dLoss/dh_t|| against t for gamma in 0.1..1.0
+:func:`gamma_sweep`       Fig. 6: training curves for gamma in {0.1, 0.3, 0.5, 0.7, 1}
+:func:`stats_ablation`    Fig. 5 (per-step population statistics) and the number the
+                          paper lacks: per-step vs shared statistics, same weights
+:func:`compare_models`    Fig. 2: LSTM vs BN on input only vs BN-LSTM, several seeds
+:func:`length_generalization`  Fig. 3b's lesson: train on length T, test on longer
+========================  ==========================================================
+
+Every function accepts ``data`` (a loaded :class:`bnlstm.data.MNIST`, to share one load
+between calls) or ``data_dir`` (else ``$BNLSTM_MNIST_DIR``, then the cache, then the
+bundled sample: the result's ``data_source`` says which).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import time
+from statistics import NormalDist
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TrainConfig
+from .model import BNLSTM, SequenceBatchNorm, Trace, reestimate_stats
+
+__all__ = ["tanh_derivative", "gradient_flow", "gamma_sweep", "stats_ablation", "compare_models",
+           "length_generalization", "BNTanhRNN", "EXPERIMENTS", "to_jsonable", "machine"]
+
+
+# =========================================================================== helpers
+def _load(data=None, data_dir=None):
+    if data is not None:
+        return data
+    from . import data as data_mod
+    return data_mod.load_mnist(data_dir)
+
+
+def machine() -> Dict[str, Any]:
+    """Where a result was measured (goes into every result dict)."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def _meta(name: str, quick: bool, t0: float, data=None, **settings) -> Dict[str, Any]:
+    out = {"experiment": name, "quick": bool(quick), "seconds": round(time.perf_counter() - t0, 2),
+           "machine": machine(), "settings": settings}
+    if data is not None:
+        out["data_source"] = data.source
+        out["data_is_full"] = bool(data.is_full)
+    return out
+
+
+def to_jsonable(obj):
+    """numpy arrays/scalars and tuples -> lists and Python numbers (NaN/inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, Tensor):
+        return to_jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _config(quick: bool, **kw) -> TrainConfig:
+    """A TrainConfig for these experiments: CPU, no probes, no test set unless asked."""
+    base = dict(device="cpu", probe_every=0, test_at_end=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable] = None):
+    """Train with :class:`bnlstm.Trainer` (synchronous ``run``); collect the records.
+
+    Returns ``(experiment, trainer, curves)`` where curves holds ``train_step``,
+    ``train_loss``, ``train_acc``, ``val_step``, ``val_acc``, ``val_loss`` as numpy arrays.
+    """
+    from .experiment import MNISTExperiment
+    from .trainer import Trainer
+    exp = experiment if experiment is not None else MNISTExperiment(cfg, data=data)
+    recs: Dict[str, List] = {k: [] for k in ("train_step", "train_loss", "train_acc",
+                                             "val_step", "val_acc", "val_loss")}
+    errors: List[str] = []
+
+    def collect(r):
+        if r["kind"] == "train":
+            recs["train_step"].append(r["step"])
+            recs["train_loss"].append(r["loss"])
+            recs["train_acc"].append(r["acc"])
+        elif r["kind"] == "val":
+            recs["val_step"].append(r["step"])
+            recs["val_acc"].append(r["acc"])
+            recs["val_loss"].append(r["loss"])
+        elif r["kind"] == "error":
+            errors.append(r["traceback"])
+        if on_record is not None:
+            on_record(r)
+
+    trainer = Trainer(cfg, exp, callbacks=[collect])
+    state = trainer.run()
+    if state == "failed":
+        raise RuntimeError("training failed:\n" + "\n".join(errors))
+    curves = {k: np.asarray(v, dtype=float) for k, v in recs.items()}
+    curves["state"] = state
+    return exp, trainer, curves
+
+
+def _smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (same length; the first points average what exists)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) == 0 or window <= 1:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.arange(1, len(x) + 1)
+    lo = np.maximum(n - window, 0)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) -> float:
+    """Accuracy of ``model`` over ``batches``; population statistics (eval mode) unless
+    ``batch_stats``: then every test batch is normalized with its own statistics, per step
+    (the model runs in training mode on a copy, with no h_0 noise and frozen running stats)."""
+    if batch_stats:
+        model = copy.deepcopy(model)
+        for m in model.modules():
+            if isinstance(m, SequenceBatchNorm):
+                m.momentum = 0.0                   # the copy's running stats stay as they are
+            if isinstance(m, BNLSTM):
+                m.h0_noise = 0.0
+        model.train()
+    else:
+        was = model.training
+        model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    if not batch_stats:
+        model.train(was)
+    return correct / max(total, 1)
+
+
+def _first_reaching(steps: np.ndarray, acc: np.ndarray, threshold: float):
+    hit = np.nonzero(np.asarray(acc) >= threshold)[0]
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+# =========================================================================== Figure 1b
+def tanh_derivative(sigmas: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
+                    quick: bool = False, n_nodes: int = 201) -> Dict[str, Any]:
+    """Figure 1b: the expected derivative of tanh for a Gaussian input, and its IQR.
+
+    Claim (Sec. 4, Fig. 1b): for x ~ N(0, sigma^2), E[tanh'(x)] falls from 1 at
+    sigma = 0 to about 0.6 at sigma = 1: a unit-variance input (gamma = 1) already
+    passes only ~60% of the gradient per step, which compounds over time; hence
+    initialize BN's gamma small (0.1).
+
+    Exact, no sampling: the mean by Gauss-Hermite quadrature with ``n_nodes`` nodes;
+    the quartiles in closed form, because tanh'(x) = 1 - tanh(x)^2 decreases in |x|,
+    so its p-quantile is tanh'(sigma * Phi^-1(1 - p/2)).
+
+    Returns ``sigma``, ``mean``, ``median``, ``q25``, ``q75`` (arrays over sigmas).
+    """
+    t0 = time.perf_counter()
+    s = np.asarray(sigmas, dtype=float)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_nodes)   # weight exp(-x^2 / 2)
+    weights = weights / math.sqrt(2 * math.pi)
+
+    def dtanh(x):
+        return 1.0 - np.tanh(x) ** 2
+
+    mean = np.array([np.sum(weights * dtanh(si * nodes)) for si in s])
+    nd = NormalDist()
+
+    def quantile(p):
+        return dtanh(s * nd.inv_cdf(1.0 - p / 2.0))
+
+    out = {"sigma": s, "mean": mean, "median": quantile(0.5), "q25": quantile(0.25),
+           "q75": quantile(0.75)}
+    out["at_sigma_1"] = float(np.sum(weights * dtanh(nodes)))
+    out.update(_meta("tanh", quick, t0, n_nodes=n_nodes))
+    return out
+
+
+# =========================================================================== Figure 1a
+class BNTanhRNN(nn.Module):
+    """The batch-normalized tanh RNN of Figure 1a, read by a linear layer on the last h.
+
+        h_t = tanh(BN(W_h h_{t-1}; gamma) + BN(W_x x_t; gamma) + b)
+
+    Per-step statistics (:class:`bnlstm.SequenceBatchNorm`), beta fixed at 0 (the bias b
+    covers it), orthogonal ``W_h`` and ``W_x``, ``b = 0``; Gaussian noise of std
+    ``h0_noise`` on h_0 in training mode (as the paper did for pixel MNIST, where the
+    first, black pixels would otherwise give a zero batch variance).
+    ``forward(x, keep_h=True)`` keeps every h_t in the graph with ``retain_grad`` in
+    ``self.hs``, so that ``grad_norms()`` gives ``||dLoss/dh_t||`` after backward.
+
+    Shape: ``x`` (B, T, I) -> logits (B, n_classes).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, max_length: int, gamma: float = 0.1,
+                 n_classes: int = 10, h0_noise: float = 0.1):
+        super().__init__()
+        self.hidden_size, self.h0_noise = hidden_size, float(h0_noise)
+        self.w_x = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.w_h = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.b = nn.Parameter(torch.zeros(hidden_size))
+        self.bn_x = SequenceBatchNorm(hidden_size, max_length=max_length, gamma_init=gamma)
+        self.bn_h = SequenceBatchNorm(hidden_size, max_length=max_length, gamma_init=gamma)
+        self.head = nn.Linear(hidden_size, n_classes)
+        nn.init.orthogonal_(self.w_x)
+        nn.init.orthogonal_(self.w_h)
+        self.hs: List[Tensor] = []
+
+    def forward(self, x: Tensor, keep_h: bool = False) -> Tensor:
+        B, T, _ = x.shape
+        h = x.new_zeros(B, self.hidden_size)
+        if self.training and self.h0_noise > 0:
+            h = h + self.h0_noise * torch.randn_like(h)
+        wx = x @ self.w_x.t()                       # (B, T, H)
+        self.hs = []
+        for t in range(T):
+            h = torch.tanh(self.bn_h(h @ self.w_h.t(), t) + self.bn_x(wx[:, t], t) + self.b)
+            if keep_h and h.requires_grad:
+                h.retain_grad()
+                self.hs.append(h)
+        return self.head(h)
+
+    def grad_norms(self) -> np.ndarray:
+        return np.array([0.0 if h.grad is None else float(h.grad.norm()) for h in self.hs])
+
+
+def _log10(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log10(np.asarray(x, dtype=float))
+
+
+def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+                  task: Optional[str] = None, models: Sequence[str] = ("tanh", "bnlstm"),
+                  hidden: int = 100, batch_size: int = 100, updates: int = 0, seed: int = 0,
+                  dtype: str = "float64", quick: bool = False, data=None,
+                  data_dir=None) -> Dict[str, Any]:
+    """Figure 1a: how the gradient's norm ``||dLoss/dh_t||`` flows back through time, per gamma.
+
+    Claim (Sec. 4, Fig. 1a): in a batch-normalized tanh RNN on sequential MNIST, gamma
+    = 0.1 keeps the gradient's norm roughly flat over 784 steps, while gamma >= 0.7 makes
+    it vanish (below 1e-26) within 100-250 steps: the tanh inputs have std ~gamma, and
+    E[tanh'] < 1 (Fig. 1b) compounds over the steps.
+
+    Measured for the BN tanh RNN of the paper (:class:`BNTanhRNN`, ``"tanh"``) and for the
+    BN-LSTM (``"bnlstm"``, through :class:`bnlstm.Trace`), on one fixed training batch,
+    at initialization (``updates=0``) or after ``updates`` RMSProp updates (lr 1e-3, clip
+    1) on training batches. Computed in ``dtype`` (float64 by default, so that norms far
+    below float32's range are still measured).
+
+    Returns ``t`` (1..T), ``gammas``, and per model ``grad_norm`` (G, T) and the summary
+    ``log10_ratio`` (G,): log10(||dL/dh_1|| / ||dL/dh_T||), negative when the gradient
+    vanishes; ``decay_per_100`` (G,): the mean log10 change per 100 steps back in time.
+    """
+    from . import data as data_mod
+    from .experiment import build_model
+    t0 = time.perf_counter()
+    task = task or ("pixel7" if quick else "pixel")
+    if quick:
+        hidden, batch_size = min(hidden, 32), min(batch_size, 32)
+    data = _load(data, data_dir)
+    T, I = data_mod.TASKS[task]
+    splits = data_mod.make_splits(data)
+    train_batches = data_mod.Batches(*splits["train"], task=task, batch_size=batch_size,
+                                     seed=seed, shuffle=True, endless=True)
+    it = iter(train_batches)
+    x, y = next(it)                         # the batch every gradient is measured on
+    dt = getattr(torch, dtype)
+    x = x.to(dt)
+    out: Dict[str, Any] = {"t": np.arange(1, T + 1), "gammas": np.asarray(gammas, dtype=float),
+                           "task": task, "updates": updates}
+    for name in models:
+        norms = []
+        for g in gammas:
+            torch.manual_seed(seed)
+            if name == "tanh":
+                model = BNTanhRNN(I, hidden, T, gamma=g, h0_noise=0.1).to(dt)
+            elif name == "bnlstm":
+                cfg = _config(False, task=task, model="bnlstm", gamma_init=float(g), hidden=hidden,
+                              batch_size=batch_size, seed=seed, h0_noise=0.1)
+                model = build_model(cfg, T, I).to(dt)
+            else:
+                raise ValueError(f"unknown model {name!r}; use 'tanh' or 'bnlstm'")
+            model.train()
+            if updates:
+                opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+                upd_it = iter(data_mod.Batches(*splits["train"], task=task, batch_size=batch_size,
+                                               seed=seed + 1, shuffle=True, endless=True))
+                for _ in range(updates):
+                    xb, yb = next(upd_it)
+                    loss = F.cross_entropy(model(xb.to(dt)), yb)
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+            torch.manual_seed(seed + 7)          # the same h_0 noise for every gamma
+            if name == "tanh":
+                loss = F.cross_entropy(model(x, keep_h=True), y)
+                loss.backward()
+                norms.append(model.grad_norms())
+            else:
+                trace = Trace(keep_tanh_inputs=False)
+                loss = F.cross_entropy(model(x, trace=trace), y)
+                loss.backward()
+                norms.append(trace.grad_norms(0).double().numpy())
+        gn = np.stack(norms)                                   # (G, T)
+        lg = _log10(gn)
+        ratio = lg[:, 0] - lg[:, -1]
+        out[name] = {"grad_norm": gn, "log10_ratio": ratio,
+                     "decay_per_100": ratio / max(T - 1, 1) * 100.0}
+    out.update(_meta("gradients", quick, t0, data, gammas=list(gammas), task=task, hidden=hidden,
+                     batch_size=batch_size, updates=updates, seed=seed, dtype=dtype,
+                     models=list(models)))
+    return out
+
+
+# =========================================================================== Figure 6
+def gamma_sweep(gammas: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 1.0), task: Optional[str] = None,
+                steps: Optional[int] = None, seed: int = 0, hidden: Optional[int] = None,
+                eval_every: Optional[int] = None, val_limit: Optional[int] = None,
+                quick: bool = False, data=None, data_dir=None, **config) -> Dict[str, Any]:
+    """Figure 6: BN-LSTM training curves for several initial gammas.
+
+    Claim (Sec. 5.1 / Appendix, Fig. 6): the larger the initial gamma, the more slowly the
+    BN-LSTM trains (most visibly on permuted MNIST); gamma = 0.1 is the paper's choice.
+
+    CPU-sized defaults: task ``pixel7`` (the 7x7 average-pooled image, pixel by pixel: 49
+    steps of one input, the shape of pixel MNIST), 600 updates, 100 units, batch 100,
+    RMSProp 1e-3 (quick: ``row``, 60 updates, 32 units). Everything but gamma is equal.
+
+    Returns ``gammas``, ``train_step`` (S,), ``train_loss`` (G, S), ``train_loss_smooth``
+    (G, S), ``val_step`` (E,), ``val_acc`` (G, E), and per gamma ``final_loss`` (the mean
+    training loss over the last 20% of updates), ``best_val_acc``, ``final_val_acc``.
+    """
+    t0 = time.perf_counter()
+    task = task or ("row" if quick else "pixel7")
+    steps = steps or (60 if quick else 600)
+    hidden = hidden or (32 if quick else 100)
+    eval_every = eval_every or (20 if quick else 50)
+    val_limit = val_limit if val_limit is not None else (500 if quick else 2000)
+    data = _load(data, data_dir)
+    losses, vals = [], []
+    val_step = train_step = None
+    states = []
+    for g in gammas:
+        cfg = _config(quick, task=task, model="bnlstm", gamma_init=float(g), steps=steps, seed=seed,
+                      hidden=hidden, eval_every=eval_every, val_limit=val_limit, **config)
+        _, _, c = _train(cfg, data)
+        n = len(c["train_loss"])
+        loss = np.full(steps, np.nan)
+        loss[:n] = c["train_loss"]
+        losses.append(loss)
+        vals.append(c["val_acc"])
+        states.append(c["state"])
+        train_step = np.arange(1, steps + 1)
+        if val_step is None or len(c["val_step"]) > len(val_step):
+            val_step = c["val_step"]
+    E = len(val_step)
+    val_acc = np.full((len(gammas), E), np.nan)
+    for i, v in enumerate(vals):
+        val_acc[i, :len(v)] = v
+    losses = np.stack(losses)
+    window = max(1, steps // 20)
+    tail = max(1, steps // 5)
+    out = {"gammas": np.asarray(gammas, dtype=float), "task": task, "train_step": train_step,
+           "train_loss": losses,
+           "train_loss_smooth": np.stack([_smooth(l, window) for l in losses]),
+           "val_step": val_step, "val_acc": val_acc,
+           "final_loss": np.nanmean(losses[:, -tail:], axis=1),
+           "best_val_acc": np.nanmax(val_acc, axis=1),
+           "final_val_acc": val_acc[:, -1], "states": states}
+    out.update(_meta("gamma", quick, t0, data, gammas=list(gammas), task=task, steps=steps,
+                     hidden=hidden, seed=seed, eval_every=eval_every, val_limit=val_limit, **config))
+    return out
+
+
+# =========================================================================== Figure 5 + ablation
+def _shared_twin(model: nn.Module) -> nn.Module:
+    """A copy of a trained classifier whose BN-LSTM keeps one set of statistics for all steps
+    (``stats="shared"``): the same weights, its own (uninitialized) running statistics."""
+    twin = copy.deepcopy(model)
+    for name, m in list(twin.named_modules()):
+        if isinstance(m, SequenceBatchNorm):
+            new = SequenceBatchNorm(m.num_features, max_length=m.max_length, stats="shared",
+                                    gamma_init=m.gamma_init, learn_beta=m.bias is not None,
+                                    momentum=m.momentum, eps=m.eps)
+            with torch.no_grad():
+                new.weight.copy_(m.weight)
+                if m.bias is not None:
+                    new.bias.copy_(m.bias)
+            parent_name, _, attr = name.rpartition(".")
+            parent = twin.get_submodule(parent_name) if parent_name else twin
+            setattr(parent, attr, new)
+        if isinstance(m, BNLSTM):
+            m.stats = "shared"
+    return twin
+
+
+@torch.no_grad()
+def _ema_stats(model: nn.Module, batches: Iterable, momentum: float = 0.1) -> None:
+    """Update running statistics as training would (momentum ``momentum``, train mode, no
+    h_0 noise, no weight change): what a BatchNorm1d reused at every step holds at the end."""
+    norms = [m for m in model.modules() if isinstance(m, SequenceBatchNorm)]
+    lstms = [m for m in model.modules() if isinstance(m, BNLSTM)]
+    saved = [(m, m.momentum) for m in norms] + [(m, m.h0_noise) for m in lstms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = momentum
+    for m in lstms:
+        m.h0_noise = 0.0
+    was = model.training
+    model.train()
+    for x in batches:
+        model(x)
+    model.train(was)
+    for m, v in saved:
+        if isinstance(m, SequenceBatchNorm):
+            m.momentum = v
+        else:
+            m.h0_noise = v
+
+
+def stats_ablation(task: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
+                   hidden: Optional[int] = None, units: int = 30, reestimate_batches: Optional[int] = None,
+                   val_limit: Optional[int] = None, quick: bool = False, data=None, data_dir=None,
+                   **config) -> Dict[str, Any]:
+    """Figure 5 and the ablation it implies: per-step vs shared population statistics.
+
+    Claims (Sec. 3 and Fig. 5): the statistics of the normalized terms have a strong
+    transient over the first steps before they become stationary, so each step needs its
+    own population statistics; "consistently averaging them over time severely degrades
+    performance" -- a claim the paper makes without a number. This measures it.
+
+    Method (same weights, same training): one BN-LSTM is trained with ``stats="per_step"``.
+    In training mode a BN-LSTM normalizes with the minibatch's statistics whatever its
+    ``stats`` setting, so training a shared-stats model from the same seed gives the very
+    same weights (``tests/test_paper.py`` checks this); only the population statistics used
+    at inference differ. So the trained weights are copied into a ``stats="shared"`` twin and
+    evaluated on the validation split with:
+
+    - ``per_step``: per-step statistics re-estimated over ``reestimate_batches`` training
+      batches (plain average of minibatch statistics, as the authors did before testing);
+    - ``shared_average``: one set of statistics for all steps, re-estimated over the same
+      batches: the average over steps and batches (the most favourable shared estimate);
+    - ``shared_ema``: what a single ``nn.BatchNorm1d`` reused at every step holds after
+      training (momentum 0.1 updated at every step of every batch: dominated by the last
+      steps of the sequence), from 20 training batches;
+    - ``per_step_ema``: per-step statistics as training left them (momentum 0.1), which is
+      what validation during training used;
+    - ``batch``: each validation batch (500 sequences) normalized with its own statistics.
+
+    Figure 5: ``pop_wh_mean``/``pop_wh_var`` (T, units) and ``pop_c_mean``/``pop_c_var`` (T,
+    units): the re-estimated per-step population mean and variance of W_h h_{t-1} (units
+    spread over all four gates) and of c_t, for ``units`` units; and ``transient``: for each,
+    the mean |stat_t - stat_stationary| / (std over units of the stationary stat), where
+    stationary = the mean over the last third of the steps, at t = 0..T-1.
+
+    Defaults: task ``row`` (28 steps: the first steps are a large part of the sequence),
+    1000 updates, 100 units (quick: 80 updates, 32 units).
+    """
+    from . import data as data_mod
+    t0 = time.perf_counter()
+    task = task or "row"
+    steps = steps or (80 if quick else 1000)
+    hidden = hidden or (32 if quick else 100)
+    reestimate_batches = reestimate_batches or (10 if quick else 100)
+    val_limit = val_limit if val_limit is not None else (500 if quick else 10000)
+    data = _load(data, data_dir)
+    cfg = _config(quick, task=task, model="bnlstm", stats="per_step", steps=steps, seed=seed,
+                  hidden=hidden, eval_every=max(steps // 10, 1), val_limit=min(val_limit, 2000),
+                  **config)
+    exp, trainer, curves = _train(cfg, data)
+    model = exp.model                  # the best weights (early stopping), as the trainer left them
+    splits = exp.splits
+    train_b = data_mod.Batches(*splits["train"], task=task, batch_size=cfg.batch_size,
+                               seed=seed + 1, shuffle=True)
+    val_b = data_mod.Batches(*splits["val"], task=task, batch_size=500, shuffle=False,
+                             limit=val_limit or None)
+
+    def first(n):
+        it = iter(train_b)
+        return [next(it)[0] for _ in range(n)]
+
+    acc = {"per_step_ema": _accuracy(model, val_b)}
+    stat_batches = first(reestimate_batches)
+    reestimate_stats(model, stat_batches)
+    acc["per_step"] = _accuracy(model, val_b)
+    twin = _shared_twin(model)
+    reestimate_stats(twin, stat_batches)
+    acc["shared_average"] = _accuracy(twin, val_b)
+    ema_twin = _shared_twin(model)
+    _ema_stats(ema_twin, stat_batches[:20], momentum=0.1)
+    acc["shared_ema"] = _accuracy(ema_twin, val_b)
+    acc["batch"] = _accuracy(model, val_b, batch_stats=True)
+
+    rnn = model.rnn
+    H = rnn.hidden_size
+    u_wh = np.linspace(0, 4 * H - 1, min(units, 4 * H)).round().astype(int)
+    u_c = np.linspace(0, H - 1, min(units, H)).round().astype(int)
+    T = rnn.bn_hh_l0.running_mean.shape[0]
+    fig5 = {
+        "pop_wh_mean": rnn.bn_hh_l0.running_mean[:, u_wh].numpy().copy(),
+        "pop_wh_var": rnn.bn_hh_l0.running_var[:, u_wh].numpy().copy(),
+        "pop_c_mean": rnn.bn_c_l0.running_mean[:, u_c].numpy().copy(),
+        "pop_c_var": rnn.bn_c_l0.running_var[:, u_c].numpy().copy(),
+        "shared_wh_mean": twin.rnn.bn_hh_l0.running_mean[0, u_wh].numpy().copy(),
+        "shared_wh_var": twin.rnn.bn_hh_l0.running_var[0, u_wh].numpy().copy(),
+        "shared_c_mean": twin.rnn.bn_c_l0.running_mean[0, u_c].numpy().copy(),
+        "shared_c_var": twin.rnn.bn_c_l0.running_var[0, u_c].numpy().copy(),
+    }
+    transient = {}
+    for key in ("pop_wh_mean", "pop_wh_var", "pop_c_mean", "pop_c_var"):
+        s = fig5[key]
+        stationary = s[-max(T // 3, 1):].mean(0)
+        scale = np.std(stationary) + 1e-8
+        transient[key] = np.abs(s - stationary).mean(1) / scale
+    out = {"task": task, "t": np.arange(T), "units_wh": u_wh, "units_c": u_c, **fig5,
+           "transient": transient, "accuracy": acc,
+           "drop_shared_average": acc["per_step"] - acc["shared_average"],
+           "drop_shared_ema": acc["per_step"] - acc["shared_ema"],
+           "val_step": curves["val_step"], "val_acc": curves["val_acc"],
+           "best_step": trainer.final.get("best_step"), "n_val": val_b.num_samples}
+    out.update(_meta("stats", quick, t0, data, task=task, steps=steps, hidden=hidden, seed=seed,
+                     reestimate_batches=reestimate_batches, val_limit=val_limit, units=units,
+                     **config))
+    return out
+
+
+# =========================================================================== Figure 2
+def compare_models(models: Sequence[str] = ("lstm", "bnlstm-input", "bnlstm"),
+                   task: Optional[str] = None, steps: Optional[int] = None,
+                   seeds: Optional[Sequence[int]] = None, hidden: Optional[int] = None,
+                   eval_every: Optional[int] = None, val_limit: Optional[int] = None,
+                   threshold: float = 0.9, quick: bool = False, data=None, data_dir=None,
+                   **config) -> Dict[str, Any]:
+    """Figure 2: validation accuracy against training updates, LSTM vs BN-LSTM.
+
+    Claim (Sec. 5.1, Fig. 2): the BN-LSTM trains faster than the LSTM and is less erratic
+    (on MNIST above 95% within ~10k updates while the LSTM is erratic until ~40k), and
+    normalizing the recurrent term too beats normalizing only the input term.
+
+    Same recipe for all models (RMSProp 1e-3, clip 1, batch 100, the paper's init, forget
+    bias 1; h_0 noise 0.1 for the BN models); only ``model`` differs. CPU-sized defaults:
+    task ``pixel7`` (49 steps of one pixel), 600 updates, 3 seeds, validation on 2000
+    digits every 50 updates (quick: ``row``, 60 updates, 2 seeds, 32 units).
+
+    Returns ``models``, ``seeds``, ``val_step`` (E,), ``val_acc[model]`` (S, E),
+    ``mean[model]``, ``std[model]`` (E,), ``best[model]`` (S,), ``final[model]`` (S,) and
+    ``steps_to[model]``: the first evaluated step where the seed-mean accuracy reaches
+    ``threshold`` (None if never).
+    """
+    t0 = time.perf_counter()
+    task = task or ("row" if quick else "pixel7")
+    steps = steps or (60 if quick else 600)
+    seeds = tuple(seeds) if seeds is not None else ((0, 1) if quick else (0, 1, 2))
+    hidden = hidden or (32 if quick else 100)
+    eval_every = eval_every or (20 if quick else 50)
+    val_limit = val_limit if val_limit is not None else (500 if quick else 2000)
+    data = _load(data, data_dir)
+    val_acc, train_loss = {}, {}
+    val_step = None
+    for m in models:
+        runs, losses = [], []
+        for s in seeds:
+            cfg = _config(quick, task=task, model=m, steps=steps, seed=s, hidden=hidden,
+                          eval_every=eval_every, val_limit=val_limit, **config)
+            _, _, c = _train(cfg, data)
+            runs.append(c["val_acc"])
+            loss = np.full(steps, np.nan)
+            loss[:len(c["train_loss"])] = c["train_loss"]
+            losses.append(loss)
+            if val_step is None or len(c["val_step"]) > len(val_step):
+                val_step = c["val_step"]
+        a = np.full((len(seeds), len(val_step)), np.nan)
+        for i, r in enumerate(runs):
+            a[i, :len(r)] = r
+        val_acc[m] = a
+        train_loss[m] = np.stack(losses)
+    mean = {m: np.nanmean(a, 0) for m, a in val_acc.items()}
+    out = {"models": list(models), "seeds": list(seeds), "task": task, "val_step": val_step,
+           "val_acc": val_acc, "mean": mean, "std": {m: np.nanstd(a, 0) for m, a in val_acc.items()},
+           "best": {m: np.nanmax(a, 1) for m, a in val_acc.items()},
+           "final": {m: a[:, -1] for m, a in val_acc.items()},
+           "steps_to": {m: _first_reaching(val_step, mean[m], threshold) for m in models},
+           "threshold": threshold,
+           "train_loss_smooth": {m: np.stack([_smooth(l, max(1, steps // 20)) for l in L])
+                                 for m, L in train_loss.items()}}
+    out.update(_meta("models", quick, t0, data, models=list(models), task=task, steps=steps,
+                     seeds=list(seeds), hidden=hidden, eval_every=eval_every, val_limit=val_limit,
+                     **config))
+    return out
+
+
+# =========================================================================== Figure 3b
+class _SuffixBatches:
+    """Row-by-row MNIST followed by ``suffix`` steps of Gaussian noise (std ``noise_std``).
+
+    Wraps a :class:`bnlstm.data.Batches` of task ``row``: yields ``(x, y)`` with x of
+    shape (B, 28 + suffix, 28). With ``fixed=True`` the noise of the i-th batch is the same
+    on every pass (evaluation); otherwise fresh noise every batch (training).
+    """
+
+    def __init__(self, inner, suffix: int, noise_std: float, seed: int = 0, fixed: bool = False):
+        self.inner, self.suffix, self.noise_std = inner, int(suffix), float(noise_std)
+        self.seed, self.fixed = seed, fixed
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_samples(self) -> int:
+        return self.inner.num_samples
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        if self.fixed:
+            self.gen.manual_seed(self.seed)
+        for x, y in self.inner:
+            noise = torch.randn(x.shape[0], self.suffix, x.shape[2], generator=self.gen)
+            yield torch.cat([x, self.noise_std * noise.to(x.device, x.dtype)], 1), y
+
+
+def _suffix_experiment_class():
+    from .experiment import MNISTExperiment, build_model, make_optimizer
+
+    class SuffixExperiment(MNISTExperiment):
+        """MNIST rows then ``suffix`` noise steps; the class is read from the last h."""
+
+        def __init__(self, config, data, suffix: int, noise_std: float):
+            super().__init__(config, data=data)
+            self.suffix, self.noise_std = suffix, noise_std
+
+        def setup(self):
+            info = super().setup()
+            cfg = self.config
+            self.seq_len = 28 + self.suffix
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg, self.seq_len, self.input_size).to(self.device)
+            self.optimizer = make_optimizer(cfg, self.model.parameters())
+            self.train_batches = _SuffixBatches(self.train_batches, self.suffix, self.noise_std,
+                                                seed=cfg.seed + 100)
+            self._train_iter = iter(self.train_batches)
+            info["seq_len"] = self.seq_len
+            return info
+
+        def _eval_batches_for(self, split):
+            b = super()._eval_batches_for(split)
+            if not isinstance(b, _SuffixBatches):
+                b = self._eval_batches[split] = _SuffixBatches(b, self.suffix, self.noise_std,
+                                                               seed=12345, fixed=True)
+            return b
+
+    return SuffixExperiment
+
+
+def length_generalization(train_suffix: int = 28, factors: Sequence[float] = (1, 2, 4, 8),
+                          models: Sequence[str] = ("bnlstm", "lstm"), steps: Optional[int] = None,
+                          seed: int = 0, hidden: Optional[int] = None, noise_std: float = 0.3,
+                          val_limit: Optional[int] = None, eval_batch: int = 500,
+                          small_batch: int = 32, reestimate_batches: Optional[int] = None,
+                          quick: bool = False, data=None, data_dir=None, **config) -> Dict[str, Any]:
+    """Figure 3b's lesson: train on sequences of length T, test on longer ones.
+
+    Claim (Sec. 5.2, Fig. 3b): a BN-LSTM trained on length T_max = 100 generalizes to
+    test sequences up to length 1000 when steps beyond T_max reuse the population
+    statistics of step T_max (the T_max rule) -- better than when it normalizes with
+    batch statistics at test time.
+
+    The MNIST-derived task (designed so that the T_max rule's premise -- the process is
+    stationary after T_max -- holds): the 28 rows of a digit, one per step, followed by
+    ``suffix`` steps of i.i.d. Gaussian noise rows (std ``noise_std``; pixels are in
+    [0, 1]); the class is read from the last hidden state. Training uses ``train_suffix``
+    noise steps (T = 28 + train_suffix = 56 by default); testing uses total lengths
+    ``factor * T`` (noise suffix ``factor * T - 28``), so the digit must be remembered
+    across 1x..8x the training's noise. Noise after the digit (not before it) keeps the
+    digit at the same steps in training and test, so the per-step statistics of steps
+    < T_max describe the same thing at test time, and every step >= T_max is noise, like
+    the last training steps whose statistics it reuses.
+
+    Evaluated on the same validation digits and noise for every mode:
+    ``population`` (per-step population statistics re-estimated over training batches,
+    T_max rule beyond), ``batch`` (each test batch of ``eval_batch`` sequences normalized
+    with its own per-step statistics), ``batch_small`` (the same with batches of
+    ``small_batch``) for the BN-LSTM; and the plain ``lstm`` (no statistics) as reference.
+
+    Returns ``lengths`` (L,), ``T_train``, ``accuracy[mode]`` (L,), ``val_curve``.
+    """
+    from . import data as data_mod
+    t0 = time.perf_counter()
+    steps = steps or (80 if quick else 800)
+    hidden = hidden or (32 if quick else 100)
+    val_limit = val_limit if val_limit is not None else (500 if quick else 2000)
+    reestimate_batches = reestimate_batches or (10 if quick else 100)
+    data = _load(data, data_dir)
+    T_train = 28 + int(train_suffix)
+    lengths = [int(round(f * T_train)) for f in factors]
+    Exp = _suffix_experiment_class()
+    acc: Dict[str, List[float]] = {}
+    curves = {}
+    for m in models:
+        cfg = _config(quick, task="row", model=m, steps=steps, seed=seed, hidden=hidden,
+                      eval_every=max(steps // 10, 1), val_limit=val_limit, **config)
+        exp = Exp(cfg, data, int(train_suffix), noise_std)
+        exp, trainer, c = _train(cfg, data, experiment=exp)
+        curves[m] = {"val_step": c["val_step"], "val_acc": c["val_acc"]}
+        model = exp.model
+        if m != "lstm":
+            tb = data_mod.Batches(*exp.splits["train"], task="row", batch_size=cfg.batch_size,
+                                  seed=seed + 1, shuffle=True)
+            sb = _SuffixBatches(tb, int(train_suffix), noise_std, seed=seed + 2)
+            it = iter(sb)
+            reestimate_stats(model, [next(it)[0] for _ in range(reestimate_batches)])
+        vimgs, vlabels = exp.splits["val"]
+        vimgs, vlabels = vimgs[:val_limit], vlabels[:val_limit]
+
+        def batches(L, bs):
+            vb = data_mod.Batches(vimgs, vlabels, task="row", batch_size=bs, shuffle=False)
+            return _SuffixBatches(vb, L - 28, noise_std, seed=4242, fixed=True)
+
+        if m == "lstm":
+            acc["lstm"] = [_accuracy(model, batches(L, eval_batch)) for L in lengths]
+        else:
+            key = "" if m == "bnlstm" else m + "_"
+            acc[key + "population"] = [_accuracy(model, batches(L, eval_batch)) for L in lengths]
+            acc[key + "batch"] = [_accuracy(model, batches(L, eval_batch), batch_stats=True)
+                                  for L in lengths]
+            if small_batch:
+                acc[key + "batch_small"] = [_accuracy(model, batches(L, small_batch), batch_stats=True)
+                                            for L in lengths]
+    out = {"lengths": np.asarray(lengths), "factors": np.asarray(factors, dtype=float),
+           "T_train": T_train, "train_suffix": int(train_suffix), "noise_std": noise_std,
+           "accuracy": {k: np.asarray(v) for k, v in acc.items()}, "val_curve": curves,
+           "n_val": int(min(val_limit, len(data.train_labels)))}
+    out.update(_meta("length", quick, t0, data, train_suffix=train_suffix, factors=list(factors),
+                     models=list(models), steps=steps, seed=seed, hidden=hidden,
+                     noise_std=noise_std, val_limit=val_limit, eval_batch=eval_batch,
+                     small_batch=small_batch, reestimate_batches=reestimate_batches, **config))
+    return out
+
+
+# =========================================================================== command line
+EXPERIMENTS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "tanh": tanh_derivative, "gradients": gradient_flow, "gamma": gamma_sweep,
+    "stats": stats_ablation, "models": compare_models, "length": length_generalization,
+}
+
+
+def add_cli(subparsers) -> None:
+    """Add ``paper`` to the ``python -m bnlstm`` sub-commands."""
+    p = subparsers.add_parser(
+        "paper", help="run one of the paper's experiments and print / save its numbers",
+        description="Run one of the paper's experiments (bnlstm.paper) and save the result as "
+                    "JSON: tanh (Fig. 1b), gradients (Fig. 1a), gamma (Fig. 6), stats (Fig. 5 "
+                    "and per-step vs shared statistics), models (Fig. 2), length (Fig. 3b).")
+    p.add_argument("experiment", choices=list(EXPERIMENTS))
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a minute)")
+    p.add_argument("--out", metavar="FILE.json", default=None, help="write the result here")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with the four MNIST .gz files (default: $BNLSTM_MNIST_DIR, "
+                        "then the user cache, then the bundled sample)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override an argument of the experiment function (JSON value), "
+                        "e.g. --set steps=500 --set 'seeds=[0,1]'")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+
+
+def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline numbers of a result, for the terminal."""
+    if name == "tanh":
+        return {"E[tanh'] at sigma=1": res["at_sigma_1"]}
+    if name == "gradients":
+        return {m: dict(zip(map(float, res["gammas"]), np.round(res[m]["log10_ratio"], 2).tolist()))
+                for m in ("tanh", "bnlstm") if m in res}
+    if name == "gamma":
+        return {"final_loss": dict(zip(map(float, res["gammas"]), np.round(res["final_loss"], 4).tolist())),
+                "best_val_acc": dict(zip(map(float, res["gammas"]), np.round(res["best_val_acc"], 4).tolist()))}
+    if name == "stats":
+        return {k: round(v, 4) for k, v in res["accuracy"].items()}
+    if name == "models":
+        return {m: {"best_mean": round(float(np.mean(res["best"][m])), 4),
+                    "best_std": round(float(np.std(res["best"][m])), 4),
+                    "steps_to_threshold": res["steps_to"][m]} for m in res["models"]}
+    if name == "length":
+        return {"lengths": res["lengths"].tolist(),
+                **{k: np.round(v, 4).tolist() for k, v in res["accuracy"].items()}}
+    return {}
+
+
+def cli_main(args) -> int:
+    """``python -m bnlstm paper NAME [--quick] [--out FILE] [--data-dir DIR] [--set k=v]``."""
+    fn = EXPERIMENTS[args.experiment]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs: Dict[str, Any] = {"quick": args.quick}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE; got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    if args.experiment != "tanh":
+        kwargs["data"] = _load(None, args.data_dir)
+    res = fn(**kwargs)
+    res["command"] = "python -m bnlstm paper " + args.experiment + (" --quick" if args.quick else "") \
+        + "".join(f" --set {s}" for s in args.set)
+    print(json.dumps(to_jsonable(_summary(args.experiment, res)), indent=2))
+    print(f"{args.experiment}: {res['seconds']:.1f} s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(to_jsonable(res), f)
+        print(f"wrote {args.out}")
+    return 0
