@@ -53,7 +53,7 @@ def disabled():
 
 _aten = torch.ops.aten
 _nbn = torch.native_batch_norm
-_nbn_bwd_out = _aten.native_batch_norm_backward.out
+_nbn_bwd = _aten.native_batch_norm_backward.default
 _sig_bwd_out = _aten.sigmoid_backward.grad_input
 _tanh_bwd_out = _aten.tanh_backward.grad_input
 _tanh_bwd = _aten.tanh_backward.default
@@ -262,16 +262,13 @@ class _LayerTrain(torch.autograd.Function):
         dAs = dA.unbind(0)
         d_i, d_f, d_g, d_o = (v.unbind(0) for v in dA.view(T, B, 4, H).unbind(2))
         if full:
-            dwh_all = act.new_empty(T, B, H4)
-            dwhs = dwh_all.unbind(0)
-            dgh_all = act.new_empty(T, H4)
-            dsh_all = act.new_empty(T, H4)
-            dgc_all = act.new_empty(T, H)
-            dbc_all = act.new_empty(T, H)
-            dgh_t, dsh_t, dgc_t, dbc_t = (v.unbind(0) for v in (dgh_all, dsh_all, dgc_all, dbc_all))
+            # per-step parameter gradients of the two in-loop BNs, summed at the end
+            dgh_l, dsh_l, dgc_l, dbc_l = [], [], [], []
             whs = wh_all.unbind(0)
             mh, sh, mc, sc = (v.unbind(0) for v in (mean_h, istd_h, mean_c, istd_c))
             mask3 = [True, True, True]
+            out_t = out.unbind(0)
+            g_whh = torch.zeros_like(w_hh) if need_whh else None
         dh = douts[T - 1] + d_hT
         dc = d_cT
         dwh = None
@@ -284,8 +281,10 @@ class _LayerTrain(torch.autograd.Function):
             _sig_bwd_out(dh * tc, o, grad_input=d_o[t])
             if full:
                 dcn = _tanh_bwd(dtc, tc)
-                dcb, _, _ = _nbn_bwd_out(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec, mask3,
-                                         out0=torch.empty_like(dcn), out1=dgc_t[t], out2=dbc_t[t])
+                dcb, dgc_i, dbc_i = _nbn_bwd(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec,
+                                             mask3)
+                dgc_l.append(dgc_i)
+                dbc_l.append(dbc_i)
                 dc = dcb.add_(dc)
             else:
                 dc = _tanh_bwd(dtc, tc).add_(dc)
@@ -296,22 +295,28 @@ class _LayerTrain(torch.autograd.Function):
             _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
             dc = dc * f
             if full:
-                dwh, _, _ = _nbn_bwd_out(dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh, mask3,
-                                         out0=dwhs[t], out1=dgh_t[t], out2=dsh_t[t])
+                dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh,
+                                             mask3)
+                dgh_l.append(dgh_i)
+                dsh_l.append(dsh_i)
+                if need_whh:   # dW_hh += dwh_t^T h_{t-1}
+                    g_whh.addmm_(dwh.t(), out_t[t - 1] if t > 0 else h0)
             else:
                 dwh = dAs[t]
-        dwh_seq = dwh_all if full else dA
         g_h0 = torch.mm(dwh, w_hh) if need_h0 else None
         g_c0 = dc if need_c0 else None
-        g_whh = None
-        if need_whh:
+        if not full and need_whh:
             # dW_hh = sum_t dwh_t^T h_{t-1}: one matmul over all steps
-            g_whh = torch.mm(dwh_seq[0].t(), h0)
+            g_whh = torch.mm(dA[0].t(), h0)
             if T > 1:
-                g_whh.addmm_(dwh_seq[1:].reshape(-1, H4).t(), out[:-1].reshape(-1, H))
-        g_gh = dgh_all.sum(0) if full and need_gh else None
-        g_gc = dgc_all.sum(0) if full and need_gc else None
-        g_bc = dbc_all.sum(0) if full and need_bc and ctx.has_bc else None
+                g_whh.addmm_(dA[1:].reshape(-1, H4).t(), out[:-1].reshape(-1, H))
+        elif not full:
+            g_whh = None
+        g_gh = torch.stack(dgh_l).sum(0) if full and need_gh else None
+        g_gc = torch.stack(dgc_l).sum(0) if full and need_gc else None
+        g_bc = torch.stack(dbc_l).sum(0) if full and need_bc and ctx.has_bc else None
+        if full and lowrank and need_shift:
+            dsh_all = torch.stack(dsh_l[::-1])
         g_x = g_ws = g_shift = g_p = None
         if lowrank:
             if need_x:
