@@ -397,7 +397,11 @@ def _layer_eval(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
 
 def lstm_none(mod, x: Tensor, h0: Tensor, c0: Tensor):
     """``norm="none"`` without a trace: nn.LSTM's own kernel (``torch._VF.lstm``) on
-    ``x`` (T, B, I); returns ``output, (h_n, c_n)`` with h_n, c_n (L, B, H)."""
+    ``x`` (T, B, I); returns ``output, (h_n, c_n)`` with h_n, c_n (L, B, H), or None
+    where the result could differ from the reference loop: cuDNN draws its own dropout
+    masks, so training with dropout on a GPU keeps the per-layer path."""
+    if mod.training and mod.dropout > 0 and mod.num_layers > 1 and x.device.type != "cpu":
+        return None
     params: List[Tensor] = []
     for k in range(mod.num_layers):
         w_ih, w_hh, b_ih, b_hh = mod._layer(k)[:4]

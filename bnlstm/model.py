@@ -379,12 +379,14 @@ class BNLSTM(nn.Module):
 
         if trace is None and self.norm == "none" and _fused.ENABLED:
             # nothing needs the per-step path: nn.LSTM's own kernel
-            output, (h_n, c_n) = _fused.lstm_none(self, x, h0, c0)
-            if batched and self.batch_first:
-                output = output.transpose(0, 1)
-            if not batched:
-                output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-            return output, (h_n, c_n)
+            res = _fused.lstm_none(self, x, h0, c0)
+            if res is not None:
+                output, (h_n, c_n) = res
+                if batched and self.batch_first:
+                    output = output.transpose(0, 1)
+                if not batched:
+                    output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+                return output, (h_n, c_n)
 
         h_n, c_n = [], []
         layer_in = x
