@@ -1,0 +1,45 @@
+"""Every notebook runs top to bottom in quick mode (BNLSTM_QUICK=1), as CI and `pytest` do.
+
+Each notebook is executed with nbclient in a fresh kernel, from the notebooks/ folder, with
+the real MNIST files (the ``mnist_dir`` fixture). ``pytest --nbmake notebooks/`` does the
+same by hand (with ``BNLSTM_QUICK=1`` set). Committed notebooks must carry no outputs.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ["01_tour.ipynb", "02_gamma_and_vanishing_gradients.ipynb",
+             "03_statistics_per_step_vs_shared.ipynb", "04_lstm_vs_bnlstm.ipynb",
+             "05_population_statistics_on_longer_sequences.ipynb"]
+QUICK_TIMEOUT_S = 300          # per notebook; quick mode aims at under ~2 minutes
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_committed_without_outputs(name):
+    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, \
+                f"{name}: commit notebooks with outputs cleared"
+
+
+@pytest.mark.timeout(QUICK_TIMEOUT_S + 60)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_quick_mode(name, mnist_dir, monkeypatch):
+    monkeypatch.setenv("BNLSTM_QUICK", "1")
+    monkeypatch.setenv("BNLSTM_MNIST_DIR", str(mnist_dir))
+    # A shared 2-core machine: one thread avoids oversubscription stalls (set it to override).
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=QUICK_TIMEOUT_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "Expected run time (full mode)" in text
+    assert "QUICK mode" in text
