@@ -11,6 +11,8 @@ import html
 import io
 import math
 import time
+from contextlib import contextmanager
+from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
 
 import holoviews as hv
@@ -27,6 +29,8 @@ from .runs import PALETTE, DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 
 DRAIN_MS = 200
+PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
+FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = 6            # per session; the oldest ended runs leave the plots beyond this
 
 # The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
@@ -155,6 +159,7 @@ class Dashboard(param.Parameterized):
         self._url_problems: List[str] = []
         self._stats_pipe = hv.streams.Pipe(data={})
         self._focus_probe_step = -1
+        self._focus_shown_at = 0.0
         self._callback = None
         preload_data_in_background()
         if sync_url is None:
@@ -180,11 +185,8 @@ class Dashboard(param.Parameterized):
             self.config.param.update(**good)
         if problems:
             self._url_problems = problems
-            # drop the offending parameters before Panel syncs, so it never sees them
-            clean = {k: v for k, v in query.items()
-                     if k in good or (k in TrainConfig.param and k not in query)}
-            loc.search = ("?" + "&".join(f"{k}={v}" for k, v in
-                                         ((k, loc.query_params[k]) for k in clean))) if clean else ""
+            # drop the offending parameters before Panel syncs, so that it never sees them
+            loc.search = ("?" + urlencode({k: str(query[k]) for k in good})) if good else ""
         names = [k for k in TrainConfig.param if k != "name"]
         loc.sync(self.config, names, on_error=self._on_url_error)
 
@@ -561,7 +563,7 @@ class Dashboard(param.Parameterized):
     # ---------------------------------------------------------------- plots glue
     def _rebuild_plots(self) -> None:
         streams = [self.streams[r.id] for r in self.runs if r.id in self.streams]
-        with pn.io.hold():
+        with _frozen(), pn.io.hold():
             self.p_loss.object = views.loss_plot(streams)
             self.p_val.object = views.val_plot(streams)
             self.p_sat.object = views.saturation_plot(streams)
@@ -575,12 +577,19 @@ class Dashboard(param.Parameterized):
                 self.w_export_run.value = self.runs[-1].id
                 self._on_export_run()
 
+    def _focus_due(self, now: float) -> bool:
+        s = self.streams.get(self.w_focus.value)
+        probe = s.latest_probe if s is not None else None
+        step = probe["step"] if probe is not None else -1
+        return step != self._focus_probe_step and now - self._focus_shown_at >= FOCUS_UI_S
+
     def _refresh_focus(self, force=False) -> None:
         s = self.streams.get(self.w_focus.value)
         probe = s.latest_probe if s is not None else None
         step = probe["step"] if probe is not None else -1
-        if force or step != self._focus_probe_step:
-            self._focus_probe_step = step
+        now = time.monotonic()
+        if force or self._focus_due(now):
+            self._focus_probe_step, self._focus_shown_at = step, now
             self._stats_pipe.send(views.stats_frame(probe))
 
     def _on_export_run(self, *events) -> None:
@@ -607,20 +616,28 @@ class Dashboard(param.Parameterized):
         if self._destroyed:
             return
         try:
-            with pn.io.hold():
-                for run in list(self.runs):
-                    s = self.streams.get(run.id)
-                    if s is not None:
-                        self._drain_run(run, s)
+            batches = [(run, self.streams[run.id], run.drain()) for run in list(self.runs)
+                       if run.id in self.streams]
+            now = time.monotonic()
+            work = any(recs or (s.probe_pending and now - s.probe_shown_at >= PROBE_UI_S)
+                       for _, s, recs in batches) or self._focus_due(now)
+            if not work:                   # nothing to draw: no freeze, no plot refresh
+                self._update_status()
+                return
+            # One freeze around the whole batch: Bokeh recomputes the document's model graph
+            # once per drain instead of once per plot update (the dominant cost otherwise).
+            with _frozen(), pn.io.hold():
+                for run, s, recs in batches:
+                    self._drain_run(run, s, recs)
                 self._refresh_focus()
                 self._update_status()
+            took = time.monotonic() - now
+            if took > 0.5:
+                log(f"slow drain: {took:.2f} s")
         except Exception as exc:          # never let one bad batch stop the callback
             log(f"drain error: {exc!r}")
 
-    def _drain_run(self, run: DashboardRun, s: views.RunStreams) -> None:
-        recs = run.drain()
-        if not recs:
-            return
+    def _drain_run(self, run: DashboardRun, s: views.RunStreams, recs: List[Dict[str, Any]]) -> None:
         steps, losses, val_steps, val_accs, sat_rows = [], [], [], [], []
         probe = None
         for rec in recs:
@@ -669,13 +686,19 @@ class Dashboard(param.Parameterized):
         if val_steps:
             s.val.send(pd.DataFrame({"step": np.asarray(val_steps, dtype=float),
                                      "acc": np.asarray(val_accs, dtype=float)}))
-        if sat_rows:
-            arr = np.asarray(sat_rows, dtype=float)
-            s.sat.send(pd.DataFrame({"step": arr[:, 0], "g": arr[:, 1], "c_out": arr[:, 2]}))
+        s.sat_pending.extend(sat_rows)
         if probe is not None:
             s.latest_probe = probe
-            s.grad.send(views.grad_frame(probe))
-            s.hist.send(views.hist_frame(probe))
+            s.probe_pending = True
+        now = time.monotonic()
+        if s.probe_pending and now - s.probe_shown_at >= PROBE_UI_S:
+            s.probe_pending, s.probe_shown_at = False, now
+            s.grad.send(views.grad_frame(s.latest_probe))
+            s.hist.send(views.hist_frame(s.latest_probe))
+            if s.sat_pending:
+                arr = np.asarray(s.sat_pending, dtype=float)
+                s.sat_pending = []
+                s.sat.send(pd.DataFrame({"step": arr[:, 0], "g": arr[:, 1], "c_out": arr[:, 2]}))
 
     # ------------------------------------------------------------------- status
     def _status_html(self) -> str:
@@ -683,9 +706,9 @@ class Dashboard(param.Parameterized):
         server = (f"<div class='server'>Server: {c['active']} of {c['max_runs']} training slots "
                   f"in use, {c['queued']} run(s) waiting.</div>")
         if not self.runs:
-            return ("<div class='status-line' data-state='idle'><span style='font-size:17px'>"
-                    "<b>Ready.</b> Choose settings on the left and press <b>Start</b>, or pick a "
-                    "comparison.</span></div>" + server)
+            return ("<div class='status-body'><div class='status-line' data-state='idle'>"
+                    "<span style='font-size:17px'><b>Ready.</b> Choose settings on the left and "
+                    "press <b>Start</b>, or pick a comparison.</span></div>" + server + "</div>")
         rows = []
         for r in self.runs:
             state = r.state
@@ -715,7 +738,7 @@ class Dashboard(param.Parameterized):
                 + (f", test {_fmt(r.test_acc)}" if r.test_acc is not None else "") + "</td></tr>")
         head = ("<tr><th>run</th><th>state</th><th>step</th><th>speed</th><th>device</th>"
                 "<th>data</th><th>accuracy</th></tr>")
-        return f"<table>{head}{''.join(rows)}</table>" + server
+        return f"<div class='status-body'><table>{head}{''.join(rows)}</table>{server}</div>"
 
     def _update_status(self, force: bool = False) -> None:
         text = self._status_html()
@@ -741,6 +764,18 @@ class Dashboard(param.Parameterized):
             self.fail_alert.visible = True
         elif self.fail_alert.visible:
             self.fail_alert.visible = False
+
+
+@contextmanager
+def _frozen():
+    """Freeze the session document's model graph (Bokeh recomputes it once, on exit)."""
+    doc = pn.state.curdoc
+    models = getattr(doc, "models", None) if doc is not None else None
+    if models is None or not hasattr(models, "freeze"):
+        yield
+        return
+    with models.freeze():
+        yield
 
 
 def _ema(x: np.ndarray, a: float) -> np.ndarray:

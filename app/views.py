@@ -43,6 +43,9 @@ class RunStreams:
         self.grad = hv.streams.Pipe(data=_empty("t", "grad"))
         self.hist = hv.streams.Pipe(data=_empty("x", "g", "c_out"))
         self.latest_probe: Optional[dict] = None
+        self.probe_pending = False
+        self.probe_shown_at = 0.0
+        self.sat_pending: list = []
 
 
 # ------------------------------------------------------------------------- plot builders
@@ -149,7 +152,8 @@ def stats_frame(probe: Optional[dict]) -> Dict[str, pd.DataFrame]:
 
 
 def _stats_paths(probe, term, moment):
-    paths = {"batch": [], "population": []}
+    """K unit curves joined into one line with NaN breaks (one glyph: cheap to update)."""
+    paths = {"batch": _empty("t", "v"), "population": _empty("t", "v")}
     if probe is not None:
         st = probe.get("stats", {}).get(term)
         if st is not None:
@@ -158,9 +162,11 @@ def _stats_paths(probe, term, moment):
                 arr = st.get(key)
                 if arr is None:
                     continue
-                arr = np.asarray(arr, dtype=float)
-                for k in range(arr.shape[1]):
-                    paths[kind].append(np.column_stack([t, arr[:, k]]))
+                arr = np.asarray(arr, dtype=float)              # (T, K)
+                K = arr.shape[1]
+                tt = np.concatenate([np.append(t, np.nan) for _ in range(K)])
+                vv = np.concatenate([np.append(arr[:, k], np.nan) for k in range(K)])
+                paths[kind] = pd.DataFrame({"t": tt, "v": vv})
     return paths
 
 
@@ -168,20 +174,22 @@ def stats_plot(pipe: hv.streams.Pipe, key: str):
     term, moment = key.split("_")
     name = "mean" if moment == "mean" else "variance"
     title = f"{name} of {TERMS[term]} per step t"
+    none = {"batch": _empty("t", "v"), "population": _empty("t", "v")}
 
-    def _make(data):
-        paths = data.get(key, {"batch": [], "population": []}) if data else {"batch": [], "population": []}
-        batch = hv.Path(paths["batch"] or [np.zeros((0, 2))], ["t", name], label="batch (8 units)").opts(
-            color="#1f77b4", alpha=0.75, line_width=2)
-        pop = hv.Path(paths["population"] or [np.zeros((0, 2))], ["t", name],
-                      label="population (8 units)").opts(color="#ff7f0e", line_width=2,
-                                                        line_dash="dashed")
-        return (batch * pop).opts(title=title, legend_position="top_right", show_legend=True)
+    def _batch(data):
+        paths = (data or {}).get(key, none)
+        return hv.Curve(paths["batch"], "t", ("v", name), label="batch")
 
-    return hv.DynamicMap(_make, streams=[pipe]).opts(
-        hv.opts.Path(responsive=True, height=260, fontsize=FONT, show_grid=True, tools=["hover"],
-                     framewise=True),
-        hv.opts.Overlay(responsive=True, height=260, fontsize=FONT, framewise=True))
+    def _pop(data):
+        paths = (data or {}).get(key, none)
+        return hv.Curve(paths["population"], "t", ("v", name), label="population")
+
+    opts = dict(responsive=True, height=260, fontsize=FONT, show_grid=True, framewise=True)
+    batch = hv.DynamicMap(_batch, streams=[pipe]).opts(
+        hv.opts.Curve(color="#1f77b4", alpha=0.8, line_width=2, **opts))
+    pop = hv.DynamicMap(_pop, streams=[pipe]).opts(
+        hv.opts.Curve(color="#ff7f0e", line_width=2, line_dash="dashed", **opts))
+    return (batch * pop).opts(title=title, legend_position="top_right", **opts)
 
 
 # ---------------------------------------------------------------------------- converting

@@ -1,0 +1,236 @@
+"""The dashboard in real headless Chromium: controls, live plots, URL, sessions.
+
+Plot data is read in the page from Bokeh's ColumnDataSources, keyed by their
+column names (HoloViews names the columns after the dimensions): the loss
+curves hold ``step,smooth`` (and ``loss,step`` for the faint raw curve),
+validation ``acc,step``, saturation ``g,step``, gradient norms ``grad,t``,
+histograms ``g,x``, and the Figure-5 statistics are multi-line paths ``xs,ys``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+# small, quick runs for the tests (the URL also exercises the URL round-trip)
+FAST = "?steps=400&probe_every=10&eval_every=20&val_limit=500"
+
+SOURCES_JS = """() => {
+  const out = {};
+  for (const m of Bokeh.documents[0].all_models) {
+    const d = m.data;
+    if (!d || typeof d !== 'object' || Array.isArray(d) || m.selected === undefined) continue;
+    const keys = Object.keys(d).sort();
+    if (!keys.length) continue;
+    const k = keys.join(',');
+    (out[k] = out[k] || []).push(d[keys[0]].length);
+  }
+  return out;
+}"""
+
+
+def sources(page) -> dict:
+    return page.evaluate(SOURCES_JS)
+
+
+def npoints(page, key: str) -> list:
+    """Lengths of the data sources with exactly these columns, largest first."""
+    return sorted(sources(page).get(key, []), reverse=True)
+
+
+def wait_points(page, key: str, n: int, runs: int = 1, timeout: float = 60.0) -> list:
+    end = time.time() + timeout
+    while time.time() < end:
+        got = npoints(page, key)
+        if len(got) >= runs and got[runs - 1] >= n:
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"{key}: wanted {runs} source(s) with >= {n} points; have {npoints(page, key)}"
+                         f"; status: {status_text(page)}")
+
+
+def href(page) -> str:
+    """The address bar (Panel updates it with history.replaceState, which page.url misses)."""
+    return page.evaluate("() => window.location.href")
+
+
+def status_text(page) -> str:
+    try:
+        return page.locator(".bnlstm-status .status-body").first.inner_text(timeout=2000)
+    except Exception:
+        return "?"
+
+
+def run_rows(page):
+    return page.locator(".bnlstm-status tr.run-row")
+
+
+def test_page_loads_without_console_errors(open_app):
+    page = open_app()
+    page.wait_for_selector(".plot-loss .bk-Canvas, .plot-loss canvas", state="attached")
+    assert "Ready" in page.locator(".bnlstm-status .status-body").first.inner_text()
+    for label in ("Start", "Pause", "Step", "Stop", "Reset", "LSTM vs BN-LSTM",
+                  "gamma 0.1 vs 1.0", "per-step vs shared statistics"):
+        assert page.get_by_role("button", name=label).count() >= 1, label
+    assert page.locator(".card-new-run").count() == 1 and page.locator(".card-live").count() == 1
+    time.sleep(1.0)
+    assert page.console_errors == []
+
+
+def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
+    page = open_app(FAST)
+    gamma = page.locator(".w-gamma-value .gamma-value")
+    assert gamma.inner_text() == "0.1"
+    handle = page.locator(".w-gamma .noUi-handle")
+    handle.focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")             # 0.01 per press in log10 units
+    end = time.time() + 10
+    while gamma.inner_text() == "0.1" and time.time() < end:
+        time.sleep(0.1)
+    time.sleep(1.0)                                   # the released value reaches the server
+    new_gamma = float(gamma.inner_text())
+    assert new_gamma > 0.1, new_gamma
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_points(page, "smooth,step", 10)
+    label = run_rows(page).first.inner_text()
+    assert f"g={new_gamma:g}" in label, (label, new_gamma)
+    # the probe views: gradient norm through time, histograms, saturation, Fig. 5 statistics
+    wait_points(page, "grad,t", 28)                    # row task: T = 28
+    wait_points(page, "g,x", 40)                       # 40 histogram bins
+    wait_points(page, "g,step", 3)                     # saturation: one point per probe
+    wait_points(page, "t,v", 8 * 29, runs=8)           # Fig. 5: 4 panels x (batch, population),
+    #                                                    8 units of 28 steps, NaN-separated
+    wait_points(page, "acc,step", 1, timeout=90)       # validation every 20 updates
+    assert "running" in run_rows(page).first.get_attribute("data-state") or \
+        run_rows(page).first.get_attribute("data-state") in ("finished",)
+    text = status_text(page)
+    assert "updates/s" in text and "cpu" in text and "full MNIST" in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1600, "height": 2300})
+    time.sleep(1.0)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.wait_for_selector(".bnlstm-status tr.run-row[data-state='stopped']")
+    assert page.console_errors == []
+
+
+def test_pause_stops_points_and_resume_continues(open_app):
+    page = open_app(FAST)
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_points(page, "smooth,step", 5)
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
+    time.sleep(0.8)                                   # the last queued records arrive
+    n1 = npoints(page, "smooth,step")[0]
+    time.sleep(2.0)
+    n2 = npoints(page, "smooth,step")[0]
+    assert n2 == n1, f"points kept arriving while paused: {n1} -> {n2}"
+    page.get_by_role("button", name="Resume", exact=True).click()
+    wait_points(page, "smooth,step", n2 + 5)
+    page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']")
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+
+def test_step_does_one_update(open_app):
+    page = open_app(FAST)
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_points(page, "smooth,step", 1)
+    page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
+    time.sleep(1.0)
+    assert npoints(page, "smooth,step")[0] == 1
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_points(page, "smooth,step", 2)
+    time.sleep(1.0)
+    assert npoints(page, "smooth,step")[0] == 2
+    page.get_by_role("button", name="Reset", exact=True).click()
+    page.wait_for_function("() => true")
+    end = time.time() + 10
+    while run_rows(page).count() and time.time() < end:
+        time.sleep(0.2)
+    assert run_rows(page).count() == 0
+
+
+def test_preset_runs_two_runs_that_both_appear(open_app):
+    page = open_app(FAST)
+    page.get_by_role("button", name="gamma 0.1 vs 1.0", exact=True).click()
+    wait_points(page, "smooth,step", 5, runs=2)
+    wait_points(page, "grad,t", 28, runs=2)
+    rows = run_rows(page)
+    assert rows.count() == 2
+    labels = [rows.nth(i).inner_text() for i in range(2)]
+    assert "g=0.1" in labels[0] and "g=1" in labels[1], labels
+    legend = page.locator(".plot-loss").first
+    assert legend.count() == 1
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+
+def test_url_restores_settings(open_app):
+    page = open_app("?gamma_init=0.5&model=lstm&hidden=64")
+    assert page.locator(".w-model select").input_value() == "LSTM"
+    assert page.locator(".w-gamma-value .gamma-value").inner_text() == "0.5"
+    assert page.locator(".url-alert").is_hidden()
+    # the page's URL keeps (and shares) the settings
+    end = time.time() + 10
+    while "gamma_init=0.5" not in href(page) and time.time() < end:
+        time.sleep(0.2)
+    assert "gamma_init=0.5" in href(page) and "model=lstm" in href(page), href(page)
+    # changing a widget updates the URL
+    page.locator(".w-model select").select_option(label="BN on input only")
+    end = time.time() + 10
+    while "model=bnlstm-input" not in href(page) and time.time() < end:
+        time.sleep(0.2)
+    assert "model=bnlstm-input" in href(page), href(page)
+    assert page.console_errors == []
+
+
+def test_invalid_url_parameter_shows_message_and_default(open_app):
+    page = open_app("?gamma_init=abc&model=gru&hidden=100000&bogus=1&seed=7")
+    alert = page.locator(".url-alert")
+    alert.wait_for(state="visible")
+    text = " ".join(page.locator(".url-alert li").all_inner_texts())
+    for word in ("gamma_init", "model", "hidden", "bogus"):
+        assert word in text, (word, text)
+    assert page.locator(".w-model select").input_value() == "BN-LSTM (full)"
+    assert page.locator(".w-gamma-value .gamma-value").inner_text() == "0.1"
+    assert page.locator(".w-seed input").input_value() == "7"        # the valid one applies
+    # still a working page
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_points(page, "smooth,step", 2)
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+
+def test_two_sessions_are_independent(open_app):
+    a = open_app(FAST)
+    b = open_app(FAST + "&model=lstm")
+    a.get_by_role("button", name="Start", exact=True).click()
+    wait_points(a, "smooth,step", 5)
+    assert max(npoints(b, "smooth,step") or [0]) == 0
+    assert run_rows(b).count() == 0 and "Ready" in status_text(b)
+    b.get_by_role("button", name="Start", exact=True).click()
+    wait_points(b, "smooth,step", 3)
+    assert run_rows(a).count() == 1 and run_rows(b).count() == 1
+    assert "BN-LSTM" in run_rows(a).first.inner_text()
+    assert run_rows(b).first.inner_text().startswith("LSTM")
+    b.get_by_role("button", name="Stop", exact=True).click()
+    b.wait_for_selector(".bnlstm-status tr.run-row[data-state='stopped']")
+    assert a.locator(".bnlstm-status tr.run-row").first.get_attribute("data-state") == "running"
+    a.get_by_role("button", name="Stop", exact=True).click()
+
+
+def test_closing_the_tab_stops_its_training_thread(open_app, server):
+    page = open_app(FAST.replace("steps=400", "steps=100000"))
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_points(page, "smooth,step", 3)
+    run_id = run_rows(page).first.get_attribute("data-run")
+    server.wait_for_log(f"run {run_id} thread started")
+    assert f"run {run_id} ended" not in server.log()
+    page.context.close()
+    log = server.wait_for_log(f"run {run_id} ended: stopped", timeout=30)
+    assert "session destroyed: stopping 1 live run" in log
+    server.wait_for_log(f"run {run_id} disposed", timeout=30)
