@@ -148,7 +148,7 @@ def _input_term(mod, k: int, x: Tensor, training: bool):
 def _eval_rows(bn, T: int, device) -> Tensor:
     if bn.stats == "shared":
         return torch.zeros(T, dtype=torch.long, device=device)
-    return torch.arange(T, device=device).clamp_(max=bn.max_length - 1)
+    return torch.arange(T, device=device).clamp_(max=bn.t_max - 1)
 
 
 # ------------------------------------------------------------ training: Function

@@ -36,7 +36,9 @@ class SequenceBatchNorm(nn.Module):
 
     In training mode step ``t`` is normalized with the mean and (biased) variance
     of its minibatch; in evaluation mode with the population statistics of step
-    ``min(t, max_length - 1)``. ``gamma`` and ``beta`` are shared over time.
+    ``min(t, t_max - 1)``, where ``t_max`` (at most ``max_length``) is the length of the
+    longest sequence training has seen (see :attr:`t_max`). ``gamma`` and ``beta`` are
+    shared over time.
 
     Population statistics are updated, in training mode only, as in
     :class:`torch.nn.BatchNorm1d`::
@@ -44,8 +46,9 @@ class SequenceBatchNorm(nn.Module):
         running = (1 - momentum) * running + momentum * batch_stat
 
     with the unbiased batch variance; ``momentum=None`` makes it a cumulative
-    average (used by :func:`reestimate_stats`). Training steps at or beyond
-    ``max_length`` use batch statistics and update nothing.
+    average (used by :func:`reestimate_stats`). With per-step statistics, training
+    steps at or beyond ``max_length`` use batch statistics and update nothing; with
+    shared statistics every step updates the one row.
 
     Args:
         num_features: F, the size of the normalized vectors.
@@ -78,6 +81,7 @@ class SequenceBatchNorm(nn.Module):
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
         factory = {"device": device, "dtype": dtype}
+        self._t_max: Optional[int] = None
         self.num_features = int(num_features)
         self.max_length = int(max_length)
         self.stats = stats
@@ -100,6 +104,7 @@ class SequenceBatchNorm(nn.Module):
         return self.running_mean.shape[0]
 
     def reset_running_stats(self) -> None:
+        self._t_max = None
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
         self.num_batches_tracked.zero_()
@@ -111,9 +116,32 @@ class SequenceBatchNorm(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def train(self, mode: bool = True):
+        self._t_max = None              # the statistics may change: recompute T_max when needed
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._t_max = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def t_max(self) -> int:
+        """T_max: the number of leading steps whose population statistics training has updated.
+
+        Evaluation steps ``t >= t_max`` use row ``t_max - 1`` (the paper's rule: steps beyond
+        the longest training sequence reuse its last step's statistics), so rows that training
+        never reached are never used. With nothing tracked yet, all ``max_length`` rows count.
+        """
+        if self._t_max is None:
+            tracked = torch.nonzero(self.num_batches_tracked > 0)
+            self._t_max = int(tracked.max()) + 1 if len(tracked) else self.rows
+        return self._t_max
+
     def row(self, t: int) -> int:
-        """The row of the population statistics that step ``t`` uses in evaluation."""
-        return min(t, self.max_length - 1) if self.stats == "per_step" else 0
+        """The row of the population statistics that step ``t`` uses (updates, in training)."""
+        if self.stats == "shared":
+            return 0
+        return min(t, (self.max_length if self.training else self.t_max) - 1)
 
     def _factor(self, row: int) -> float:
         # The weight of the new batch statistic in the running average.

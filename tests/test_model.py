@@ -878,3 +878,27 @@ def test_learns_a_tiny_sequence_task():
         lstm.eval()
         acc = (head(lstm(x)[0][:, -1]).argmax(1) == y).float().mean().item()
     assert acc > 0.9, acc
+
+
+def test_eval_uses_the_longest_trained_step_not_untrained_rows():
+    """The T_max rule: rows training never reached (max_length > training length) are not used."""
+    torch.manual_seed(0)
+    m = BNLSTM(1, 8, max_length=784)
+    reestimate_stats(m, [torch.rand(50, 16, 1) for _ in range(3)])
+    for bn in m.norm_layers():
+        assert bn.t_max == 50
+    m.eval()
+    x = torch.rand(120, 4, 1)
+    out, _ = m(x)
+    # the same model with max_length equal to the training length: the rule must agree
+    short = BNLSTM(1, 8, max_length=50)
+    sd = {k: (v[:50] if v.dim() and v.shape[0] == 784 else v) for k, v in m.state_dict().items()}
+    short.load_state_dict(sd)
+    short.eval()
+    ref, _ = short(x)
+    assert torch.allclose(out, ref, atol=1e-6)
+    with torch.no_grad():                     # traced (reference) path agrees too
+        traced, _ = m(x, trace=Trace(keep_h=False))
+    assert torch.allclose(traced, ref, atol=1e-6)
+    m.reset_running_stats()                   # nothing tracked: every row counts
+    assert all(bn.t_max == 784 for bn in m.norm_layers())
