@@ -160,6 +160,7 @@ class Dashboard(param.Parameterized):
         self._stats_pipe = hv.streams.Pipe(data={})
         self._focus_probe_step = -1
         self._focus_shown_at = 0.0
+        self._next_drain_at = 0.0
         self._callback = None
         preload_data_in_background()
         if sync_url is None:
@@ -490,6 +491,7 @@ class Dashboard(param.Parameterized):
         self._update_status(force=True)
 
     def start(self) -> DashboardRun:
+        log("start pressed")
         run = self._new_run()
         self._launch([run])
         return run
@@ -527,6 +529,7 @@ class Dashboard(param.Parameterized):
         self.b_pause.icon = "player-play"
 
     def stop(self) -> None:
+        log(f"stop pressed: {len([r for r in self.runs if r.live])} live run(s)")
         for r in self.runs:
             if r.live:
                 r.stop()
@@ -613,7 +616,7 @@ class Dashboard(param.Parameterized):
     # -------------------------------------------------------------------- drain
     def drain(self) -> None:
         """Move queued records into the plots (on the event loop, every DRAIN_MS)."""
-        if self._destroyed:
+        if self._destroyed or time.monotonic() < self._next_drain_at:
             return
         try:
             batches = [(run, self.streams[run.id], run.drain()) for run in list(self.runs)
@@ -626,12 +629,15 @@ class Dashboard(param.Parameterized):
                 return
             # One freeze around the whole batch: Bokeh recomputes the document's model graph
             # once per drain instead of once per plot update (the dominant cost otherwise).
-            with _frozen(), pn.io.hold():
+            with _frozen():
                 for run, s, recs in batches:
                     self._drain_run(run, s, recs)
                 self._refresh_focus()
                 self._update_status()
             took = time.monotonic() - now
+            # keep the event loop free at least half the time, whatever the machine's load:
+            # a slow drain pushes the next one back, so clicks are always answered quickly
+            self._next_drain_at = time.monotonic() + took
             if took > 0.5:
                 log(f"slow drain: {took:.2f} s")
         except Exception as exc:          # never let one bad batch stop the callback
