@@ -4,11 +4,11 @@ The core never imports Panel: the dashboard (``app/``) and the notebooks are thi
 layers over :class:`Trainer` and :class:`TrainConfig`.
 """
 from .config import TrainConfig
-from .model import BNLSTM, SequenceBatchNorm, Trace, reestimate_stats
+from .model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
 from .records import CheckpointError, RunRecorder, load_checkpoint
 from .trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["BNLSTM", "SequenceBatchNorm", "Trace", "reestimate_stats", "TrainConfig", "Trainer",
+__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "TrainConfig", "Trainer",
            "RunRecorder", "load_checkpoint", "CheckpointError", "__version__"]

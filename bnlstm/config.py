@@ -19,8 +19,9 @@ import param
 from .model import INITS
 
 TASK_NAMES = ("row", "pixel14", "pixel7", "pixel", "permuted")
-MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full"}
-MODEL_LABELS = {"lstm": "LSTM", "bnlstm-input": "BN on input only", "bnlstm": "BN-LSTM (full)"}
+MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full", "bn-tanh-rnn": "full"}
+MODEL_LABELS = {"lstm": "LSTM", "bnlstm-input": "BN on input only", "bnlstm": "BN-LSTM (full)",
+                "bn-tanh-rnn": "BN tanh-RNN (Fig. 1a)"}
 
 
 class TrainConfig(param.Parameterized):
@@ -33,7 +34,9 @@ class TrainConfig(param.Parameterized):
         "(784 steps in a fixed random order, the paper's pMNIST)."))
     model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
         "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
-        "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell)."))
+        "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell); bn-tanh-rnn: the batch-"
+        "normalized tanh RNN of the paper's Figure 1a, where a large gamma makes gradients vanish "
+        "through time (an LSTM's cell path largely protects it)."))
     gamma_init = param.Number(default=0.1, bounds=(1e-3, 2.0), softbounds=(0.01, 1.0), doc=(
         "Initial BN scale gamma (paper: 0.1). Near 1 the tanh inputs have unit variance, tanh "
         "saturates and gradients vanish through time."))

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .config import TrainConfig
-from .model import BNLSTM, Trace
+from .model import BNLSTM, BNTanhRNN, Trace
 
 # A tanh unit counts as saturated when it passes less than a tenth of its gradient:
 # tanh'(x) = 1 - tanh(x)^2 < 0.1, i.e. |x| > atanh(sqrt(0.9)) ~= 1.818.
@@ -53,12 +53,18 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(rnn.hidden_size, n_classes)
 
     def forward(self, x: Tensor, trace: Optional[Trace] = None) -> Tensor:
-        out, (h_n, _) = self.rnn(x, trace=trace)       # h_n: (L, B, H)
+        out, hidden = self.rnn(x, trace=trace)
+        h_n = hidden[0] if isinstance(hidden, tuple) else hidden   # (L, B, H)
         return self.head(h_n[-1])
 
 
 def build_model(config: TrainConfig, seq_len: int, input_size: int) -> SequenceClassifier:
     norm = config.norm
+    if config.model == "bn-tanh-rnn":
+        return SequenceClassifier(BNTanhRNN(
+            input_size, config.hidden, batch_first=True, norm=norm, stats=config.stats,
+            gamma_init=config.gamma_init, max_length=seq_len, momentum=config.momentum,
+            h0_noise=config.h0_noise))
     rnn = BNLSTM(input_size, config.hidden, num_layers=config.num_layers, batch_first=True,
                  norm=norm, stats=config.stats, gamma_init=config.gamma_init, max_length=seq_len,
                  momentum=config.momentum, init=config.init, forget_bias=config.forget_bias,
@@ -90,12 +96,14 @@ def probe_summary(trace: Trace, rnn: BNLSTM, layer: int = -1) -> Dict[str, Any]:
     rec = trace.layers[k]
     H = rnn.hidden_size
     K = min(PROBE_UNITS, H)
-    g_units = slice(2 * H, 2 * H + K)
+    is_lstm = isinstance(rnn, BNLSTM)
+    g_units = slice(2 * H, 2 * H + K) if is_lstm else slice(0, K)
     bns = {"wx": getattr(rnn, f"bn_ih_l{k}", None), "wh": getattr(rnn, f"bn_hh_l{k}", None),
            "c": getattr(rnn, f"bn_c_l{k}", None)}
-    T = rec["c_mean"].shape[0]
+    T = rec["wh_mean"].shape[0]
     stats = {}
-    for term, units in (("wx", g_units), ("wh", g_units), ("c", slice(0, K))):
+    terms = (("wx", g_units), ("wh", g_units)) + ((("c", slice(0, K)),) if is_lstm else ())
+    for term, units in terms:
         m, v = rec[term + "_mean"], rec[term + "_var"]
         s = {"mean": m[:, units].cpu().numpy(), "var": v[:, units].cpu().numpy(),
              "mean_avg": m.mean(1).cpu().numpy(), "var_avg": v.mean(1).cpu().numpy()}
@@ -218,7 +226,7 @@ class MNISTExperiment:
 
     def finalize(self) -> None:
         """Before the test: re-estimate population statistics if the config asks."""
-        if self.config.reestimate and self.config.model != "lstm":
+        if self.config.reestimate and self.config.norm != "none":
             from .model import reestimate_stats
             batches = data_mod.Batches(*self.splits["train"], task=self.config.task,
                                        batch_size=self.config.batch_size, device=self.device,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from . import fused as _fused
 
-__all__ = ["BNLSTM", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS"]
+__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS"]
 
 NORMS = ("none", "input", "full")
 STATS = ("per_step", "shared")
@@ -518,3 +518,82 @@ def reestimate_stats(module: nn.Module, batches: Iterable, forward=None) -> int:
             m.h0_noise = s
         module.train(was_training)
     return n
+
+
+class BNTanhRNN(nn.Module):
+    r"""The batch-normalized tanh RNN of the paper's Figure 1a (an ``nn.RNN``-like layer).
+
+    ::
+
+        h_t = tanh(BN(W_hh h_{t-1}; gamma_h) + BN(W_ih x_t; gamma_x) + b)
+
+    with per-step (or shared) statistics as in :class:`BNLSTM`; ``norm="none"`` is a plain
+    tanh RNN. Without an LSTM's additive cell path every step multiplies the gradient
+    by ``tanh'`` of inputs whose spread is about gamma, so a large ``gamma_init``
+    makes it vanish through time: the paper's argument for starting gamma at 0.1.
+    Weights are orthogonal, ``b = 0``. One layer.
+
+    Shape: ``input`` (T, B, I) (``(B, T, I)`` with ``batch_first``) -> ``output``
+    (T, B, H) and ``h_n`` (1, B, H), as ``nn.RNN``. ``trace`` as :class:`BNLSTM` (the
+    tanh input is recorded as ``"g_pre"``; there is no cell).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = False,
+                 norm: str = "full", stats: str = "per_step", gamma_init: float = 0.1,
+                 max_length: int = 784, momentum: Optional[float] = 0.1, eps: float = 1e-5,
+                 h0_noise: float = 0.0, device=None, dtype=None):
+        super().__init__()
+        _check_choice("norm", norm, NORMS)
+        factory = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, 1
+        self.batch_first, self.norm, self.h0_noise = batch_first, norm, float(h0_noise)
+        self.weight_ih_l0 = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
+        self.bias_l0 = nn.Parameter(torch.empty(hidden_size, **factory))
+        bn = dict(max_length=max_length, stats=stats, gamma_init=gamma_init, momentum=momentum,
+                  eps=eps, **factory)
+        if norm in ("input", "full"):
+            self.bn_ih_l0 = SequenceBatchNorm(hidden_size, **bn)
+        if norm == "full":
+            self.bn_hh_l0 = SequenceBatchNorm(hidden_size, **bn)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.orthogonal_(self.weight_ih_l0)
+        nn.init.orthogonal_(self.weight_hh_l0)
+        self.bias_l0.zero_()
+        for m in self.modules():
+            if isinstance(m, SequenceBatchNorm):
+                m.reset_parameters()
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None, *, trace: Optional[Trace] = None):
+        x = input.transpose(0, 1) if self.batch_first else input       # (T, B, I)
+        h = x.new_zeros(x.shape[1], self.hidden_size) if hx is None else hx[0]
+        if self.training and self.h0_noise > 0:
+            h = h + self.h0_noise * torch.randn_like(h)
+        bn_ih, bn_hh = getattr(self, "bn_ih_l0", None), getattr(self, "bn_hh_l0", None)
+        rec = trace._new_layer() if trace is not None else None
+        wxs = x @ self.weight_ih_l0.t()                                # (T, B, H)
+        outputs = []
+        for t, wx in enumerate(wxs.unbind(0)):
+            wh = h @ self.weight_hh_l0.t()                             # (B, H)
+            if rec is not None:
+                for name, v in (("wx", wx), ("wh", wh)):
+                    m, var = _batch_moments(v.detach())
+                    rec[name + "_mean"].append(m)
+                    rec[name + "_var"].append(var)
+            pre = (bn_ih(wx, t) if bn_ih is not None else wx) + \
+                  (bn_hh(wh, t) if bn_hh is not None else wh) + self.bias_l0
+            h = torch.tanh(pre)
+            if rec is not None:
+                if trace.keep_tanh_inputs:
+                    rec["g_pre"].append(pre.detach())
+                if trace.keep_h and h.requires_grad:
+                    h.retain_grad()
+                    rec["h"].append(h)
+            outputs.append(h)
+        if rec is not None:
+            Trace._finish(rec)
+        out = torch.stack(outputs)
+        return (out.transpose(0, 1) if self.batch_first else out), h.unsqueeze(0)

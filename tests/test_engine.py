@@ -308,3 +308,34 @@ def test_cli_eval_refuses_bad_checkpoint(tmp_path, capsys):
     p.write_bytes(b"not a checkpoint")
     assert cli_main(["eval", str(p)]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+def test_bn_tanh_rnn_model_trains_with_probes(mnist):
+    """The paper's Figure 1a model runs through the same engine, probes and checkpoints."""
+    cfg = TrainConfig(task="pixel7", model="bn-tanh-rnn", hidden=16, batch_size=16, steps=4,
+                      eval_every=4, probe_every=2, val_limit=50, test_at_end=False)
+    exp = MNISTExperiment(cfg, data=mnist)
+    tr = Trainer(cfg, exp)
+    q = collect(tr)
+    assert tr.run() == "finished", tr.reason
+    probes = [r for r in drain(q) if r["kind"] == "probe"]
+    assert probes and sorted(probes[-1]["stats"]) == ["wh", "wx"]
+    assert probes[-1]["grad_h"].shape == (49,) and "g" in probes[-1]["saturation"]
+    assert exp.model.rnn.bn_hh_l0.weight.shape == (16,)
+
+
+def test_bn_tanh_rnn_is_invariant_to_recurrent_weight_scale_in_training():
+    torch.manual_seed(0)
+    rnn = bnlstm.BNTanhRNN(3, 6, max_length=5, gamma_init=1.0)   # large variances: eps is negligible
+    x = torch.randn(5, 8, 3)
+    a, _ = rnn(x)
+    with torch.no_grad():
+        rnn.weight_hh_l0.mul_(3.0)
+    b, _ = rnn(x)
+    assert torch.allclose(a, b, atol=1e-4)
+    plain = bnlstm.BNTanhRNN(3, 6, norm="none")
+    c, _ = plain(x)
+    with torch.no_grad():
+        plain.weight_hh_l0.mul_(3.0)
+    d, _ = plain(x)
+    assert not torch.allclose(c, d, atol=1e-3)
