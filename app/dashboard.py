@@ -798,7 +798,7 @@ def _ema(x: np.ndarray, a: float) -> np.ndarray:
 
 def _log_formatter():
     from bokeh.models import CustomJSTickFormatter
-    return CustomJSTickFormatter(code="return Number(Math.pow(10, tick).toPrecision(2)).toString()")
+    return CustomJSTickFormatter(code="return Number(Math.pow(10, tick).toPrecision(3)).toString()")
 
 
 def _make_destroy_hook(dashboard: "Dashboard"):

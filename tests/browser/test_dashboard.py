@@ -111,13 +111,13 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
         run_rows(page).first.get_attribute("data-state") in ("finished",)
     text = status_text(page)
     assert "updates/s" in text and "cpu" in text and "full MNIST" in text
+    assert page.console_errors == [], page.console_errors[:3]
     ARTIFACTS.mkdir(exist_ok=True)
     page.set_viewport_size({"width": 1600, "height": 2300})
     time.sleep(1.0)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     page.get_by_role("button", name="Stop", exact=True).click()
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='stopped']")
-    assert page.console_errors == []
 
 
 def test_pause_stops_points_and_resume_continues(open_app):
