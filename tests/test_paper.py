@@ -57,9 +57,11 @@ def test_gradient_flow_shapes_and_gamma_effect(mnist):
     for m in ("tanh", "bnlstm"):
         assert r[m]["grad_norm"].shape == (2, T)
         assert np.all(np.isfinite(r[m]["log10_ratio"]))
-    # gamma changes the flow of the gradient through time
+    # What we measure (docs/results.md), against the paper's Fig. 1a: in the BN tanh RNN the
+    # larger gamma does not make the gradient vanish faster -- it grows going back in time
+    # (seeds 0-2 here: gamma 0.1 -> -0.6..-0.8 orders, gamma 1.0 -> +0.4..+0.8 orders).
     g = r["tanh"]["log10_ratio"]
-    assert abs(g[0] - g[1]) > 0.1
+    assert g[0] < 0 and g[1] > g[0] + 0.5
 
 
 # ------------------------------------------------------------------ training experiments
