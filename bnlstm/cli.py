@@ -1,4 +1,4 @@
-"""Command line: ``python -m bnlstm {train,data,eval}``.
+"""Command line: ``python -m bnlstm {train,data,eval,paper}``.
 
 The flags of ``train`` are made from :class:`~bnlstm.config.TrainConfig`, so the
 command line, the dashboard and the notebooks share one table of settings.

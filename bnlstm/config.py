@@ -35,8 +35,7 @@ class TrainConfig(param.Parameterized):
     model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
         "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
         "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell); bn-tanh-rnn: the batch-"
-        "normalized tanh RNN of the paper's Figure 1a, where a large gamma makes gradients vanish "
-        "through time (an LSTM's cell path largely protects it)."))
+        "normalized tanh RNN of the paper's Figure 1a (gradient flow against gamma)."))
     gamma_init = param.Number(default=0.1, bounds=(1e-3, 2.0), softbounds=(0.01, 1.0), doc=(
         "Initial BN scale gamma (paper: 0.1). Near 1 the tanh inputs have unit variance, tanh "
         "saturates and gradients vanish through time."))

@@ -528,10 +528,11 @@ class BNTanhRNN(nn.Module):
         h_t = tanh(BN(W_hh h_{t-1}; gamma_h) + BN(W_ih x_t; gamma_x) + b)
 
     with per-step (or shared) statistics as in :class:`BNLSTM`; ``norm="none"`` is a plain
-    tanh RNN. Without an LSTM's additive cell path every step multiplies the gradient
-    by ``tanh'`` of inputs whose spread is about gamma, so a large ``gamma_init``
-    makes it vanish through time: the paper's argument for starting gamma at 0.1.
-    Weights are orthogonal, ``b = 0``. One layer.
+    tanh RNN. The paper's argument for starting gamma at 0.1: without an LSTM's additive
+    cell path every step multiplies the gradient by ``tanh'`` of inputs whose spread is
+    about gamma, so a large ``gamma_init`` should make it vanish through time. Measure
+    it rather than trust it: at initialization on sequential MNIST we find the opposite
+    (``docs/results.md``, Figure 1a). Weights are orthogonal, ``b = 0``. One layer.
 
     Shape: ``input`` (T, B, I) (``(B, T, I)`` with ``batch_first``) -> ``output``
     (T, B, H) and ``h_n`` (1, B, H), as ``nn.RNN``. ``trace`` as :class:`BNLSTM` (the
