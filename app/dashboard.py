@@ -25,13 +25,13 @@ from bnlstm import TrainConfig
 from bnlstm.config import MODEL_LABELS, TASK_NAMES
 
 from . import views
-from .runs import PALETTE, DashboardRun, preload_data_in_background
+from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 
 DRAIN_MS = 200
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
-MAX_RUNS_SHOWN = 6            # per session; the oldest ended runs leave the plots beyond this
+MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
 
 # The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
 DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
@@ -52,6 +52,9 @@ PRESETS = [
     ("per-step vs shared statistics", "preset-stats",
      [("per-step", dict(model="bnlstm", stats="per_step")),
       ("shared", dict(model="bnlstm", stats="shared"))]),
+    ("tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", "preset-tanh",
+     [("tanh-RNN gamma 0.1", dict(model="bn-tanh-rnn", gamma_init=0.1)),
+      ("tanh-RNN gamma 1.0", dict(model="bn-tanh-rnn", gamma_init=1.0))]),
 ]
 
 STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754",
@@ -64,6 +67,8 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 .badge { color: white; border-radius: 6px; padding: 2px 8px; font-weight: 600; }
 .swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; margin-right: 6px; }
 .server { color: #555; font-size: 15px; margin-top: 4px; }
+.legend { font-size: 17px; display: flex; flex-wrap: wrap; gap: 6px 22px; }
+.legend .swatch { width: 22px; height: 6px; vertical-align: middle; border-radius: 2px; }
 """
 
 
@@ -152,7 +157,9 @@ class Dashboard(param.Parameterized):
         super().__init__(**params)
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
-        self.streams: Dict[int, views.RunStreams] = {}
+        # the plots are built once, with one fixed layer per slot; runs borrow slots
+        self.slots = [views.RunStreams(i) for i in range(views.N_SLOTS)]
+        self.streams: Dict[int, views.RunStreams] = {}     # run id -> its slot
         self.scheduler = get_scheduler()
         self._destroyed = False
         self._last_status = ""
@@ -231,11 +238,13 @@ class Dashboard(param.Parameterized):
                                                        end=256, step=4, css_classes=["w-hidden"])
         self.w_batch = pn.widgets.IntSlider.from_param(P.batch_size, name="Batch size", start=8,
                                                       end=512, step=4, css_classes=["w-batch"])
-        self.w_seed = pn.widgets.IntInput.from_param(P.seed, name="Seed", css_classes=["w-seed"])
+        self.input_alert = pn.pane.Alert("", alert_type="danger", visible=False,
+                                         css_classes=["input-alert"], sizing_mode="stretch_width")
+        self.w_seed = self._typed_input("seed", "Seed", "w-seed", step=1)
         self.w_device = pn.widgets.Select.from_param(P.device, name="Device",
                                                     css_classes=["w-device"])
-        self.w_val_limit = pn.widgets.IntInput.from_param(
-            P.val_limit, name="Validation digits (0: all)", step=500, css_classes=["w-val-limit"])
+        self.w_val_limit = self._typed_input("val_limit", "Validation digits (0: all)",
+                                             "w-val-limit", step=500)
         advanced = pn.Param(cfg, parameters=["num_layers", "init", "forget_bias", "h0_noise",
                                              "momentum", "optimizer", "test_at_end", "reestimate"],
                             show_name=False, sizing_mode="stretch_width")
@@ -260,13 +269,10 @@ class Dashboard(param.Parameterized):
         cfg.param.watch(self._on_lr_config, "lr")
         self.w_clip = pn.widgets.FloatSlider.from_param(P.clip, name="Gradient clip (0: off)",
                                                        start=0.0, end=10.0, step=0.1)
-        self.w_steps = pn.widgets.IntInput.from_param(P.steps, name="Step budget (updates)",
-                                                     step=500, css_classes=["w-steps"])
-        self.w_eval = pn.widgets.IntInput.from_param(P.eval_every, name="Validate every N updates",
-                                                    step=50, css_classes=["w-eval"])
-        self.w_probe = pn.widgets.IntInput.from_param(P.probe_every,
-                                                     name="Probe every N updates (0: off)",
-                                                     step=5, css_classes=["w-probe"])
+        self.w_steps = self._typed_input("steps", "Step budget (updates)", "w-steps", step=500)
+        self.w_eval = self._typed_input("eval_every", "Validate every N updates", "w-eval", step=50)
+        self.w_probe = self._typed_input("probe_every", "Probe every N updates (0: off)",
+                                         "w-probe", step=5)
         self.w_smooth = pn.widgets.FloatSlider.from_param(self.param.smoothing,
                                                          name="Loss smoothing", step=0.01)
         self.live_card = pn.Card(
@@ -294,7 +300,8 @@ class Dashboard(param.Parameterized):
         self.preset_buttons = []
         for label, cls, pair in PRESETS:
             b = pn.widgets.Button(name=label, button_type="primary", button_style="outline",
-                                  css_classes=["btn-preset", cls], height=40)
+                                  css_classes=["btn-preset", cls], height=40,
+                                  width=max(180, 9 * len(label) + 30), sizing_mode="fixed")
             b.on_click(lambda e, pair=pair: self.run_preset(pair))
             self.preset_buttons.append(b)
 
@@ -323,22 +330,66 @@ class Dashboard(param.Parameterized):
                                          width=420, css_classes=["w-focus"])
         self.w_focus.param.watch(lambda e: self._refresh_focus(force=True), "value")
 
+    def _typed_input(self, name: str, label: str, css: str, step: int) -> pn.widgets.IntInput:
+        """A number box whose value the server checks against the setting's bounds.
+
+        No bounds in the browser (which would silently clamp what is typed): an invalid
+        value gets a visible message that says what is allowed, and the box goes back
+        to the setting's current value.
+        """
+        par = TrainConfig.param[name]
+        w = pn.widgets.IntInput(name=label, value=getattr(self.config, name), step=step,
+                                css_classes=[css], description=par.doc)
+
+        def _from_box(event, name=name, w=w, label=label):
+            if event.new == getattr(self.config, name):
+                return
+            try:
+                setattr(self.config, name, event.new)
+            except Exception:
+                lo, hi = par.bounds or (None, None)
+                allowed = (f"at least {lo}" if hi is None else f"between {lo} and {hi}")
+                shown = "an empty box" if event.new is None else repr(event.new)
+                self._input_problem(f"{label}: {shown} is not valid (it must be a whole "
+                                    f"number {allowed}); kept {getattr(self.config, name)}.")
+                w.value = getattr(self.config, name)
+                return
+            if self.input_alert.visible:
+                self.input_alert.visible = False
+
+        def _from_config(event, w=w):
+            if w.value != event.new:
+                w.value = event.new
+
+        w.param.watch(_from_box, "value")
+        self.config.param.watch(_from_config, name)
+        return w
+
+    def _input_problem(self, msg: str) -> None:
+        self.input_alert.object = html.escape(msg)
+        self.input_alert.visible = True
+        self._notify(msg)
+
     # --------------------------------------------------------------------- layout
     def _build_layout(self) -> None:
-        self.p_loss = pn.pane.HoloViews(views.loss_plot([]), sizing_mode="stretch_width",
+        self.p_loss = pn.pane.HoloViews(views.loss_plot(self.slots), sizing_mode="stretch_width",
                                         css_classes=["plot-loss"], linked_axes=False)
-        self.p_val = pn.pane.HoloViews(views.val_plot([]), sizing_mode="stretch_width",
+        self.p_val = pn.pane.HoloViews(views.val_plot(self.slots), sizing_mode="stretch_width",
                                        css_classes=["plot-val"], linked_axes=False)
-        self.p_sat = pn.pane.HoloViews(views.saturation_plot([]), sizing_mode="stretch_width",
+        self.p_sat = pn.pane.HoloViews(views.saturation_plot(self.slots), sizing_mode="stretch_width",
                                        css_classes=["plot-sat"], linked_axes=False)
-        self.p_hist = pn.pane.HoloViews(views.hist_plot([]), sizing_mode="stretch_width",
+        self.p_hist = pn.pane.HoloViews(views.hist_plot(self.slots), sizing_mode="stretch_width",
                                         css_classes=["plot-hist"], linked_axes=False)
-        self.p_grad = pn.pane.HoloViews(views.grad_plot([]), sizing_mode="stretch_width",
+        self.p_grad = pn.pane.HoloViews(views.grad_plot(self.slots), sizing_mode="stretch_width",
                                         css_classes=["plot-grad"], linked_axes=False)
         self.p_stats = [pn.pane.HoloViews(views.stats_plot(self._stats_pipe, key),
                                           sizing_mode="stretch_width", linked_axes=False,
                                           css_classes=["plot-stats", f"plot-stats-{key}"])
                         for key in ("wh_mean", "wh_var", "c_mean", "c_var")]
+
+        self.legends = [pn.pane.HTML("", visible=False, stylesheets=[CSS], sizing_mode="stretch_width",
+                                     css_classes=["plot-legend"], margin=(4, 10))
+                        for _ in range(2)]
 
         def section(title, point_at, *objs):
             return pn.Column(
@@ -349,18 +400,22 @@ class Dashboard(param.Parameterized):
 
         controls = pn.Row(self.b_start, self.b_pause, self.b_step, self.b_stop, self.b_reset,
                           sizing_mode="stretch_width")
-        presets = pn.Row(pn.pane.HTML("<b style='font-size:16px'>Compare:</b>", margin=(18, 5, 0, 10)),
-                         *self.preset_buttons, sizing_mode="stretch_width")
+        presets = pn.FlexBox(pn.pane.HTML("<b style='font-size:16px'>Compare:</b>",
+                                          margin=(18, 5, 0, 10)),
+                             *self.preset_buttons, sizing_mode="stretch_width")
         self.main = [
             pn.Column(self.url_alert, self.data_alert, self.fail_alert, controls, presets,
                       self.status, sizing_mode="stretch_width"),
             section("1. Learning curves",
                     "Point at: BN-LSTM's loss falls faster and its validation accuracy rises "
                     "sooner than the LSTM's.",
+                    self.legends[0],
                     pn.GridBox(self.p_loss, self.p_val, ncols=2, sizing_mode="stretch_width")),
-            section("2. Why gamma must start small: tanh saturation and vanishing gradients",
-                    "Point at: with gamma 1.0 more tanh inputs fall outside the bands and "
-                    "||dLoss/dh_t|| drops by orders of magnitude toward early t.",
+            section("2. Why gamma must start small: tanh saturation and gradients through time",
+                    "Point at: with gamma 1.0 far more tanh inputs fall in the grey bands "
+                    "(saturated). Then compare how ||dLoss/dh_t|| changes along t for the two "
+                    "gammas (the paper's Figure 1a uses a BN tanh-RNN: try that preset).",
+                    self.legends[1],
                     pn.GridBox(self.p_hist, self.p_sat, ncols=2, sizing_mode="stretch_width"),
                     self.p_grad),
             section("3. Why statistics are kept per time step (paper Fig. 5)",
@@ -376,7 +431,7 @@ class Dashboard(param.Parameterized):
             pn.pane.HTML("<div style='font-size:15px'>Settings marked <b>needs a new run</b> "
                          "apply when you press Start; <b>applies live</b> settings change "
                          "running runs at once.</div>"),
-            self.live_card, self.new_run_card, self.new_run_hint,
+            self.input_alert, self.live_card, self.new_run_card, self.new_run_hint,
         ]
 
     def template(self) -> pn.template.FastListTemplate:
@@ -459,38 +514,53 @@ class Dashboard(param.Parameterized):
             s.loss.send(df)
 
     # ------------------------------------------------------------------- actions
-    def _new_run(self, overrides=None, tag="", mode="run") -> DashboardRun:
+    def _free_slot(self) -> Optional[views.RunStreams]:
+        """An empty slot, else the slot of the oldest run that has ended (which leaves)."""
+        for s in self.slots:
+            if s.run is None:
+                return s
+        for old in list(self.runs):
+            if not old.live:
+                slot = self.streams.pop(old.id)
+                self.runs.remove(old)
+                old.dispose()
+                return slot
+        return None
+
+    def _new_run(self, overrides=None, tag="", mode="run") -> Optional[DashboardRun]:
+        slot = self._free_slot()
+        if slot is None:
+            self._notify(f"{len(self.runs)} runs are already training in this page: stop one "
+                         "(or press Reset) before starting another.")
+            return None
         cfg = TrainConfig.from_dict(self.config.to_dict(), **(overrides or {}))
-        color = PALETTE[len(self.runs) % len(PALETTE)] if self.runs else PALETTE[0]
-        used = {r.color for r in self.runs[-len(PALETTE) + 1:]}
-        for c in PALETTE:
-            if c not in used:
-                color = c
-                break
-        run = DashboardRun(cfg, color=color, mode=mode, tag=tag)
+        run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag)
+        slot.assign(run)
         self.runs.append(run)
-        self.streams[run.id] = views.RunStreams(run)
-        self._trim_runs()
+        self.streams[run.id] = slot
         return run
 
-    def _trim_runs(self) -> None:
-        while len(self.runs) > MAX_RUNS_SHOWN:
-            old = next((r for r in self.runs if not r.live), None)
-            if old is None:
-                break
-            self.runs.remove(old)
-            self.streams.pop(old.id, None)
-            old.dispose()
+    @staticmethod
+    def _notify(msg: str) -> None:
+        try:
+            if pn.state.notifications is not None:
+                pn.state.notifications.warning(msg, duration=8000)
+        except Exception:
+            pass
+        log(msg)
 
-    def _launch(self, runs: List[DashboardRun]) -> None:
-        self._rebuild_plots()
+    def _launch(self, runs: List[Optional[DashboardRun]]) -> None:
+        runs = [r for r in runs if r is not None]
+        if not runs:
+            return
+        self._refresh_run_lists()
         for run in runs:
             run.submit()
         self.new_run_hint.visible = False
         self.b_pause.name = "Pause"
         self._update_status(force=True)
 
-    def start(self) -> DashboardRun:
+    def start(self) -> Optional[DashboardRun]:
         log("start pressed")
         run = self._new_run()
         self._launch([run])
@@ -541,14 +611,17 @@ class Dashboard(param.Parameterized):
             r.dispose()
         self.runs = []
         self.streams = {}
-        self._stats_pipe.send({})
+        with _frozen():
+            for slot in self.slots:
+                slot.assign(None)
+            self._stats_pipe.send({})
         self._focus_probe_step = -1
         self.fail_alert.visible = False
         self.data_alert.visible = False
         self.new_run_hint.visible = False
         self.b_pause.name = "Pause"
         self.b_pause.icon = "player-pause"
-        self._rebuild_plots()
+        self._refresh_run_lists()
         self._update_status(force=True)
 
     def dispose(self) -> None:
@@ -564,14 +637,22 @@ class Dashboard(param.Parameterized):
         self.streams = {}
 
     # ---------------------------------------------------------------- plots glue
-    def _rebuild_plots(self) -> None:
-        streams = [self.streams[r.id] for r in self.runs if r.id in self.streams]
-        with _frozen(), pn.io.hold():
-            self.p_loss.object = views.loss_plot(streams)
-            self.p_val.object = views.val_plot(streams)
-            self.p_sat.object = views.saturation_plot(streams)
-            self.p_hist.object = views.hist_plot(streams)
-            self.p_grad.object = views.grad_plot(streams)
+    def _legend_html(self) -> str:
+        if not self.runs:
+            return ""
+        items = "".join(
+            f"<span class='legend-item' data-run='{r.id}'><span class='swatch' "
+            f"style='background:{r.color}'></span>{html.escape(r.label)}</span>"
+            for r in self.runs)
+        return f"<div class='legend'>{items}</div>"
+
+    def _refresh_run_lists(self) -> None:
+        """The legends and the run pickers follow the list of runs (the plots never change)."""
+        legend = self._legend_html()
+        for pane in self.legends:
+            pane.object = legend
+            pane.visible = bool(legend)
+        with pn.io.hold():
             opts = {f"#{r.id} {r.label}": r.id for r in self.runs}
             self.w_focus.options = opts
             self.w_export_run.options = opts
@@ -693,6 +774,8 @@ class Dashboard(param.Parameterized):
             s.val.send(pd.DataFrame({"step": np.asarray(val_steps, dtype=float),
                                      "acc": np.asarray(val_accs, dtype=float)}))
         s.sat_pending.extend(sat_rows)
+        if recs:
+            s.dirty = True
         if probe is not None:
             s.latest_probe = probe
             s.probe_pending = True

@@ -1,4 +1,9 @@
-"""Live plots: HoloViews elements on bounded streams, one set of streams per run.
+"""Live plots: HoloViews elements on bounded streams, one set of streams per slot.
+
+Each plot is built once per session, with one fixed layer per slot (``N_SLOTS``);
+a run borrows a slot and its colour, so starting runs only clears and refills
+streams and never replaces a figure of the live page. The runs' names and colours
+are shown in an HTML legend above the plots (the dashboard's ``legends``).
 
 Curves that grow (loss, validation accuracy, saturation over training) sit on
 ``hv.streams.Buffer`` with a fixed ``length`` (bounded memory; Bokeh receives only
@@ -32,114 +37,129 @@ def _empty(*cols) -> pd.DataFrame:
     return pd.DataFrame({c: np.zeros(0, dtype=float) for c in cols})
 
 
-class RunStreams:
-    """The streams of one run (created on the event loop with the run)."""
+N_SLOTS = 6                # runs shown at once: every plot has one fixed layer per slot
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
-    def __init__(self, run):
-        self.run = run
+
+class RunStreams:
+    """One slot of the plots: the streams behind one run's layers in every plot.
+
+    The plots are built once per session with ``N_SLOTS`` layers each, and a run
+    borrows a slot (and its colour) for as long as it is shown: starting a run only
+    clears and refills streams, it never replaces a plot (replacing the Bokeh figures
+    of a live page raced with the browser's layout: "reading 'parent_style'" errors).
+    """
+
+    def __init__(self, index: int):
+        self.index = index
+        self.color = PALETTE[index % len(PALETTE)]
+        self.run = None
         self.loss = hv.streams.Buffer(_empty("step", "loss", "smooth"), length=LOSS_POINTS, index=False)
         self.val = hv.streams.Buffer(_empty("step", "acc"), length=VAL_POINTS, index=False)
         self.sat = hv.streams.Buffer(_empty("step", "g", "c_out"), length=SAT_POINTS, index=False)
         self.grad = hv.streams.Pipe(data=_empty("t", "grad"))
         self.hist = hv.streams.Pipe(data=_empty("x", "g", "c_out"))
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self.latest_probe: Optional[dict] = None
         self.probe_pending = False
         self.probe_shown_at = 0.0
         self.sat_pending: list = []
+        self.dirty = False
+
+    def assign(self, run) -> None:
+        """Show ``run`` in this slot (``None``: empty the slot)."""
+        if self.run is None and run is None and not self.dirty:
+            return
+        self.run = run
+        self._reset_state()
+        for buf in (self.loss, self.val, self.sat):
+            if len(buf.data):
+                buf.clear()
+        self.grad.send(_empty("t", "grad"))
+        self.hist.send(_empty("x", "g", "c_out"))
 
 
 # ------------------------------------------------------------------------- plot builders
-def _placeholder(title: str, xlabel: str, ylabel: str, logy: bool = False):
-    return hv.Curve([], xlabel, ylabel).opts(title=title, logy=logy, **COMMON)
+def _dmap(fn, stream):
+    return hv.DynamicMap(fn, streams=[stream])
 
 
-def loss_plot(streams: List[RunStreams]):
-    title = "Training loss (bold: smoothed)"
-    if not streams:
-        return _placeholder(title, "step", "loss")
+def _overlay(layers, **plot):
+    """The layers as one plot. Plot-level options are set on every layer's elements as
+    well: an Overlay of DynamicMaps takes its title, size and ranges from its layers,
+    and ignores (most of) the options given to the Overlay itself."""
+    plot = {"show_legend": False, **COMMON, **plot}
+    per = [hv.opts.Curve(**plot), hv.opts.Scatter(**plot)]
+    out = [layer.opts(*per) if isinstance(layer, hv.DynamicMap) else layer for layer in layers]
+    return hv.Overlay(out).opts(**plot)
+
+
+def loss_plot(slots: List[RunStreams]):
     layers = []
-    for s in streams:
-        c = s.run.color
-        raw = hv.DynamicMap(lambda data: hv.Curve(data, "step", "loss"), streams=[s.loss]).opts(
-            hv.opts.Curve(color=c, alpha=0.22, line_width=1, show_legend=False))
-        smooth = hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, "step", ("smooth", "loss"), label=label), streams=[s.loss]).opts(
-            hv.opts.Curve(color=c, line_width=3))
-        layers += [raw, smooth]
-    return hv.Overlay(layers).opts(title=title, legend_position="top_right", **COMMON)
-
-
-def val_plot(streams: List[RunStreams]):
-    title = "Validation accuracy"
-    if not streams:
-        return _placeholder(title, "step", "accuracy")
-    layers = []
-    for s in streams:
-        c = s.run.color
-        layers.append(hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, "step", "acc", label=label), streams=[s.val]).opts(
+    for s in slots:
+        c = s.color
+        layers.append(_dmap(lambda data: hv.Curve(data, "step", "loss"), s.loss).opts(
+            hv.opts.Curve(color=c, alpha=0.22, line_width=1)))
+        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("smooth", "loss")), s.loss).opts(
             hv.opts.Curve(color=c, line_width=3)))
-        layers.append(hv.DynamicMap(lambda data: hv.Scatter(data, "step", "acc"),
-                                    streams=[s.val]).opts(
-            hv.opts.Scatter(color=c, size=8, show_legend=False)))
-    return hv.Overlay(layers).opts(title=title, legend_position="bottom_right",
-                                   ylim=(0, 1.02), **COMMON)
+    return _overlay(layers, title="Training loss (bold: smoothed, faint: raw)",
+                    xlabel="step", ylabel="loss")
 
 
-def saturation_plot(streams: List[RunStreams]):
-    title = "Saturated tanh units (solid: g gate, dashed: cell)"
-    if not streams:
-        return _placeholder(title, "step", "fraction saturated")
+def val_plot(slots: List[RunStreams]):
     layers = []
-    for s in streams:
-        c = s.run.color
-        layers.append(hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, "step", ("g", "fraction saturated"), label=label + ": g"),
-            streams=[s.sat]).opts(hv.opts.Curve(color=c, line_width=3)))
-        layers.append(hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, "step", ("c_out", "fraction saturated"), label=label + ": cell out"),
-            streams=[s.sat]).opts(hv.opts.Curve(color=c, line_width=2, line_dash="dashed")))
-        layers.append(hv.DynamicMap(lambda data: hv.Scatter(data, "step", ("g", "fraction saturated")),
-                                    streams=[s.sat]).opts(hv.opts.Scatter(color=c, size=7,
-                                                                          show_legend=False)))
-    return hv.Overlay(layers).opts(title=title, legend_position="top_left", ylim=(0, None),
-                                   ylabel="fraction saturated", **COMMON)
+    for s in slots:
+        c = s.color
+        layers.append(_dmap(lambda data: hv.Curve(data, "step", "acc"), s.val).opts(
+            hv.opts.Curve(color=c, line_width=3)))
+        layers.append(_dmap(lambda data: hv.Scatter(data, "step", "acc"), s.val).opts(
+            hv.opts.Scatter(color=c, size=8)))
+    return _overlay(layers, title="Validation accuracy", ylim=(0, 1.02), xlabel="step",
+                    ylabel="accuracy")
 
 
-def hist_plot(streams: List[RunStreams]):
-    title = "tanh inputs, g gate (grey: saturated)"
+def saturation_plot(slots: List[RunStreams]):
+    layers = []
+    for s in slots:
+        c = s.color
+        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("g", "fraction saturated")),
+                            s.sat).opts(hv.opts.Curve(color=c, line_width=3)))
+        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("c_out", "fraction saturated")),
+                            s.sat).opts(hv.opts.Curve(color=c, line_width=2, line_dash="dashed")))
+    # all-zero curves (gamma 0.1 saturates nothing) must not give a -1..1 axis
+    return _overlay(layers, title="Saturated tanh units (solid: g, dashed: cell)",
+                    ylim=(0, 1), xlabel="step", ylabel="fraction saturated")
+
+
+def hist_plot(slots: List[RunStreams]):
     band = (hv.VSpan(-5, -1.818).opts(color="#999999", alpha=0.15)
             * hv.VSpan(1.818, 5).opts(color="#999999", alpha=0.15))
-    if not streams:
-        return (band * _placeholder(title, "tanh input x", "fraction")).opts(title=title)
     layers = [band]
-    for s in streams:
-        c = s.run.color
-        layers.append(hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, ("x", "tanh input x"), ("g", "fraction of units"), label=label).opts(
-                interpolation="steps-mid"), streams=[s.hist]).opts(
-            hv.opts.Curve(color=c, line_width=3, framewise=True)))
-    return hv.Overlay(layers).opts(title=title, legend_position="top_right", xlim=(-5, 5),
-                                   ylabel="fraction of units", xlabel="tanh input x",
-                                   framewise=True, **COMMON)
+    for s in slots:
+        layers.append(_dmap(lambda data: hv.Curve(
+            data, ("x", "tanh input x"), ("g", "fraction of units")).opts(
+                interpolation="steps-mid"), s.hist).opts(
+            hv.opts.Curve(color=s.color, line_width=3, framewise=True)))
+    return _overlay(layers, title="tanh inputs of g (grey: saturated)", xlim=(-5, 5),
+                    xlabel="tanh input x", ylabel="fraction of units", framewise=True)
 
 
-def grad_plot(streams: List[RunStreams]):
+def grad_plot(slots: List[RunStreams]):
     title = "Gradient norm ||dLoss/dh_t|| vs t (log scale)"
-    if not streams:
-        return _placeholder(title, "t", "||dLoss/dh_t||", logy=True)
     layers = []
-    for s in streams:
-        layers.append(hv.DynamicMap(lambda data, label=s.run.label: hv.Curve(
-            data, ("t", "time step t"), ("grad", "||dLoss/dh_t||"), label=label),
-            streams=[s.grad]).opts(hv.opts.Curve(color=s.run.color, line_width=3, logy=True,
-                                                 framewise=True, title=title, **COMMON)))
-    return hv.Overlay(layers).opts(title=title, legend_position="bottom_right", logy=True,
-                                   framewise=True, **COMMON)
+    for s in slots:
+        layers.append(_dmap(lambda data: hv.Curve(
+            data, ("t", "time step t"), ("grad", "||dLoss/dh_t||")), s.grad).opts(
+            hv.opts.Curve(color=s.color, line_width=3, logy=True, framewise=True)))
+    return _overlay(layers, title=title, logy=True, framewise=True, xlabel="time step t",
+                    ylabel="||dLoss/dh_t||")
 
 
 # ------------------------------------------------------------ Figure 5: statistics per step
 TERMS = {"wh": "W_h h_(t-1)", "c": "c_t"}
+NO_TERM = {"c": "no cell state in a tanh RNN"}      # the BN tanh-RNN (paper Fig. 1a) has no c_t
 
 
 def stats_frame(probe: Optional[dict]) -> Dict[str, pd.DataFrame]:
@@ -148,6 +168,8 @@ def stats_frame(probe: Optional[dict]) -> Dict[str, pd.DataFrame]:
     for term in TERMS:
         for moment in ("mean", "var"):
             out[f"{term}_{moment}"] = _stats_paths(probe, term, moment)
+        if probe is not None and term not in probe.get("stats", {}):
+            out[f"{term}_note"] = NO_TERM.get(term, "not measured for this model")
     return out
 
 
@@ -184,12 +206,24 @@ def stats_plot(pipe: hv.streams.Pipe, key: str):
         paths = (data or {}).get(key, none)
         return hv.Curve(paths["population"], "t", ("v", name), label="population")
 
+    def _note(data):
+        """A short note in the panel when the run has no such term (never a blank panel)."""
+        note = (data or {}).get(f"{term}_note", "")
+        if note:
+            return hv.Text(0.5, 0.5, note)
+        paths = (data or {}).get(key, none)["batch"]
+        ok = paths.dropna()
+        x, y = (float(ok["t"].iloc[0]), float(ok["v"].iloc[0])) if len(ok) else (0.0, 0.0)
+        return hv.Text(x, y, "")
+
     opts = dict(responsive=True, height=260, fontsize=FONT, show_grid=True, framewise=True)
     batch = hv.DynamicMap(_batch, streams=[pipe]).opts(
         hv.opts.Curve(color="#1f77b4", alpha=0.8, line_width=2, **opts))
     pop = hv.DynamicMap(_pop, streams=[pipe]).opts(
         hv.opts.Curve(color="#ff7f0e", line_width=2, line_dash="dashed", **opts))
-    return (batch * pop).opts(title=title, legend_position="top_right", **opts)
+    note = hv.DynamicMap(_note, streams=[pipe]).opts(
+        hv.opts.Text(text_font_size="17pt", text_color="#8a5300", framewise=True))
+    return (batch * pop * note).opts(title=title, legend_position="top_right", **opts)
 
 
 # ---------------------------------------------------------------------------- converting

@@ -234,3 +234,46 @@ def test_closing_the_tab_stops_its_training_thread(open_app, server):
     log = server.wait_for_log(f"run {run_id} ended: stopped", timeout=30)
     assert "session destroyed: stopping 1 live run" in log
     server.wait_for_log(f"run {run_id} disposed", timeout=30)
+
+
+def test_invalid_typed_value_shows_message(open_app):
+    page = open_app(FAST)
+    box = page.locator(".w-steps input")
+    box.fill("-5")
+    box.press("Enter")
+    alert = page.locator(".input-alert")
+    alert.wait_for(state="visible", timeout=20_000)
+    text = " ".join(page.locator(".input-alert p").all_inner_texts())   # inside shadow DOM
+    assert "Step budget" in text and "-5" in text and "between 1 and" in text, text
+    end = time.time() + 10
+    while box.input_value() != "400" and time.time() < end:
+        time.sleep(0.2)
+    assert box.input_value() == "400"                 # back to the setting's value
+    box.fill("300")
+    box.press("Enter")
+    alert.wait_for(state="hidden", timeout=20_000)
+    assert page.console_errors == [], page.console_errors[:3]
+
+
+NOTE_JS = """() => { const out = [];
+  for (const m of Bokeh.documents[0].all_models) {
+    const d = m.data;
+    if (d && typeof d === 'object' && !Array.isArray(d) && d.text !== undefined)
+      for (const t of d.text) if (t) out.push(t);
+  } return out; }"""
+
+
+def test_tanh_rnn_preset_runs_and_notes_missing_cell(open_app):
+    page = open_app(FAST)
+    page.get_by_role("button", name="tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", exact=True).click()
+    wait_points(page, "smooth,step", 3, runs=2)
+    wait_points(page, "grad,t", 28, runs=2)
+    wait_points(page, "g,x", 40, runs=2)
+    labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
+    assert all("tanh" in x for x in labels), labels
+    end = time.time() + 30
+    while not any("no cell state" in t for t in page.evaluate(NOTE_JS)) and time.time() < end:
+        time.sleep(0.3)
+    assert any("no cell state in a tanh RNN" in t for t in page.evaluate(NOTE_JS))
+    assert page.console_errors == [], page.console_errors[:3]
+    page.get_by_role("button", name="Stop", exact=True).click()
