@@ -372,16 +372,16 @@ class Dashboard(param.Parameterized):
 
     # --------------------------------------------------------------------- layout
     def _build_layout(self) -> None:
-        self.p_loss = pn.pane.HoloViews(views.loss_plot(self.slots), sizing_mode="stretch_width",
-                                        css_classes=["plot-loss"], linked_axes=False)
-        self.p_val = pn.pane.HoloViews(views.val_plot(self.slots), sizing_mode="stretch_width",
-                                       css_classes=["plot-val"], linked_axes=False)
-        self.p_sat = pn.pane.HoloViews(views.saturation_plot(self.slots), sizing_mode="stretch_width",
-                                       css_classes=["plot-sat"], linked_axes=False)
-        self.p_hist = pn.pane.HoloViews(views.hist_plot(self.slots), sizing_mode="stretch_width",
-                                        css_classes=["plot-hist"], linked_axes=False)
-        self.p_grad = pn.pane.HoloViews(views.grad_plot(self.slots), sizing_mode="stretch_width",
-                                        css_classes=["plot-grad"], linked_axes=False)
+        self.p_loss = pn.pane.Bokeh(views.loss_plot(self.slots), sizing_mode="stretch_width",
+                            css_classes=["plot-loss"])
+        self.p_val = pn.pane.Bokeh(views.val_plot(self.slots), sizing_mode="stretch_width",
+                            css_classes=["plot-val"])
+        self.p_sat = pn.pane.Bokeh(views.saturation_plot(self.slots), sizing_mode="stretch_width",
+                            css_classes=["plot-sat"])
+        self.p_hist = pn.pane.Bokeh(views.hist_plot(self.slots), sizing_mode="stretch_width",
+                            css_classes=["plot-hist"])
+        self.p_grad = pn.pane.Bokeh(views.grad_plot(self.slots), sizing_mode="stretch_width",
+                            css_classes=["plot-grad"])
         self.p_stats = [pn.pane.HoloViews(views.stats_plot(self._stats_pipe, key),
                                           sizing_mode="stretch_width", linked_axes=False,
                                           css_classes=["plot-stats", f"plot-stats-{key}"])
@@ -503,15 +503,15 @@ class Dashboard(param.Parameterized):
     def _on_smoothing(self, event) -> None:
         for run in self.runs:
             s = self.streams.get(run.id)
-            if s is None or s.loss.data is None or len(s.loss.data) == 0:
+            if s is None:
                 continue
-            df = s.loss.data.copy()
-            df["smooth"] = _ema(df["loss"].to_numpy(), self.smoothing)
-            run.ema, run.ema_n = None, 0
-            if len(df):
-                run.ema, run.ema_n = float(df["smooth"].iloc[-1]), len(df)
-            s.loss.clear()
-            s.loss.send(df)
+            steps, loss = s.loss_arrays()
+            if not len(loss):
+                continue
+            smooth = _ema(loss, self.smoothing)
+            finite = smooth[np.isfinite(smooth)]
+            run.ema, run.ema_n = (float(finite[-1]), len(finite)) if len(finite) else (None, 0)
+            s.set_loss(steps, loss, smooth)
 
     # ------------------------------------------------------------------- actions
     def _free_slot(self) -> Optional[views.RunStreams]:
@@ -674,7 +674,8 @@ class Dashboard(param.Parameterized):
         now = time.monotonic()
         if force or self._focus_due(now):
             self._focus_probe_step, self._focus_shown_at = step, now
-            self._stats_pipe.send(views.stats_frame(probe))
+            with _frozen():          # one model-graph recompute for the four panels' updates
+                self._stats_pipe.send(views.stats_frame(probe))
 
     def _on_export_run(self, *events) -> None:
         run = self._run_by_id(self.w_export_run.value)
@@ -708,13 +709,13 @@ class Dashboard(param.Parameterized):
             if not work:                   # nothing to draw: no freeze, no plot refresh
                 self._update_status()
                 return
-            # One freeze around the whole batch: Bokeh recomputes the document's model graph
-            # once per drain instead of once per plot update (the dominant cost otherwise).
-            with _frozen():
-                for run, s, recs in batches:
-                    self._drain_run(run, s, recs)
-                self._refresh_focus()
-                self._update_status()
+            # Data-source patches (stream / new arrays) add no models, so they need no freeze
+            # (a freeze recomputes the whole model graph on exit); the HoloViews statistics
+            # panels are redrawn under one (see _refresh_focus).
+            for run, s, recs in batches:
+                self._drain_run(run, s, recs)
+            self._refresh_focus()
+            self._update_status()
             took = time.monotonic() - now
             # keep the event loop free at least half the time, whatever the machine's load:
             # a slow drain pushes the next one back, so clicks are always answered quickly
@@ -768,11 +769,9 @@ class Dashboard(param.Parameterized):
                 n += 1
                 smooth[i] = ema
             run.ema, run.ema_n = ema, n
-            s.loss.send(pd.DataFrame({"step": np.asarray(steps, dtype=float), "loss": loss,
-                                      "smooth": smooth}))
+            s.add_loss(steps, loss, smooth)
         if val_steps:
-            s.val.send(pd.DataFrame({"step": np.asarray(val_steps, dtype=float),
-                                     "acc": np.asarray(val_accs, dtype=float)}))
+            s.add_val(val_steps, val_accs)
         s.sat_pending.extend(sat_rows)
         if recs:
             s.dirty = True
@@ -782,12 +781,12 @@ class Dashboard(param.Parameterized):
         now = time.monotonic()
         if s.probe_pending and now - s.probe_shown_at >= PROBE_UI_S:
             s.probe_pending, s.probe_shown_at = False, now
-            s.grad.send(views.grad_frame(s.latest_probe))
-            s.hist.send(views.hist_frame(s.latest_probe))
+            s.set_grad(views.grad_frame(s.latest_probe))
+            s.set_hist(views.hist_frame(s.latest_probe))
             if s.sat_pending:
                 arr = np.asarray(s.sat_pending, dtype=float)
                 s.sat_pending = []
-                s.sat.send(pd.DataFrame({"step": arr[:, 0], "g": arr[:, 1], "c_out": arr[:, 2]}))
+                s.add_sat(arr[:, 0], arr[:, 1], arr[:, 2])
 
     # ------------------------------------------------------------------- status
     def _status_html(self) -> str:

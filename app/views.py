@@ -1,14 +1,18 @@
-"""Live plots: HoloViews elements on bounded streams, one set of streams per slot.
+"""Live plots: one fixed set of Bokeh figures per session, fed through data sources.
 
-Each plot is built once per session, with one fixed layer per slot (``N_SLOTS``);
-a run borrows a slot and its colour, so starting runs only clears and refills
-streams and never replaces a figure of the live page. The runs' names and colours
-are shown in an HTML legend above the plots (the dashboard's ``legends``).
+The five per-run plots (loss, validation accuracy, saturation, histogram, gradient
+norm) are plain Bokeh figures built once per session, with one fixed layer per
+slot (``N_SLOTS``). A run borrows a slot and its colour; starting a run only
+clears and refills that slot's ``ColumnDataSource``, never replaces a figure of
+the live page (replacing figures raced the browser's layout: "reading
+'parent_style'" errors). Growing curves use ``ColumnDataSource.stream`` with a
+``rollover`` (bounded memory; only new points travel); curves replaced whole at
+each probe set ``.data``. Either is a small patch message: far cheaper on the
+server's event loop than re-running HoloViews DynamicMaps for every layer.
 
-Curves that grow (loss, validation accuracy, saturation over training) sit on
-``hv.streams.Buffer`` with a fixed ``length`` (bounded memory; Bokeh receives only
-the new points). Curves that are replaced whole at each probe (statistics per
-step, histograms, gradient norm through time) sit on ``hv.streams.Pipe``.
+The Figure-5 statistics (four panels, redrawn at most every two seconds) are
+HoloViews elements on one ``hv.streams.Pipe``. Run names and colours are shown in
+an HTML legend above the plots (the dashboard's ``legends``).
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh backend for .opts)
 import numpy as np
 import pandas as pd
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Range1d
+from bokeh.plotting import figure
 
 if "bokeh" not in hv.Store.renderers or hv.Store.current_backend != "bokeh" \
         or not hasattr(hv.opts, "Path"):
@@ -27,38 +33,39 @@ LOSS_POINTS = 10_000       # per run; older points scroll out beyond this
 VAL_POINTS = 2_000
 SAT_POINTS = 2_000
 GRAD_FLOOR = 1e-30         # log axis: a norm of exactly 0 is drawn at this floor
+SAT_X = 1.818              # |x| beyond which tanh'(x) < 0.1 (the grey bands)
 
 FONT = {"title": "15pt", "labels": "13pt", "xticks": "12pt", "yticks": "12pt", "legend": "12pt"}
-COMMON = dict(responsive=True, height=300, fontsize=FONT, show_grid=True, tools=["hover"],
-              active_tools=[], toolbar="right")
+N_SLOTS = 6                # runs shown at once: every plot has one fixed layer per slot
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+
+LOSS_COLS = ("step", "loss", "smooth")
+VAL_COLS = ("step", "acc")
+SAT_COLS = ("step", "g", "c_out")
+GRAD_COLS = ("t", "grad")
+HIST_COLS = ("x", "g")
 
 
 def _empty(*cols) -> pd.DataFrame:
     return pd.DataFrame({c: np.zeros(0, dtype=float) for c in cols})
 
 
-N_SLOTS = 6                # runs shown at once: every plot has one fixed layer per slot
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+def _nothing(cols) -> Dict[str, list]:
+    return {c: [] for c in cols}
 
 
 class RunStreams:
-    """One slot of the plots: the streams behind one run's layers in every plot.
-
-    The plots are built once per session with ``N_SLOTS`` layers each, and a run
-    borrows a slot (and its colour) for as long as it is shown: starting a run only
-    clears and refills streams, it never replaces a plot (replacing the Bokeh figures
-    of a live page raced with the browser's layout: "reading 'parent_style'" errors).
-    """
+    """One slot of the plots: the data sources behind one run's layers in every plot."""
 
     def __init__(self, index: int):
         self.index = index
         self.color = PALETTE[index % len(PALETTE)]
         self.run = None
-        self.loss = hv.streams.Buffer(_empty("step", "loss", "smooth"), length=LOSS_POINTS, index=False)
-        self.val = hv.streams.Buffer(_empty("step", "acc"), length=VAL_POINTS, index=False)
-        self.sat = hv.streams.Buffer(_empty("step", "g", "c_out"), length=SAT_POINTS, index=False)
-        self.grad = hv.streams.Pipe(data=_empty("t", "grad"))
-        self.hist = hv.streams.Pipe(data=_empty("x", "g", "c_out"))
+        self.loss = ColumnDataSource(_nothing(LOSS_COLS), name=f"loss-{index}")
+        self.val = ColumnDataSource(_nothing(VAL_COLS), name=f"val-{index}")
+        self.sat = ColumnDataSource(_nothing(SAT_COLS), name=f"sat-{index}")
+        self.grad = ColumnDataSource(_nothing(GRAD_COLS), name=f"grad-{index}")
+        self.hist = ColumnDataSource(_nothing(HIST_COLS), name=f"hist-{index}")
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -74,87 +81,110 @@ class RunStreams:
             return
         self.run = run
         self._reset_state()
-        for buf in (self.loss, self.val, self.sat):
-            if len(buf.data):
-                buf.clear()
-        self.grad.send(_empty("t", "grad"))
-        self.hist.send(_empty("x", "g", "c_out"))
+        for src, cols in ((self.loss, LOSS_COLS), (self.val, VAL_COLS), (self.sat, SAT_COLS),
+                          (self.grad, GRAD_COLS), (self.hist, HIST_COLS)):
+            if len(src.data[cols[0]]):
+                src.data = _nothing(cols)
+
+    # the drain's side (on the event loop)
+    @staticmethod
+    def _stream(src: ColumnDataSource, frame: Dict[str, np.ndarray], rollover: int) -> None:
+        src.stream({k: np.asarray(v, dtype=float) for k, v in frame.items()}, rollover=rollover)
+
+    def add_loss(self, steps, loss, smooth) -> None:
+        self._stream(self.loss, {"step": steps, "loss": loss, "smooth": smooth}, LOSS_POINTS)
+
+    def add_val(self, steps, acc) -> None:
+        self._stream(self.val, {"step": steps, "acc": acc}, VAL_POINTS)
+
+    def add_sat(self, steps, g, c_out) -> None:
+        self._stream(self.sat, {"step": steps, "g": g, "c_out": c_out}, SAT_POINTS)
+
+    def set_grad(self, frame: pd.DataFrame) -> None:
+        self.grad.data = {c: frame[c].to_numpy() for c in GRAD_COLS}
+
+    def set_hist(self, frame: pd.DataFrame) -> None:
+        self.hist.data = {c: frame[c].to_numpy() for c in HIST_COLS}
+
+    def loss_arrays(self):
+        d = self.loss.data
+        return np.asarray(d["step"], dtype=float), np.asarray(d["loss"], dtype=float)
+
+    def set_loss(self, steps, loss, smooth) -> None:
+        self.loss.data = {"step": np.asarray(steps, dtype=float),
+                          "loss": np.asarray(loss, dtype=float),
+                          "smooth": np.asarray(smooth, dtype=float)}
 
 
 # ------------------------------------------------------------------------- plot builders
-def _dmap(fn, stream):
-    return hv.DynamicMap(fn, streams=[stream])
+def _figure(title: str, xlabel: str, ylabel: str, css: str, **kw):
+    p = figure(title=title, height=300, sizing_mode="stretch_width",
+               tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="right",
+               css_classes=[css], **kw)
+    p.title.text_font_size = FONT["title"]
+    for axis, label in ((p.xaxis, xlabel), (p.yaxis, ylabel)):
+        axis.axis_label = label
+        axis.axis_label_text_font_size = FONT["labels"]
+        axis.major_label_text_font_size = FONT["xticks"]
+    p.toolbar.logo = None
+    p.min_border_left = 70          # same plot areas side by side, whatever the tick labels
+    return p
 
 
-def _overlay(layers, **plot):
-    """The layers as one plot. Plot-level options are set on every layer's elements as
-    well: an Overlay of DynamicMaps takes its title, size and ranges from its layers,
-    and ignores (most of) the options given to the Overlay itself."""
-    plot = {"show_legend": False, **COMMON, **plot}
-    per = [hv.opts.Curve(**plot), hv.opts.Scatter(**plot)]
-    out = [layer.opts(*per) if isinstance(layer, hv.DynamicMap) else layer for layer in layers]
-    return hv.Overlay(out).opts(**plot)
+def _hover(p, renderers, fields):
+    p.add_tools(HoverTool(renderers=renderers, tooltips=fields))
 
 
 def loss_plot(slots: List[RunStreams]):
-    layers = []
+    p = _figure("Training loss (bold: smoothed, faint: raw)", "step", "loss", "plot-loss")
+    bold = []
     for s in slots:
-        c = s.color
-        layers.append(_dmap(lambda data: hv.Curve(data, "step", "loss"), s.loss).opts(
-            hv.opts.Curve(color=c, alpha=0.22, line_width=1)))
-        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("smooth", "loss")), s.loss).opts(
-            hv.opts.Curve(color=c, line_width=3)))
-    return _overlay(layers, title="Training loss (bold: smoothed, faint: raw)",
-                    xlabel="step", ylabel="loss")
+        p.line("step", "loss", source=s.loss, color=s.color, alpha=0.22, line_width=1)
+        bold.append(p.line("step", "smooth", source=s.loss, color=s.color, line_width=3))
+    _hover(p, bold, [("step", "@step"), ("loss", "@loss{0.000}"), ("smoothed", "@smooth{0.000}")])
+    return p
 
 
 def val_plot(slots: List[RunStreams]):
-    layers = []
+    p = _figure("Validation accuracy", "step", "accuracy", "plot-val", y_range=Range1d(0, 1.02))
+    dots = []
     for s in slots:
-        c = s.color
-        layers.append(_dmap(lambda data: hv.Curve(data, "step", "acc"), s.val).opts(
-            hv.opts.Curve(color=c, line_width=3)))
-        layers.append(_dmap(lambda data: hv.Scatter(data, "step", "acc"), s.val).opts(
-            hv.opts.Scatter(color=c, size=8)))
-    return _overlay(layers, title="Validation accuracy", ylim=(0, 1.02), xlabel="step",
-                    ylabel="accuracy")
+        p.line("step", "acc", source=s.val, color=s.color, line_width=3)
+        dots.append(p.scatter("step", "acc", source=s.val, color=s.color, size=8))
+    _hover(p, dots, [("step", "@step"), ("accuracy", "@acc{0.000}")])
+    return p
 
 
 def saturation_plot(slots: List[RunStreams]):
-    layers = []
+    # a fixed 0..1 axis: all-zero curves (gamma 0.1 saturates nothing) must not give -1..1,
+    # and runs stay comparable on one scale
+    p = _figure("Saturated tanh units (solid: g, dashed: cell)", "step", "fraction saturated",
+                "plot-sat", y_range=Range1d(0, 1))
+    solid = []
     for s in slots:
-        c = s.color
-        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("g", "fraction saturated")),
-                            s.sat).opts(hv.opts.Curve(color=c, line_width=3)))
-        layers.append(_dmap(lambda data: hv.Curve(data, "step", ("c_out", "fraction saturated")),
-                            s.sat).opts(hv.opts.Curve(color=c, line_width=2, line_dash="dashed")))
-    # all-zero curves (gamma 0.1 saturates nothing) must not give a -1..1 axis
-    return _overlay(layers, title="Saturated tanh units (solid: g, dashed: cell)",
-                    ylim=(0, 1), xlabel="step", ylabel="fraction saturated")
+        solid.append(p.line("step", "g", source=s.sat, color=s.color, line_width=3))
+        p.line("step", "c_out", source=s.sat, color=s.color, line_width=2, line_dash="dashed")
+    _hover(p, solid, [("step", "@step"), ("g saturated", "@g{0.000}"),
+                      ("cell saturated", "@c_out{0.000}")])
+    return p
 
 
 def hist_plot(slots: List[RunStreams]):
-    band = (hv.VSpan(-5, -1.818).opts(color="#999999", alpha=0.15)
-            * hv.VSpan(1.818, 5).opts(color="#999999", alpha=0.15))
-    layers = [band]
+    p = _figure("tanh inputs of g (grey: saturated)", "tanh input x", "fraction of units",
+                "plot-hist", x_range=Range1d(-5, 5))
+    for lo, hi in ((-5, -SAT_X), (SAT_X, 5)):
+        p.add_layout(BoxAnnotation(left=lo, right=hi, fill_color="#999999", fill_alpha=0.18))
     for s in slots:
-        layers.append(_dmap(lambda data: hv.Curve(
-            data, ("x", "tanh input x"), ("g", "fraction of units")).opts(
-                interpolation="steps-mid"), s.hist).opts(
-            hv.opts.Curve(color=s.color, line_width=3, framewise=True)))
-    return _overlay(layers, title="tanh inputs of g (grey: saturated)", xlim=(-5, 5),
-                    xlabel="tanh input x", ylabel="fraction of units", framewise=True)
+        p.step("x", "g", source=s.hist, color=s.color, line_width=3, mode="center")
+    return p
 
 
 def grad_plot(slots: List[RunStreams]):
-    title = "Gradient norm ||dLoss/dh_t|| vs t (log scale)"
-    layers = []
-    for s in slots:
-        layers.append(_dmap(lambda data: hv.Curve(
-            data, ("t", "time step t"), ("grad", "||dLoss/dh_t||")), s.grad).opts(
-            hv.opts.Curve(color=s.color, line_width=3, logy=True, framewise=True)))
-    return _overlay(layers, title=title, logy=True, framewise=True, xlabel="time step t",
-                    ylabel="||dLoss/dh_t||")
+    p = _figure("Gradient norm ||dLoss/dh_t|| vs t (log scale)", "time step t",
+                "||dLoss/dh_t||", "plot-grad", y_axis_type="log")
+    lines = [p.line("t", "grad", source=s.grad, color=s.color, line_width=3) for s in slots]
+    _hover(p, lines, [("t", "@t"), ("norm", "@grad{0.000e}")])
+    return p
 
 
 # ------------------------------------------------------------ Figure 5: statistics per step

@@ -1,10 +1,10 @@
 """The dashboard in real headless Chromium: controls, live plots, URL, sessions.
 
 Plot data is read in the page from Bokeh's ColumnDataSources, keyed by their
-column names (HoloViews names the columns after the dimensions): the loss
-curves hold ``step,smooth`` (and ``loss,step`` for the faint raw curve),
-validation ``acc,step``, saturation ``g,step``, gradient norms ``grad,t``,
-histograms ``g,x``, and the Figure-5 statistics are multi-line paths ``xs,ys``.
+sorted column names. Every plot has one source per slot (6), empty until a run
+uses it: loss ``loss,smooth,step``, validation ``acc,step``, saturation
+``c_out,g,step``, gradient norms ``grad,t``, histograms ``g,x``; the Figure-5
+statistics (HoloViews) are ``t,v`` paths of 8 units joined by NaN breaks.
 """
 from __future__ import annotations
 
@@ -97,13 +97,13 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
     new_gamma = float(gamma.inner_text())
     assert new_gamma > 0.1, new_gamma
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "smooth,step", 10)
+    wait_points(page, "loss,smooth,step", 10)
     label = run_rows(page).first.inner_text()
     assert f"g={new_gamma:g}" in label, (label, new_gamma)
     # the probe views: gradient norm through time, histograms, saturation, Fig. 5 statistics
     wait_points(page, "grad,t", 28)                    # row task: T = 28
     wait_points(page, "g,x", 40)                       # 40 histogram bins
-    wait_points(page, "g,step", 3)                     # saturation: one point per probe
+    wait_points(page, "c_out,g,step", 3)                     # saturation: one point per probe
     wait_points(page, "t,v", 8 * 29, runs=8)           # Fig. 5: 4 panels x (batch, population),
     #                                                    8 units of 28 steps, NaN-separated
     wait_points(page, "acc,step", 1, timeout=90)       # validation every 20 updates
@@ -123,16 +123,16 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
 def test_pause_stops_points_and_resume_continues(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "smooth,step", 5)
+    wait_points(page, "loss,smooth,step", 5)
     page.get_by_role("button", name="Pause", exact=True).click()
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
     time.sleep(0.8)                                   # the last queued records arrive
-    n1 = npoints(page, "smooth,step")[0]
+    n1 = npoints(page, "loss,smooth,step")[0]
     time.sleep(2.0)
-    n2 = npoints(page, "smooth,step")[0]
+    n2 = npoints(page, "loss,smooth,step")[0]
     assert n2 == n1, f"points kept arriving while paused: {n1} -> {n2}"
     page.get_by_role("button", name="Resume", exact=True).click()
-    wait_points(page, "smooth,step", n2 + 5)
+    wait_points(page, "loss,smooth,step", n2 + 5)
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']")
     page.get_by_role("button", name="Stop", exact=True).click()
 
@@ -140,14 +140,14 @@ def test_pause_stops_points_and_resume_continues(open_app):
 def test_step_does_one_update(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="Step", exact=True).click()
-    wait_points(page, "smooth,step", 1)
+    wait_points(page, "loss,smooth,step", 1)
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
     time.sleep(1.0)
-    assert npoints(page, "smooth,step")[0] == 1
+    assert npoints(page, "loss,smooth,step")[0] == 1
     page.get_by_role("button", name="Step", exact=True).click()
-    wait_points(page, "smooth,step", 2)
+    wait_points(page, "loss,smooth,step", 2)
     time.sleep(1.0)
-    assert npoints(page, "smooth,step")[0] == 2
+    assert npoints(page, "loss,smooth,step")[0] == 2
     page.get_by_role("button", name="Reset", exact=True).click()
     page.wait_for_function("() => true")
     end = time.time() + 10
@@ -159,14 +159,15 @@ def test_step_does_one_update(open_app):
 def test_preset_runs_two_runs_that_both_appear(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="gamma 0.1 vs 1.0", exact=True).click()
-    wait_points(page, "smooth,step", 5, runs=2)
+    wait_points(page, "loss,smooth,step", 5, runs=2)
     wait_points(page, "grad,t", 28, runs=2)
     rows = run_rows(page)
     assert rows.count() == 2
     labels = [rows.nth(i).inner_text() for i in range(2)]
     assert "g=0.1" in labels[0] and "g=1" in labels[1], labels
-    legend = page.locator(".plot-loss").first
-    assert legend.count() == 1
+    items = page.locator(".plot-legend .legend-item")          # one legend per section
+    assert items.count() == 4, items.all_inner_texts()
+    assert "g=0.1" in items.nth(0).inner_text() and "g=1" in items.nth(1).inner_text()
     page.get_by_role("button", name="Stop", exact=True).click()
 
 
@@ -201,7 +202,7 @@ def test_invalid_url_parameter_shows_message_and_default(open_app):
     assert page.locator(".w-seed input").input_value() == "7"        # the valid one applies
     # still a working page
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "smooth,step", 2)
+    wait_points(page, "loss,smooth,step", 2)
     page.get_by_role("button", name="Stop", exact=True).click()
 
 
@@ -209,11 +210,11 @@ def test_two_sessions_are_independent(open_app):
     a = open_app(FAST)
     b = open_app(FAST + "&model=lstm")
     a.get_by_role("button", name="Start", exact=True).click()
-    wait_points(a, "smooth,step", 5)
-    assert max(npoints(b, "smooth,step") or [0]) == 0
+    wait_points(a, "loss,smooth,step", 5)
+    assert max(npoints(b, "loss,smooth,step") or [0]) == 0
     assert run_rows(b).count() == 0 and "Ready" in status_text(b)
     b.get_by_role("button", name="Start", exact=True).click()
-    wait_points(b, "smooth,step", 3)
+    wait_points(b, "loss,smooth,step", 3)
     assert run_rows(a).count() == 1 and run_rows(b).count() == 1
     assert "BN-LSTM" in run_rows(a).first.inner_text()
     assert run_rows(b).first.inner_text().startswith("LSTM")
@@ -226,7 +227,7 @@ def test_two_sessions_are_independent(open_app):
 def test_closing_the_tab_stops_its_training_thread(open_app, server):
     page = open_app(FAST.replace("steps=400", "steps=100000"))
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "smooth,step", 3)
+    wait_points(page, "loss,smooth,step", 3)
     run_id = run_rows(page).first.get_attribute("data-run")
     server.wait_for_log(f"run {run_id} thread started")
     assert f"run {run_id} ended" not in server.log()
@@ -266,7 +267,7 @@ NOTE_JS = """() => { const out = [];
 def test_tanh_rnn_preset_runs_and_notes_missing_cell(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", exact=True).click()
-    wait_points(page, "smooth,step", 3, runs=2)
+    wait_points(page, "loss,smooth,step", 3, runs=2)
     wait_points(page, "grad,t", 28, runs=2)
     wait_points(page, "g,x", 40, runs=2)
     labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
