@@ -221,6 +221,9 @@ def main():
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
           + f", {torch.get_num_threads()} threads, tcmalloc preloaded: {'tcmalloc' in preload}")
+    load0 = os.getloadavg()
+    print("load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in load0)
+          + f" on {os.cpu_count()} CPUs")
     print(f"batch {B}, hidden {H}; step = forward + linear head on last h + cross-entropy + "
           "backward + RMSprop")
     configs = [(28, 28), (98, 1)] if args.quick else [(28, 28), (196, 1), (784, 1)]
@@ -317,6 +320,9 @@ def main():
     print(f"T={T:4d} measured over {blocks} x {N} steps each way: throughput with probes / without = "
           f"{tot[False] / tot[True]:.3f} (cost {100 * (tot[True] / tot[False] - 1):.1f}%)")
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s")
+    print("load average at start / end (1, 5, 15 min): "
+          + ", ".join(f"{v:.2f}" for v in load0) + " / "
+          + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -51,9 +51,39 @@ def disabled():
         ENABLED = old
 
 
+#: Run the per-step recurrent loops with one intra-op thread (see :func:`_serial`).
+SERIAL_LOOPS = True
+#: Steps per chunk of the reverse loop ("full" mode: one dW_hh matmul per chunk).
+_BWD_CHUNK = 64
+
+
+@contextlib.contextmanager
+def _serial():
+    """Intra-op parallelism off for the body (the per-step loops), restored after.
+
+    Each step's ops are small ((B, 4H) = 40,000 elements at B=H=100, just over ATen's
+    parallel grain size of 32,768), so with 2+ threads every elementwise op / BN is
+    split over OpenMP threads with a fork-join per op, which costs more than it saves;
+    the big batched ops outside the loops keep all threads. ``torch.set_num_threads``
+    costs well under a microsecond. Caveat: it is process-global (it sets the calling
+    thread's OpenMP team size and ATen's global count), so another Python thread that
+    runs torch ops while a loop is in flight may see 1 thread too.
+    """
+    n = torch.get_num_threads() if SERIAL_LOOPS else 1
+    if n <= 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 _aten = torch.ops.aten
 _nbn = torch.native_batch_norm
 _nbn_bwd = _aten.native_batch_norm_backward.default
+_nbn_bwd_out = _aten.native_batch_norm_backward.out
 _sig_bwd_out = _aten.sigmoid_backward.grad_input
 _tanh_bwd_out = _aten.tanh_backward.grad_input
 _tanh_bwd = _aten.tanh_backward.default
@@ -190,41 +220,42 @@ class _LayerTrain(torch.autograd.Function):
             gc2 = gc * 2.0
             bc2 = bc * 2.0 if bc is not None else None
         h, c = h0, c0
-        for t in range(T):
-            if full:
-                wh = torch.mm(h, whT, out=whs[t])
-                gates, m, s = _nbn(wh, gh, shift[t] if lowrank else None, rmh[t], rvh[t], True,
-                                   fh[t], eh)
-                mean_h.append(m)
-                istd_h.append(s)
-                if lowrank:
+        with _serial():
+            for t in range(T):
+                if full:
+                    wh = torch.mm(h, whT, out=whs[t])
+                    gates, m, s = _nbn(wh, gh, shift[t] if lowrank else None, rmh[t], rvh[t], True,
+                                       fh[t], eh)
+                    mean_h.append(m)
+                    istd_h.append(s)
+                    if lowrank:
+                        gates.addcmul_(xs[t], wss[t])
+                    else:
+                        gates.add_(ps[t])
+                elif lowrank:
+                    gates = torch.addmm(shifts[t], h, whT)
                     gates.addcmul_(xs[t], wss[t])
                 else:
+                    gates = torch.mm(h, whT)
                     gates.add_(ps[t])
-            elif lowrank:
-                gates = torch.addmm(shifts[t], h, whT)
-                gates.addcmul_(xs[t], wss[t])
-            else:
-                gates = torch.mm(h, whT)
-                gates.add_(ps[t])
-            # tanh(z) = 2 sigmoid(2z) - 1: torch.tanh is several times slower than
-            # torch.sigmoid on this CPU, so one sigmoid covers all four gates.
-            gates[:, 2 * H:3 * H].mul_(2.0)
-            torch.sigmoid(gates, out=acts[t])
-            g_t = a_g[t]
-            g_t.mul_(2.0).sub_(1.0)
-            c_new = torch.mul(a_f[t], c, out=cs_t[t])
-            c_new.addcmul_(a_i[t], g_t)
-            c = c_new
-            if full:
-                y2, m, s = _nbn(c, gc2, bc2, rmc[t], rvc[t], True, fc[t], ec)  # 2 BN(c)
-                mean_c.append(m)
-                istd_c.append(s)
-            else:
-                y2 = c * 2.0
-            tc = torch.sigmoid(y2, out=tcs_t[t])
-            tc.mul_(2.0).sub_(1.0)
-            h = torch.mul(a_o[t], tc, out=out_t[t])
+                # tanh(z) = 2 sigmoid(2z) - 1: torch.tanh is several times slower than
+                # torch.sigmoid on this CPU, so one sigmoid covers all four gates.
+                gates[:, 2 * H:3 * H].mul_(2.0)
+                torch.sigmoid(gates, out=acts[t])
+                g_t = a_g[t]
+                g_t.mul_(2.0).sub_(1.0)
+                c_new = torch.mul(a_f[t], c, out=cs_t[t])
+                c_new.addcmul_(a_i[t], g_t)
+                c = c_new
+                if full:
+                    y2, m, s = _nbn(c, gc2, bc2, rmc[t], rvc[t], True, fc[t], ec)  # 2 BN(c)
+                    mean_c.append(m)
+                    istd_c.append(s)
+                else:
+                    y2 = c * 2.0
+                tc = torch.sigmoid(y2, out=tcs_t[t])
+                tc.mul_(2.0).sub_(1.0)
+                h = torch.mul(a_o[t], tc, out=out_t[t])
         saved = [h0, c0, w_hh, act, cs, tcs, out]
         if full:
             saved += [gh, gc, wh_all, torch.stack(mean_h), torch.stack(istd_h),
@@ -272,37 +303,58 @@ class _LayerTrain(torch.autograd.Function):
         dh = douts[T - 1] + d_hT
         dc = d_cT
         dwh = None
-        for t in range(T - 1, -1, -1):
-            if dwh is not None:
-                dh = torch.addmm(douts[t], dwh, w_hh)
-            tc = tcs_t[t]
-            o = a_o[t]
-            dtc = dh * o
-            _sig_bwd_out(dh * tc, o, grad_input=d_o[t])
-            if full:
-                dcn = _tanh_bwd(dtc, tc)
-                dcb, dgc_i, dbc_i = _nbn_bwd(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec,
-                                             mask3)
-                dgc_l.append(dgc_i)
-                dbc_l.append(dbc_i)
-                dc = dcb.add_(dc)
-            else:
-                dc = _tanh_bwd(dtc, tc).add_(dc)
-            i, f, g = a_i[t], a_f[t], a_g[t]
-            c_prev = cs_t[t - 1] if t > 0 else c0
-            _sig_bwd_out(dc * g, i, grad_input=d_i[t])
-            _sig_bwd_out(dc * c_prev, f, grad_input=d_f[t])
-            _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
-            dc = dc * f
-            if full:
-                dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh,
-                                             mask3)
-                dgh_l.append(dgh_i)
-                dsh_l.append(dsh_i)
-                if need_whh:   # dW_hh += dwh_t^T h_{t-1}
-                    g_whh.addmm_(dwh.t(), out_t[t - 1] if t > 0 else h0)
-            else:
-                dwh = dAs[t]
+        # Steps run in chunks of C, each with intra-op threads off (_serial); in "full"
+        # mode the chunk's dwh_t land in dwh_buf and dW_hh += sum_t dwh_t^T h_{t-1} is
+        # one matmul per chunk, with threads, after the chunk.
+        C = min(T, _BWD_CHUNK)
+        if full and need_whh:
+            dwh_buf = act.new_empty(C, B, H4)
+            dwh_bs = dwh_buf.unbind(0)
+        for hi in range(T, 0, -C):
+            lo = max(0, hi - C)
+            with _serial():
+                for t in range(hi - 1, lo - 1, -1):
+                    if dwh is not None:
+                        dh = torch.addmm(douts[t], dwh, w_hh)
+                    tc = tcs_t[t]
+                    o = a_o[t]
+                    dtc = dh * o
+                    _sig_bwd_out(dh * tc, o, grad_input=d_o[t])
+                    if full:
+                        dcn = _tanh_bwd(dtc, tc)
+                        dcb, dgc_i, dbc_i = _nbn_bwd(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec,
+                                                     mask3)
+                        dgc_l.append(dgc_i)
+                        dbc_l.append(dbc_i)
+                        dc = dcb.add_(dc)
+                    else:
+                        dc = _tanh_bwd(dtc, tc).add_(dc)
+                    i, f, g = a_i[t], a_f[t], a_g[t]
+                    c_prev = cs_t[t - 1] if t > 0 else c0
+                    _sig_bwd_out(dc * g, i, grad_input=d_i[t])
+                    _sig_bwd_out(dc * c_prev, f, grad_input=d_f[t])
+                    _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
+                    dc = dc * f
+                    if full:
+                        if need_whh:
+                            dwh, dgh_i, dsh_i = _nbn_bwd_out(
+                                dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh, mask3,
+                                out0=dwh_bs[t - lo], out1=gh.new_empty(H4), out2=gh.new_empty(H4))
+                        else:
+                            dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t],
+                                                         sh[t], True, eh, mask3)
+                        dgh_l.append(dgh_i)
+                        dsh_l.append(dsh_i)
+                    else:
+                        dwh = dAs[t]
+            if full and need_whh:   # dW_hh += dwh_t^T h_{t-1}, t in [lo, hi)
+                n = hi - lo
+                if lo > 0:
+                    g_whh.addmm_(dwh_buf[:n].reshape(-1, H4).t(), out[lo - 1:hi - 1].reshape(-1, H))
+                else:
+                    g_whh.addmm_(dwh_buf[0].t(), h0)
+                    if n > 1:
+                        g_whh.addmm_(dwh_buf[1:n].reshape(-1, H4).t(), out[:n - 1].reshape(-1, H))
         g_h0 = torch.mm(dwh, w_hh) if need_h0 else None
         g_c0 = dc if need_c0 else None
         if not full and need_whh:
