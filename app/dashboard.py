@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -164,7 +163,6 @@ class Dashboard(param.Parameterized):
         self._destroyed = False
         self._last_status = ""
         self._url_problems: List[str] = []
-        self._stats_pipe = hv.streams.Pipe(data={})
         self._focus_probe_step = -1
         self._focus_shown_at = 0.0
         self._next_drain_at = 0.0
@@ -382,10 +380,9 @@ class Dashboard(param.Parameterized):
                             css_classes=["plot-hist"])
         self.p_grad = pn.pane.Bokeh(views.grad_plot(self.slots), sizing_mode="stretch_width",
                             css_classes=["plot-grad"])
-        self.p_stats = [pn.pane.HoloViews(views.stats_plot(self._stats_pipe, key),
-                                          sizing_mode="stretch_width", linked_axes=False,
-                                          css_classes=["plot-stats", f"plot-stats-{key}"])
-                        for key in ("wh_mean", "wh_var", "c_mean", "c_var")]
+        self.stats_panels = [views.StatsPanel(key) for key in ("wh_mean", "wh_var", "c_mean", "c_var")]
+        self.p_stats = [pn.pane.Bokeh(panel.figure, sizing_mode="stretch_width")
+                        for panel in self.stats_panels]
 
         self.legends = [pn.pane.HTML("", visible=False, stylesheets=[CSS], sizing_mode="stretch_width",
                                      css_classes=["plot-legend"], margin=(4, 10))
@@ -614,7 +611,7 @@ class Dashboard(param.Parameterized):
         with _frozen():
             for slot in self.slots:
                 slot.assign(None)
-            self._stats_pipe.send({})
+            self._show_stats({})
         self._focus_probe_step = -1
         self.fail_alert.visible = False
         self.data_alert.visible = False
@@ -674,8 +671,11 @@ class Dashboard(param.Parameterized):
         now = time.monotonic()
         if force or self._focus_due(now):
             self._focus_probe_step, self._focus_shown_at = step, now
-            with _frozen():          # one model-graph recompute for the four panels' updates
-                self._stats_pipe.send(views.stats_frame(probe))
+            self._show_stats(views.stats_frame(probe))
+
+    def _show_stats(self, frame) -> None:
+        for panel in self.stats_panels:
+            panel.show(frame)
 
     def _on_export_run(self, *events) -> None:
         run = self._run_by_id(self.w_export_run.value)
@@ -710,8 +710,7 @@ class Dashboard(param.Parameterized):
                 self._update_status()
                 return
             # Data-source patches (stream / new arrays) add no models, so they need no freeze
-            # (a freeze recomputes the whole model graph on exit); the HoloViews statistics
-            # panels are redrawn under one (see _refresh_focus).
+            # of the document (a freeze recomputes the whole model graph on exit).
             for run, s, recs in batches:
                 self._drain_run(run, s, recs)
             self._refresh_focus()

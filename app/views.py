@@ -10,24 +10,18 @@ the live page (replacing figures raced the browser's layout: "reading
 each probe set ``.data``. Either is a small patch message: far cheaper on the
 server's event loop than re-running HoloViews DynamicMaps for every layer.
 
-The Figure-5 statistics (four panels, redrawn at most every two seconds) are
-HoloViews elements on one ``hv.streams.Pipe``. Run names and colours are shown in
+The Figure-5 statistics (four panels, redrawn at most every two seconds) are the
+same kind of figures (:class:`StatsPanel`). Run names and colours are shown in
 an HTML legend above the plots (the dashboard's ``legends``).
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh backend for .opts)
 import numpy as np
 import pandas as pd
-from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Range1d
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Label, Range1d
 from bokeh.plotting import figure
-
-if "bokeh" not in hv.Store.renderers or hv.Store.current_backend != "bokeh" \
-        or not hasattr(hv.opts, "Path"):
-    hv.extension("bokeh", logo=False)
 
 LOSS_POINTS = 10_000       # per run; older points scroll out beyond this
 VAL_POINTS = 2_000
@@ -127,6 +121,7 @@ def _figure(title: str, xlabel: str, ylabel: str, css: str, **kw):
         axis.axis_label_text_font_size = FONT["labels"]
         axis.major_label_text_font_size = FONT["xticks"]
     p.toolbar.logo = None
+    p.toolbar.active_scroll = None  # scrolling the page over a plot must not zoom it
     p.min_border_left = 70          # same plot areas side by side, whatever the tick labels
     return p
 
@@ -222,38 +217,41 @@ def _stats_paths(probe, term, moment):
     return paths
 
 
-def stats_plot(pipe: hv.streams.Pipe, key: str):
-    term, moment = key.split("_")
-    name = "mean" if moment == "mean" else "variance"
-    title = f"{name} of {TERMS[term]} per step t"
-    none = {"batch": _empty("t", "v"), "population": _empty("t", "v")}
+class StatsPanel:
+    """One Figure-5 panel (a term's per-step mean or variance): batch and population paths."""
 
-    def _batch(data):
-        paths = (data or {}).get(key, none)
-        return hv.Curve(paths["batch"], "t", ("v", name), label="batch")
+    def __init__(self, key: str):
+        self.key = key
+        self.term, moment = key.split("_")
+        self.name = "mean" if moment == "mean" else "variance"
+        self.batch = ColumnDataSource(_nothing(("t", "v")), name=f"stats-{key}-batch")
+        self.pop = ColumnDataSource(_nothing(("t", "v")), name=f"stats-{key}-population")
+        p = _figure(f"{self.name} of {TERMS[self.term]} per step t", "t", self.name,
+                    f"plot-stats-{key}")
+        p.height = 260
+        p.line("t", "v", source=self.batch, color="#1f77b4", alpha=0.8, line_width=2,
+               legend_label="batch")
+        p.line("t", "v", source=self.pop, color="#ff7f0e", line_width=2, line_dash="dashed",
+               legend_label="population")
+        p.legend.location = "top_right"
+        p.legend.background_fill_alpha = 0.6
+        p.legend.label_text_font_size = FONT["legend"]
+        # a short note in the panel when the run has no such term (never a blank panel)
+        self.note = Label(x=0.5, y=0.5, x_units="data", y_units="data", text="",
+                          text_font_size="17pt", text_color="#8a5300", text_align="center",
+                          name=f"stats-{key}-note")
+        p.add_layout(self.note)
+        self.figure = p
 
-    def _pop(data):
-        paths = (data or {}).get(key, none)
-        return hv.Curve(paths["population"], "t", ("v", name), label="population")
-
-    def _note(data):
-        """A short note in the panel when the run has no such term (never a blank panel)."""
-        note = (data or {}).get(f"{term}_note", "")
-        if note:
-            return hv.Text(0.5, 0.5, note)
-        paths = (data or {}).get(key, none)["batch"]
-        ok = paths.dropna()
-        x, y = (float(ok["t"].iloc[0]), float(ok["v"].iloc[0])) if len(ok) else (0.0, 0.0)
-        return hv.Text(x, y, "")
-
-    opts = dict(responsive=True, height=260, fontsize=FONT, show_grid=True, framewise=True)
-    batch = hv.DynamicMap(_batch, streams=[pipe]).opts(
-        hv.opts.Curve(color="#1f77b4", alpha=0.8, line_width=2, **opts))
-    pop = hv.DynamicMap(_pop, streams=[pipe]).opts(
-        hv.opts.Curve(color="#ff7f0e", line_width=2, line_dash="dashed", **opts))
-    note = hv.DynamicMap(_note, streams=[pipe]).opts(
-        hv.opts.Text(text_font_size="17pt", text_color="#8a5300", framewise=True))
-    return (batch * pop * note).opts(title=title, legend_position="top_right", **opts)
+    def show(self, frame: Dict[str, object]) -> None:
+        paths = frame.get(self.key) or {"batch": _empty("t", "v"), "population": _empty("t", "v")}
+        for src, df in ((self.batch, paths["batch"]), (self.pop, paths["population"])):
+            src.data = {"t": df["t"].to_numpy(), "v": df["v"].to_numpy()}
+        note = frame.get(f"{self.term}_note", "")
+        if note != self.note.text:
+            self.note.text = note
+            if note:              # the axes then show an empty 0..1 frame: centre the note in it
+                self.note.x, self.note.y = 0.5, 0.5
 
 
 # ---------------------------------------------------------------------------- converting
