@@ -28,6 +28,7 @@ from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 
 DRAIN_MS = 200
+STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
@@ -162,6 +163,7 @@ class Dashboard(param.Parameterized):
         self.scheduler = get_scheduler()
         self._destroyed = False
         self._last_status = ""
+        self._status_at = 0.0
         self._url_problems: List[str] = []
         self._focus_probe_step = -1
         self._focus_shown_at = 0.0
@@ -828,6 +830,10 @@ class Dashboard(param.Parameterized):
         return f"<div class='status-body'><table>{head}{''.join(rows)}</table>{server}</div>"
 
     def _update_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < STATUS_UI_S:
+            return
+        self._status_at = now
         text = self._status_html()
         if force or text != self._last_status:
             self._last_status = text
