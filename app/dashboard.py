@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 import panel as pn
 import param
 
