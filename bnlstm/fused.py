@@ -298,7 +298,6 @@ class _LayerTrain(torch.autograd.Function):
             whs = wh_all.unbind(0)
             mh, sh, mc, sc = (v.unbind(0) for v in (mean_h, istd_h, mean_c, istd_c))
             mask3 = [True, True, True]
-            out_t = out.unbind(0)
             g_whh = torch.zeros_like(w_hh) if need_whh else None
         dh = douts[T - 1] + d_hT
         dc = d_cT
