@@ -206,6 +206,23 @@ class Trace:
         return d
 
     @staticmethod
+    def _record_moments(rec: dict, **terms: Tensor) -> None:
+        """Append the batch mean and biased variance of each term (detached)."""
+        for name, v in terms.items():
+            m, var = _batch_moments(v.detach())
+            rec[name + "_mean"].append(m)
+            rec[name + "_var"].append(var)
+
+    def _record_step(self, rec: dict, h: Tensor, **tanh_inputs: Tensor) -> None:
+        """Append one step's tanh inputs (detached) and h_t (kept in the graph)."""
+        if self.keep_tanh_inputs:
+            for name, v in tanh_inputs.items():
+                rec[name].append(v.detach())
+        if self.keep_h and h.requires_grad:
+            h.retain_grad()
+            rec["h"].append(h)
+
+    @staticmethod
     def _finish(d: dict) -> None:
         for k, v in d.items():
             if k != "h" and isinstance(v, list) and v:
@@ -451,10 +468,7 @@ class BNLSTM(nn.Module):
             wx = x_t @ w_ih.t()                              # (B, 4H)
             wh = h @ w_hh.t()                                # (B, 4H)
             if rec is not None:
-                for name, v in (("wx", wx), ("wh", wh)):
-                    m, var = _batch_moments(v.detach())
-                    rec[name + "_mean"].append(m)
-                    rec[name + "_var"].append(var)
+                Trace._record_moments(rec, wx=wx, wh=wh)
             if bn_ih is not None:
                 wx = bn_ih(wx, t)
             if bn_hh is not None:
@@ -467,15 +481,8 @@ class BNLSTM(nn.Module):
             c_out = bn_c(c, t) if bn_c is not None else c
             h = torch.sigmoid(o) * torch.tanh(c_out)
             if rec is not None:
-                m, var = _batch_moments(c.detach())
-                rec["c_mean"].append(m)
-                rec["c_var"].append(var)
-                if trace.keep_tanh_inputs:
-                    rec["g_pre"].append(g.detach())
-                    rec["c_out_pre"].append(c_out.detach())
-                if trace.keep_h and h.requires_grad:
-                    h.retain_grad()
-                    rec["h"].append(h)
+                Trace._record_moments(rec, c=c)
+                trace._record_step(rec, h, g_pre=g, c_out_pre=c_out)
             outputs.append(h)
         if rec is not None:
             Trace._finish(rec)
@@ -580,19 +587,12 @@ class BNTanhRNN(nn.Module):
         for t, wx in enumerate(wxs.unbind(0)):
             wh = h @ self.weight_hh_l0.t()                             # (B, H)
             if rec is not None:
-                for name, v in (("wx", wx), ("wh", wh)):
-                    m, var = _batch_moments(v.detach())
-                    rec[name + "_mean"].append(m)
-                    rec[name + "_var"].append(var)
+                Trace._record_moments(rec, wx=wx, wh=wh)
             pre = (bn_ih(wx, t) if bn_ih is not None else wx) + \
                   (bn_hh(wh, t) if bn_hh is not None else wh) + self.bias_l0
             h = torch.tanh(pre)
             if rec is not None:
-                if trace.keep_tanh_inputs:
-                    rec["g_pre"].append(pre.detach())
-                if trace.keep_h and h.requires_grad:
-                    h.retain_grad()
-                    rec["h"].append(h)
+                trace._record_step(rec, h, g_pre=pre)
             outputs.append(h)
         if rec is not None:
             Trace._finish(rec)
