@@ -422,33 +422,31 @@ class BNLSTM(nn.Module):
         if self.training and self.h0_noise > 0:
             h0 = h0 + self.h0_noise * torch.randn_like(h0)
 
-        if trace is None and self.norm == "none" and _fused.ENABLED:
-            # nothing needs the per-step path: nn.LSTM's own kernel
-            res = _fused.lstm_none(self, x, h0, c0)
-            if res is not None:
-                output, (h_n, c_n) = res
-                if batched and self.batch_first:
-                    output = output.transpose(0, 1)
-                if not batched:
-                    output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-                return output, (h_n, c_n)
+        # nothing needs the per-step path with norm="none": nn.LSTM's own kernel
+        res = (_fused.lstm_none(self, x, h0, c0)
+               if trace is None and self.norm == "none" and _fused.ENABLED else None)
+        if res is not None:
+            output, (h_n, c_n) = res
+        else:
+            output, (h_n, c_n) = self._layers_forward(x, h0, c0, trace)
+        if batched and self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
 
+    def _layers_forward(self, x: Tensor, h0: Tensor, c0: Tensor, trace: Optional[Trace]):
+        """Every layer, with dropout between them: x (T, B, I) -> (T, B, H), ((L, B, H), (L, B, H))."""
         h_n, c_n = [], []
         layer_in = x
-        for k in range(L):
+        for k in range(self.num_layers):
             out, (h, c) = self._layer_forward(k, layer_in, h0[k], c0[k], trace)
             h_n.append(h)
             c_n.append(c)
             layer_in = out
-            if self.dropout > 0 and self.training and k < L - 1:
+            if self.dropout > 0 and self.training and k < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, True)
-        output = layer_in
-        if batched and self.batch_first:
-            output = output.transpose(0, 1)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
-        if not batched:
-            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-        return output, (h_n, c_n)
+        return layer_in, (torch.stack(h_n), torch.stack(c_n))
 
     def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace]):
         """One layer over the whole sequence: x (T, B, I_k) -> output (T, B, H), (h_T, c_T)."""
