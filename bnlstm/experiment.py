@@ -159,7 +159,7 @@ class MNISTExperiment:
         self.seq_len, self.input_size = data_mod.TASKS[cfg.task]
         self.train_batches = data_mod.Batches(*splits["train"], task=cfg.task,
                                               batch_size=cfg.batch_size, device=self.device,
-                                              seed=cfg.seed, shuffle=True)
+                                              seed=cfg.seed, shuffle=True, endless=True)
         self.splits = splits
         self._eval_batches: Dict[str, Any] = {}
         self._train_iter = iter(self.train_batches)
@@ -188,11 +188,7 @@ class MNISTExperiment:
         cfg, model, opt = self.config, self.model, self.optimizer
         for group in opt.param_groups:         # lr applies live
             group["lr"] = cfg.lr
-        try:
-            x, y = next(self._train_iter)
-        except StopIteration:
-            self._train_iter = iter(self.train_batches)
-            x, y = next(self._train_iter)
+        x, y = next(self._train_iter)          # endless: a new shuffled pass after each epoch
         model.train()
         trace = Trace() if probe else None
         logits = model(x, trace=trace)
