@@ -160,8 +160,11 @@ def _rss_kb(field):
 
 
 def memory_child(variant, T, I, device):
-    """Runs in a subprocess: peak memory of one training step after one warm-up step."""
+    """Runs in a subprocess: peak memory of one training step after one warm-up step,
+    above the process's memory before its first step (so buffers kept between steps,
+    like BNLSTM's workspace, count)."""
     r = Runner(variant, T, I, device)
+    base0 = _rss_kb("VmRSS") if not device.startswith("cuda") else None
     r.step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -173,9 +176,8 @@ def memory_child(variant, T, I, device):
     else:
         with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM (peak RSS)
             f.write("5")
-        base = _rss_kb("VmRSS")
         r.step()
-        peak = (_rss_kb("VmHWM") - base) * 1024
+        peak = (_rss_kb("VmHWM") - base0) * 1024
     print(json.dumps({"peak_bytes": peak}))
 
 
@@ -288,10 +290,10 @@ def main():
             print("measured: torch.cuda.max_memory_allocated() during the step minus memory "
                   "allocated before it, after a warm-up step, one subprocess per variant")
         else:
-            print("measured: peak RSS (VmHWM, reset via /proc/self/clear_refs) during the step minus "
-                  "RSS before it, after a warm-up step, one subprocess per variant, glibc malloc "
+            print("measured: peak RSS (VmHWM, reset via /proc/self/clear_refs) during the second step "
+                  "minus RSS before the first one, one subprocess per variant, glibc malloc "
                   "with MALLOC_MMAP_THRESHOLD_=65536 so freed tensors leave RSS at once; includes "
-                  "all of the step's transient tensors (activations, gradients, optimizer temps)")
+                  "all of the step's tensors (activations, gradients, optimizer temps) and buffers kept between steps")
         mem = {}
         for v in VARIANTS:
             if v == "BNLSTM full (ref path)" and not args.with_reference and T > 196:

@@ -19,6 +19,8 @@ same function (to rounding), with the same running-statistics updates, only fast
   larger inputs the term is one batched ``baddbmm`` before the loop.
 - **Evaluation**: every BN is a fixed per-step affine map; it is folded in, and the loop
   is a plain autograd loop of few ops.
+- **Buffers** of the training Function are reused from step to step (CPU), see
+  :class:`Workspace`: fresh ones cost page faults that were a quarter of a step at T=784.
 - ``norm="none"`` (no trace) goes to ``torch._VF.lstm``, nn.LSTM's own kernel
   (see :func:`lstm_none`).
 
@@ -28,12 +30,16 @@ tests and benchmarks can compare against the reference loop.
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional, Tuple
+import ctypes
+import os
+import sys
+import threading
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none"]
+__all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none", "Workspace", "workspace"]
 
 #: Module-level switch: False makes BNLSTM take the reference per-step path everywhere.
 ENABLED = True
@@ -53,26 +59,32 @@ def disabled():
 
 #: Run the per-step recurrent loops with one intra-op thread (see :func:`_serial`).
 SERIAL_LOOPS = True
+#: Inside those loops, let MKL's matrix products keep all threads (see :func:`_serial`).
+MKL_THREADS_IN_LOOPS = True
 #: Steps per chunk of the reverse loop ("full" mode: one dW_hh matmul per chunk).
 _BWD_CHUNK = 64
 
 
 @contextlib.contextmanager
 def _serial():
-    """Intra-op parallelism off for the body (the per-step loops), restored after.
+    """Intra-op parallelism off for the body (the per-step loops) except in MKL's
+    matrix products; restored after.
 
     Each step's ops are small ((B, 4H) = 40,000 elements at B=H=100, just over ATen's
     parallel grain size of 32,768), so with 2+ threads every elementwise op / BN is
-    split over OpenMP threads with a fork-join per op (~15 per step each way); the big
-    batched ops outside the loops keep all threads. Measured on a shared 2-core CPU,
-    B=H=100, T=784, interleaved in one process: at load ~1.5 threaded loops are ~13%
-    faster (the per-step matmul gains from 2 threads); at load 2.5-4 serial loops are
-    faster, and threaded loops (like nn.LSTM) have multi-second stalls when the other
-    core is taken. Set ``SERIAL_LOOPS = False`` for the threaded loops. Switching the
-    count around single ops (matmul threaded, the rest not) measured slower than
-    either. ``torch.set_num_threads`` itself costs well under a microsecond. Caveat:
-    it is process-global (ATen's global count, MKL's, and the calling thread's
-    OpenMP team size), so another Python thread running torch ops while a loop is in
+    split over OpenMP threads with a fork-join per op (~15 per step each way), and
+    ``native_batch_norm`` on (100, 400) gets slower (22 -> 24-38 us). The step's matrix
+    product does gain: (100, 100) @ (100, 400) takes 82 us on one thread and 58 us on
+    two. So the loops run with ``torch.set_num_threads(1)`` (ATen's count, MKL's and
+    this thread's OpenMP team size) and then give MKL alone its thread count back
+    through ``MKL_Set_Num_Threads_Local`` (thread-local; :data:`MKL_THREADS_IN_LOOPS`;
+    skipped where torch has no MKL). The big batched ops outside the loops keep all
+    threads. Measured on a shared 2-core CPU, B=H=100, 2 threads, interleaved:
+    T=28: forward 6.8 -> 5.8 ms, backward 9.9 -> 8.0 ms with MKL's threads. Under heavy
+    load (another process on the other core) threaded ops, like nn.LSTM's, stall; with
+    ``torch.set_num_threads(1)`` everything here runs on one thread. Set
+    ``SERIAL_LOOPS = False`` to leave the thread count alone. Caveat: ATen's count is
+    process-global, so another Python thread running torch ops while a loop is in
     flight may see 1 thread too.
     """
     n = torch.get_num_threads() if SERIAL_LOOPS else 1
@@ -80,44 +92,115 @@ def _serial():
         yield
         return
     torch.set_num_threads(1)
+    mkl = _mkl_set_local_threads()
+    if mkl is not None:
+        mkl(n)
     try:
         yield
     finally:
         torch.set_num_threads(n)
 
 
+_MKL_LOCAL = []
+
+
+def _mkl_set_local_threads():
+    """MKL's ``MKL_Set_Num_Threads_Local`` (C interface: the count by value; it sets the
+    calling thread's MKL thread count) as exported by libtorch_cpu on Linux builds
+    with MKL, or None (then every op in the loops runs on one thread)."""
+    if not _MKL_LOCAL:
+        fn = None
+        if MKL_THREADS_IN_LOOPS and sys.platform.startswith("linux") and torch.backends.mkl.is_available():
+            try:
+                lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+                fn = lib.MKL_Set_Num_Threads_Local
+                fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+            except (OSError, AttributeError):
+                fn = None
+        _MKL_LOCAL.append(fn)
+    return _MKL_LOCAL[0]
+
+
+# ------------------------------------------------------------------- workspace
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _use_count(t: Tensor) -> int:
+    return _storage_use_count(t.untyped_storage()._cdata)
+
+
+class Workspace:
+    """The training Function's activation buffers, kept per model and reused by the
+    next step (CPU only; CUDA's caching allocator already reuses memory).
+
+    Why: at T=784, B=H=100 one step's buffers (gates, W_hh h, c, tanh(BN(c)), the
+    reverse loop's gradients) are ~470 MB. glibc hands blocks that big back to the OS
+    on free, so fresh ones cost a page fault (and a zeroed page) per 4 KiB on first
+    touch: measured ~90,000 faults and ~170 ms of a ~670 ms step. nn.LSTM pays the
+    same cost for its own buffers; this keeps ours resident instead.
+
+    A buffer is lent only while nothing else holds its storage (counted with
+    ``torch._C._storage_Use_Count``): a graph that has not run backward yet (tensors
+    saved for backward), a second forward before the backward, or any view still
+    alive all make it busy, and the caller then gets a fresh tensor. The memory stays
+    with the model (one set per layer and buffer) until the model is freed or
+    :meth:`clear` is called; a copied or pickled model starts with an empty one.
+    """
+
+    def __init__(self):
+        self._bufs = {}
+        self._lock = threading.Lock()
+
+    def take(self, tag, like: Tensor, *shape: int) -> Tensor:
+        """A tensor of ``shape`` with ``like``'s dtype and device, uninitialised."""
+        if like.device.type != "cpu" or _storage_use_count is None:
+            return like.new_empty(shape)
+        with self._lock:
+            ent = self._bufs.get(tag)
+            if ent is not None:
+                buf, free = ent
+                if buf.shape == shape and buf.dtype == like.dtype:
+                    if _use_count(buf) == free:
+                        return buf.view(shape)      # the view keeps it busy while used
+                    return like.new_empty(shape)    # in use: a fresh one, not kept
+            buf = like.new_empty(shape)             # new or other shape: (re)place it
+            self._bufs[tag] = (buf, _use_count(buf))
+            return buf.view(shape)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bufs.clear()
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b, _ in self._bufs.values())
+
+    def __deepcopy__(self, memo):
+        return Workspace()
+
+    def __getstate__(self):
+        return {"buffers": "not saved"}     # truthy, so that __setstate__ runs
+
+    def __setstate__(self, state):
+        self.__init__()
+
+
+def workspace(mod) -> Workspace:
+    """The :class:`Workspace` of a BNLSTM (made on first use)."""
+    ws = mod.__dict__.get("_fused_workspace")
+    if ws is None:
+        ws = mod.__dict__["_fused_workspace"] = Workspace()
+    return ws
+
+
 _aten = torch.ops.aten
 _nbn = torch.native_batch_norm
 _nbn_bwd = _aten.native_batch_norm_backward.default
-_nbn_bwd_out = _aten.native_batch_norm_backward.out
 _sig_bwd_out = _aten.sigmoid_backward.grad_input
 _tanh_bwd_out = _aten.tanh_backward.grad_input
 _tanh_bwd = _aten.tanh_backward.default
 
 
 # --------------------------------------------------------------- running statistics
-def _train_plan(bn, T: int) -> Tuple[list, list, list]:
-    """Per step ``t``: the running-mean / running-var rows to update (or None) and the
-    factor, incrementing ``num_batches_tracked`` as ``SequenceBatchNorm._factor`` does."""
-    nbt = bn.num_batches_tracked
-    mom = bn.momentum
-    if bn.stats == "shared":
-        n0 = int(nbt[0])
-        factors = [mom if mom is not None else 1.0 / float(n0 + t + 1) for t in range(T)]
-        nbt[0] += T
-        rm, rv = bn.running_mean[0], bn.running_var[0]
-        return [rm] * T, [rv] * T, factors
-    n = min(T, bn.max_length)
-    if mom is None:
-        factors = [1.0 / float(v) for v in (nbt[:n] + 1).tolist()]
-    else:
-        factors = [mom] * n
-    nbt[:n] += 1
-    rms = list(bn.running_mean.unbind(0)[:n]) + [None] * (T - n)
-    rvs = list(bn.running_var.unbind(0)[:n]) + [None] * (T - n)
-    return rms, rvs, factors + [0.0] * (T - n)
-
-
 @torch.no_grad()
 def _update_running(bn, mean: Tensor, var: Tensor, B: int, T: int) -> None:
     """The running-statistics update of ``T`` steps at once: ``mean``/``var`` (T, F)
@@ -189,8 +272,7 @@ def _eval_rows(bn, T: int, device) -> Tensor:
 
 # ------------------------------------------------------------ training: Function
 class _Cfg:
-    __slots__ = ("full", "lowrank", "eps_h", "eps_c", "plan_h", "plan_c", "mean_h", "istd_h",
-                 "mean_c", "istd_c")
+    __slots__ = ("full", "lowrank", "eps_h", "eps_c", "bn_h", "bn_c", "ws", "k")
 
 
 class _LayerTrain(torch.autograd.Function):
@@ -204,9 +286,10 @@ class _LayerTrain(torch.autograd.Function):
         B, H = h0.shape
         T = x.shape[0] if lowrank else p.shape[0]
         whT = w_hh.t()
-        act = h0.new_empty(T, B, 4 * H)
-        cs = h0.new_empty(T, B, H)
-        tcs = h0.new_empty(T, B, H)
+        ws_, k = cfg.ws, cfg.k
+        act = ws_.take((k, "act"), h0, T, B, 4 * H)
+        cs = ws_.take((k, "c"), h0, T, B, H)
+        tcs = ws_.take((k, "tanh c"), h0, T, B, H)
         out = h0.new_empty(T, B, H)
         act4 = act.view(T, B, 4, H).unbind(2)
         a_i, a_f, a_g, a_o = (v.unbind(0) for v in act4)
@@ -217,10 +300,8 @@ class _LayerTrain(torch.autograd.Function):
         else:
             ps = p.unbind(0)
         if full:
-            wh_all = h0.new_empty(T, B, 4 * H)
+            wh_all = ws_.take((k, "whh h"), h0, T, B, 4 * H)
             whs = wh_all.unbind(0)
-            rmh, rvh, fh = cfg.plan_h
-            rmc, rvc, fc = cfg.plan_c
             eh, ec = cfg.eps_h, cfg.eps_c
             mean_h, istd_h, mean_c, istd_c = [], [], [], []
             gc2 = gc * 2.0
@@ -230,8 +311,8 @@ class _LayerTrain(torch.autograd.Function):
             for t in range(T):
                 if full:
                     wh = torch.mm(h, whT, out=whs[t])
-                    gates, m, s = _nbn(wh, gh, shift[t] if lowrank else None, rmh[t], rvh[t], True,
-                                       fh[t], eh)
+                    gates, m, s = _nbn(wh, gh, shifts[t] if lowrank else None, None, None, True,
+                                       0.0, eh)
                     mean_h.append(m)
                     istd_h.append(s)
                     if lowrank:
@@ -254,7 +335,7 @@ class _LayerTrain(torch.autograd.Function):
                 c_new.addcmul_(a_i[t], g_t)
                 c = c_new
                 if full:
-                    y2, m, s = _nbn(c, gc2, bc2, rmc[t], rvc[t], True, fc[t], ec)  # 2 BN(c)
+                    y2, m, s = _nbn(c, gc2, bc2, None, None, True, 0.0, ec)  # 2 BN(c)
                     mean_c.append(m)
                     istd_c.append(s)
                 else:
@@ -264,11 +345,16 @@ class _LayerTrain(torch.autograd.Function):
                 h = torch.mul(a_o[t], tc, out=out_t[t])
         saved = [h0, c0, w_hh, act, cs, tcs, out]
         if full:
-            saved += [gh, gc, wh_all, torch.stack(mean_h), torch.stack(istd_h),
-                      torch.stack(mean_c), torch.stack(istd_c)]
+            mean_h, istd_h = torch.stack(mean_h), torch.stack(istd_h)      # (T, 4H)
+            mean_c, istd_c = torch.stack(mean_c), torch.stack(istd_c)      # (T, H)
+            # running statistics of all steps at once (biased var = 1 / istd^2 - eps)
+            _update_running(cfg.bn_h, mean_h, istd_h.pow(-2).sub_(eh), B, T)
+            _update_running(cfg.bn_c, mean_c, istd_c.pow(-2).sub_(ec), B, T)
+            saved += [gh, gc, wh_all, mean_h, istd_h, mean_c, istd_c]
         if lowrank:
             saved += [x, ws]
         ctx.cfg_full, ctx.cfg_lowrank = full, lowrank
+        ctx.ws, ctx.k = ws_, k
         if full:
             ctx.eps = (cfg.eps_h, cfg.eps_c)
             ctx.has_bc = bc is not None
@@ -295,7 +381,9 @@ class _LayerTrain(torch.autograd.Function):
         cs_t, tcs_t = cs.unbind(0), tcs.unbind(0)
         d_out = d_out.contiguous()
         douts = d_out.unbind(0)
-        dA = act.new_empty(T, B, H4)
+        ws_, k = ctx.ws, ctx.k
+        # dA is returned as the gradient of p when not lowrank: a fresh tensor then
+        dA = ws_.take((k, "d gates"), act, T, B, H4) if lowrank else act.new_empty(T, B, H4)
         dAs = dA.unbind(0)
         d_i, d_f, d_g, d_o = (v.unbind(0) for v in dA.view(T, B, 4, H).unbind(2))
         if full:
@@ -313,7 +401,7 @@ class _LayerTrain(torch.autograd.Function):
         # one matmul per chunk, with threads, after the chunk.
         C = min(T, _BWD_CHUNK)
         if full and need_whh:
-            dwh_buf = act.new_empty(C, B, H4)
+            dwh_buf = ws_.take((k, "d whh h"), act, C, B, H4)
             dwh_bs = dwh_buf.unbind(0)
         for hi in range(T, 0, -C):
             lo = max(0, hi - C)
@@ -341,13 +429,10 @@ class _LayerTrain(torch.autograd.Function):
                     _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
                     dc = dc * f
                     if full:
+                        dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t],
+                                                     sh[t], True, eh, mask3)
                         if need_whh:
-                            dwh, dgh_i, dsh_i = _nbn_bwd_out(
-                                dAs[t], whs[t], gh, None, None, mh[t], sh[t], True, eh, mask3,
-                                out0=dwh_bs[t - lo], out1=gh.new_empty(H4), out2=gh.new_empty(H4))
-                        else:
-                            dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t],
-                                                         sh[t], True, eh, mask3)
+                            dwh_bs[t - lo].copy_(dwh)
                         dgh_l.append(dgh_i)
                         dsh_l.append(dsh_i)
                     else:
@@ -404,10 +489,10 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
     cfg.full = full
     cfg.lowrank = I == 1 and bn_ih is not None
     ws, shift = _input_term(mod, k, x, True)
+    cfg.ws, cfg.k = workspace(mod), k
     if full:
         cfg.eps_h, cfg.eps_c = bn_hh.eps, bn_c.eps
-        cfg.plan_h = _train_plan(bn_hh, T)
-        cfg.plan_c = _train_plan(bn_c, T)
+        cfg.bn_h, cfg.bn_c = bn_hh, bn_c
         gh, gc, bc = bn_hh.weight, bn_c.weight, bn_c.bias
     else:
         gh = gc = bc = None

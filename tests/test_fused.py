@@ -219,3 +219,90 @@ def test_gradcheck_fast_path():
         out, (h, c) = m(x, (h0, c0))
         return out, c
     assert torch.autograd.gradcheck(f, (x, h0, c0))
+
+
+# ----------------------------------------------------------------------- workspace
+def _grads_ref_and_fast(steps, input_size=1, norm="full"):
+    """``steps(model)`` runs forwards/backwards on a model; returns the parameter grads
+    of the reference path and of the fast path (with its reused buffers)."""
+    torch.manual_seed(0)
+    m = BNLSTM(input_size, 4, norm=norm, dtype=torch.float64)
+    res = []
+    for fast in (False, True):
+        mm = copy.deepcopy(m)
+        ctx = fused.disabled() if not fast else _nullctx()
+        with ctx:
+            steps(mm)
+        res.append(({n: p.grad.clone() for n, p in mm.named_parameters() if p.grad is not None},
+                    {n: b.clone() for n, b in mm.named_buffers()}, mm))
+    return res
+
+
+def _assert_same(res):
+    (ga, ba, _), (gb, bb, _) = res
+    assert ga.keys() == gb.keys() and len(ga) > 0
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], atol=GRAD_TOL, rtol=GRAD_TOL, msg=n)
+    for n in ba:
+        torch.testing.assert_close(bb[n].double(), ba[n].double(), atol=ATOL, rtol=ATOL, msg=n)
+
+
+@pytest.mark.parametrize("input_size", (1, 3))
+@pytest.mark.parametrize("norm", ("input", "full"))
+def test_workspace_reused_across_steps(input_size, norm):
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(6, 5, input_size, generator=g, dtype=torch.float64) for _ in range(3)]
+
+    def steps(m):
+        for x in xs:                      # three training steps, grads accumulate
+            m(x)[0].pow(2).sum().backward()
+    res = _grads_ref_and_fast(steps, input_size, norm)
+    _assert_same(res)
+    ws = fused.workspace(res[1][2])
+    assert ws.nbytes() > 0
+    # the same storage is lent again on the next step (no new allocation)
+    before = {k: b.data_ptr() for k, (b, _) in ws._bufs.items()}
+    res[1][2](xs[0])[0].sum().backward()
+    assert {k: b.data_ptr() for k, (b, _) in ws._bufs.items()} == before
+
+
+@pytest.mark.parametrize("input_size", (1, 3))
+def test_workspace_two_forwards_before_backward(input_size):
+    # the second forward must not reuse the buffers the first one saved for backward
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = (torch.randn(5, 4, input_size, generator=g, dtype=torch.float64) for _ in range(2))
+
+    def steps(m):
+        m(x1)[0].sum().backward()         # fills the workspace
+        o1, _ = m(x1)
+        o2, _ = m(x2)
+        (o1.pow(2).sum() + (o2 * 3).sin().sum()).backward()
+    _assert_same(_grads_ref_and_fast(steps, input_size))
+
+
+def test_workspace_retained_graph_not_overwritten():
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = (torch.randn(5, 4, 1, generator=g, dtype=torch.float64) for _ in range(2))
+
+    def steps(m):
+        loss = m(x1)[0].pow(2).sum()
+        loss.backward(retain_graph=True)
+        m(x2)[0].sin().sum().backward()   # must not take the retained graph's buffers
+        loss.backward()                   # second pass through the retained graph
+    _assert_same(_grads_ref_and_fast(steps))
+
+
+def test_workspace_not_copied_or_pickled():
+    import io
+    m = BNLSTM(1, 4, norm="full")
+    m(torch.randn(5, 3, 1))[0].sum().backward()
+    assert fused.workspace(m).nbytes() > 0
+    assert fused.workspace(copy.deepcopy(m)).nbytes() == 0
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    m2 = torch.load(buf, weights_only=False)
+    assert fused.workspace(m2).nbytes() == 0
+    m2(torch.randn(5, 3, 1))[0].sum().backward()      # and it works after loading
+    fused.workspace(m).clear()
+    assert fused.workspace(m).nbytes() == 0
