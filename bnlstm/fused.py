@@ -196,7 +196,6 @@ _aten = torch.ops.aten
 _nbn = torch.native_batch_norm
 _nbn_bwd = _aten.native_batch_norm_backward.default
 _sig_bwd_out = _aten.sigmoid_backward.grad_input
-_tanh_bwd_out = _aten.tanh_backward.grad_input
 _tanh_bwd = _aten.tanh_backward.default
 
 
@@ -234,14 +233,19 @@ def _update_running(bn, mean: Tensor, var: Tensor, B: int, T: int) -> None:
 
 
 # ------------------------------------------------------------------- input term
-def _input_term(mod, k: int, x: Tensor, training: bool):
+def _input_term(mod, k: int, x: Tensor, training: bool, sv: Optional[Tensor] = None):
     """The folded input term of layer ``k``: per-step weight ``ws`` (T, I, 4H) and shift
-    (T, 4H) such that ``BN(W_x x_t) + b = x_t @ ws[t] + shift[t]`` (autograd ops)."""
+    (T, 4H) such that ``BN(W_x x_t) + b = x_t @ ws[t] + shift[t]`` (autograd ops), each
+    column times ``sv`` (4H,) when given."""
     w_ih, _, b_ih, b_hh, bn_ih, _, _ = mod._layer(k)
     T, B, _ = x.shape
     wT = w_ih.t()                                                 # (I, 4H)
     b = (b_ih + b_hh) if b_ih is not None else None
+    if sv is not None and b is not None:
+        b = b * sv
     if bn_ih is None:                                             # norm="none"
+        if sv is not None:
+            wT = wT * sv
         ws = wT.unsqueeze(0).expand(T, -1, -1)
         shift = (b if b is not None else w_ih.new_zeros(w_ih.shape[0])).expand(T, -1)
         return ws, shift
@@ -257,11 +261,28 @@ def _input_term(mod, k: int, x: Tensor, training: bool):
         rows = _eval_rows(bn_ih, T, x.device)
         mean = bn_ih.running_mean[rows]
         scale = bn_ih.weight * torch.rsqrt(bn_ih.running_var[rows] + bn_ih.eps)
+    if sv is not None:
+        scale = scale * sv
     ws = wT.unsqueeze(0) * scale.unsqueeze(1)                     # (T, I, 4H)
     shift = -mean * scale
     if b is not None:
         shift = shift + b
     return ws, shift
+
+
+_GATE_SCALE = {}
+
+
+def _gate_scale(w_hh: Tensor) -> Tensor:
+    """(4H,): 1 for the i, f, o gates and 2 for g, cached per size, dtype and device."""
+    key = (w_hh.shape[0], w_hh.dtype, w_hh.device)
+    sv = _GATE_SCALE.get(key)
+    if sv is None:
+        H = w_hh.shape[0] // 4
+        sv = torch.ones(4 * H, dtype=w_hh.dtype, device=w_hh.device)
+        sv[2 * H:3 * H] = 2.0
+        _GATE_SCALE[key] = sv
+    return sv
 
 
 def _eval_rows(bn, T: int, device) -> Tensor:
@@ -290,6 +311,8 @@ class _LayerTrain(torch.autograd.Function):
         act = ws_.take((k, "act"), h0, T, B, 4 * H)
         cs = ws_.take((k, "c"), h0, T, B, H)
         tcs = ws_.take((k, "tanh c"), h0, T, B, H)
+        g_all = ws_.take((k, "g"), h0, T, B, H)
+        gs = g_all.unbind(0)
         out = h0.new_empty(T, B, H)
         act4 = act.view(T, B, 4, H).unbind(2)
         a_i, a_f, a_g, a_o = (v.unbind(0) for v in act4)
@@ -326,11 +349,10 @@ class _LayerTrain(torch.autograd.Function):
                     gates = torch.mm(h, whT)
                     gates.add_(ps[t])
                 # tanh(z) = 2 sigmoid(2z) - 1: torch.tanh is several times slower than
-                # torch.sigmoid on this CPU, so one sigmoid covers all four gates.
-                gates[:, 2 * H:3 * H].mul_(2.0)
-                torch.sigmoid(gates, out=acts[t])
-                g_t = a_g[t]
-                g_t.mul_(2.0).sub_(1.0)
+                # torch.sigmoid on this CPU, so one sigmoid covers all four gates; the g
+                # pre-activations arrive doubled (layer_forward scales their weights).
+                torch.sigmoid(gates, out=acts[t])            # i, f, sigmoid(2 z_g), o
+                g_t = torch.mul(a_g[t], 2.0, out=gs[t]).sub_(1.0)   # tanh(z_g)
                 c_new = torch.mul(a_f[t], c, out=cs_t[t])
                 c_new.addcmul_(a_i[t], g_t)
                 c = c_new
@@ -343,7 +365,7 @@ class _LayerTrain(torch.autograd.Function):
                 tc = torch.sigmoid(y2, out=tcs_t[t])
                 tc.mul_(2.0).sub_(1.0)
                 h = torch.mul(a_o[t], tc, out=out_t[t])
-        saved = [h0, c0, w_hh, act, cs, tcs, out]
+        saved = [h0, c0, w_hh, act, cs, tcs, out, g_all]
         if full:
             mean_h, istd_h = torch.stack(mean_h), torch.stack(istd_h)      # (T, 4H)
             mean_c, istd_c = torch.stack(mean_c), torch.stack(istd_c)      # (T, H)
@@ -365,8 +387,8 @@ class _LayerTrain(torch.autograd.Function):
     def backward(ctx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor):
         full, lowrank = ctx.cfg_full, ctx.cfg_lowrank
         saved = list(ctx.saved_tensors)
-        h0, c0, w_hh, act, cs, tcs, out = saved[:7]
-        rest = saved[7:]
+        h0, c0, w_hh, act, cs, tcs, out, g_all = saved[:8]
+        rest = saved[8:]
         if full:
             gh, gc, wh_all, mean_h, istd_h, mean_c, istd_c = rest[:7]
             rest = rest[7:]
@@ -377,8 +399,10 @@ class _LayerTrain(torch.autograd.Function):
          need_p) = ctx.needs_input_grad
         T, B, H4 = act.shape
         H = H4 // 4
-        a_i, a_f, a_g, a_o = (v.unbind(0) for v in act.view(T, B, 4, H).unbind(2))
-        cs_t, tcs_t = cs.unbind(0), tcs.unbind(0)
+        a_i, a_f, a_o = (act.view(T, B, 4, H)[:, :, j].unbind(0) for j in (0, 1, 3))
+        cs_t, tcs_t, g_t = cs.unbind(0), tcs.unbind(0), g_all.unbind(0)
+        acts = act.unbind(0)
+        zero = act.new_zeros(())
         d_out = d_out.contiguous()
         douts = d_out.unbind(0)
         ws_, k = ctx.ws, ctx.k
@@ -410,9 +434,8 @@ class _LayerTrain(torch.autograd.Function):
                     if dwh is not None:
                         dh = torch.addmm(douts[t], dwh, w_hh)
                     tc = tcs_t[t]
-                    o = a_o[t]
-                    dtc = dh * o
-                    _sig_bwd_out(dh * tc, o, grad_input=d_o[t])
+                    dtc = dh * a_o[t]
+                    torch.mul(dh, tc, out=d_o[t])
                     if full:
                         dcn = _tanh_bwd(dtc, tc)
                         dcb, dgc_i, dbc_i = _nbn_bwd(dcn, cs_t[t], gc, None, None, mc[t], sc[t], True, ec,
@@ -422,12 +445,15 @@ class _LayerTrain(torch.autograd.Function):
                         dc = dcb.add_(dc)
                     else:
                         dc = _tanh_bwd(dtc, tc).add_(dc)
-                    i, f, g = a_i[t], a_f[t], a_g[t]
                     c_prev = cs_t[t - 1] if t > 0 else c0
-                    _sig_bwd_out(dc * g, i, grad_input=d_i[t])
-                    _sig_bwd_out(dc * c_prev, f, grad_input=d_f[t])
-                    _tanh_bwd_out(dc * i, g, grad_input=d_g[t])
-                    dc = dc * f
+                    # d(loss)/d(gate activation) into dA[t], then one sigmoid backward over
+                    # all four: the g slot holds sigmoid(2 z_g), and d tanh / d(2 z_g) =
+                    # 2 sigmoid'(2 z_g), hence the factor 2
+                    torch.mul(dc, g_t[t], out=d_i[t])
+                    torch.mul(dc, c_prev, out=d_f[t])
+                    torch.addcmul(zero, dc, a_i[t], value=2.0, out=d_g[t])
+                    _sig_bwd_out(dAs[t], acts[t], grad_input=dAs[t])
+                    dc = dc * a_f[t]
                     if full:
                         dwh, dgh_i, dsh_i = _nbn_bwd(dAs[t], whs[t], gh, None, None, mh[t],
                                                      sh[t], True, eh, mask3)
@@ -488,14 +514,18 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
     cfg = _Cfg()
     cfg.full = full
     cfg.lowrank = I == 1 and bn_ih is not None
-    ws, shift = _input_term(mod, k, x, True)
+    # the g gate's pre-activations enter the Function doubled (see its forward): its
+    # rows of the input term, of gamma_h (full) or of W_hh (otherwise) are scaled by 2
+    sv = _gate_scale(w_hh)
+    ws, shift = _input_term(mod, k, x, True, sv)
     cfg.ws, cfg.k = workspace(mod), k
     if full:
         cfg.eps_h, cfg.eps_c = bn_hh.eps, bn_c.eps
         cfg.bn_h, cfg.bn_c = bn_hh, bn_c
-        gh, gc, bc = bn_hh.weight, bn_c.weight, bn_c.bias
+        gh, gc, bc = bn_hh.weight * sv, bn_c.weight, bn_c.bias
     else:
         gh = gc = bc = None
+        w_hh = w_hh * sv.unsqueeze(1)
     h = h.contiguous()
     c = c.contiguous()
     if cfg.lowrank:
