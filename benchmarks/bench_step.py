@@ -189,7 +189,7 @@ def measure_memory(variant, T, I, device):
         env.pop("LD_PRELOAD", None)
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", variant, str(T), str(I),
-           "--device", device, "--threads", str(torch.get_num_threads())]
+           "--device", device, "--threads", str(torch.get_num_threads()), "--loop-threads", fused.LOOP_THREADS]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if res.returncode != 0:
         return None, res.stderr.strip().splitlines()[-1:]
@@ -207,10 +207,13 @@ def main():
                     help="also time BNLSTM's own reference path at every T (slow at T=784)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--probe-every", type=int, default=50)
+    ap.add_argument("--loop-threads", default="auto", choices=("auto",) + fused.LOOP_MODES,
+                    help="bnlstm.fused.LOOP_THREADS for the BNLSTM variants (default: auto)")
     ap.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    fused.LOOP_THREADS = args.loop_threads
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
@@ -230,7 +233,7 @@ def main():
           "backward + RMSprop")
     configs = [(28, 28), (98, 1)] if args.quick else [(28, 28), (196, 1), (784, 1)]
     t_start = time.perf_counter()
-    results, first, probe_info = {}, {}, {}
+    results, first, probe_info, tuned = {}, {}, {}, {}
     for T, I in configs:
         variants = list(VARIANTS)
         if not (args.with_reference or T <= 196):
@@ -240,8 +243,15 @@ def main():
         for v in variants:                     # first-step latency of a fresh model
             runners[v] = Runner(v, T, I, device)
             first[(T, v)] = timed(runners[v].step, device)
-        for v in variants:                     # one more warm-up each
-            runners[v].step()
+        for v in variants:                     # one more warm-up each; BNLSTM's loop
+            runners[v].step()                  # tuner measures its thread modes first
+            tuner = fused.workspace(runners[v].model).tuner if v.startswith("BNLSTM") else None
+            for _ in range(2 + tuner.samples * len(tuner.modes) if tuner is not None else 0):
+                if tuner.calls >= 1 + tuner.samples * len(tuner.modes):
+                    break      # (calls stays 0 where the model never uses the loops)
+                runners[v].step()
+            if tuner is not None and tuner.calls > 1:
+                tuned[(T, v)] = tuner.best
         times = {v: [] for v in variants}
         for _ in range(reps):                  # round-robin
             for v in variants:
@@ -275,6 +285,10 @@ def main():
                 row += f"{'-':>22s}"
         print(row)
 
+    if tuned:
+        print("\nBNLSTM loop thread mode chosen by bnlstm.fused.LoopTuner (after measuring each): "
+              + ", ".join(f"T={T} {v.split()[1]}: {m}" for (T, v), m in tuned.items()
+                          if "ref" not in v))
     print("\n## First step of a fresh model, ms (nothing is compiled: no compile wait)")
     print(header)
     for v in VARIANTS:

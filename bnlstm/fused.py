@@ -34,7 +34,8 @@ import ctypes
 import os
 import sys
 import threading
-from typing import List, Optional
+import time
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -57,44 +58,47 @@ def disabled():
         ENABLED = old
 
 
-#: Run the per-step recurrent loops with one intra-op thread (see :func:`_serial`).
-SERIAL_LOOPS = True
-#: Inside those loops, let MKL's matrix products keep all threads (see :func:`_serial`).
-MKL_THREADS_IN_LOOPS = True
+#: How the per-step loops use torch's intra-op threads when there are 2+:
+#: ``"auto"`` (measured, see :class:`LoopTuner`), or one of :data:`LOOP_MODES`.
+LOOP_THREADS = "auto"
+#: ``"threads"``: every op with torch's thread count, as nn.LSTM; ``"mkl"``: elementwise
+#: ops and batch norms on one thread, MKL's matrix products with torch's count;
+#: ``"serial"``: everything on one thread (see :func:`_loop_threads`).
+LOOP_MODES = ("threads", "mkl", "serial")
 #: Steps per chunk of the reverse loop ("full" mode: one dW_hh matmul per chunk).
 _BWD_CHUNK = 64
 
 
 @contextlib.contextmanager
-def _serial():
-    """Intra-op parallelism off for the body (the per-step loops) except in MKL's
-    matrix products; restored after.
+def _loop_threads(mode: str):
+    """Thread settings for the body (a per-step loop), restored after.
 
     Each step's ops are small ((B, 4H) = 40,000 elements at B=H=100, just over ATen's
-    parallel grain size of 32,768), so with 2+ threads every elementwise op / BN is
-    split over OpenMP threads with a fork-join per op (~15 per step each way), and
-    ``native_batch_norm`` on (100, 400) gets slower (22 -> 24-38 us). The step's matrix
-    product does gain: (100, 100) @ (100, 400) takes 82 us on one thread and 58 us on
-    two. So the loops run with ``torch.set_num_threads(1)`` (ATen's count, MKL's and
-    this thread's OpenMP team size) and then give MKL alone its thread count back
-    through ``MKL_Set_Num_Threads_Local`` (thread-local; :data:`MKL_THREADS_IN_LOOPS`;
-    skipped where torch has no MKL). The big batched ops outside the loops keep all
-    threads. Measured on a shared 2-core CPU, B=H=100, 2 threads, interleaved:
-    T=28: forward 6.8 -> 5.8 ms, backward 9.9 -> 8.0 ms with MKL's threads. Under heavy
-    load (another process on the other core) threaded ops, like nn.LSTM's, stall; with
-    ``torch.set_num_threads(1)`` everything here runs on one thread. Set
-    ``SERIAL_LOOPS = False`` to leave the thread count alone. Caveat: ATen's count is
-    process-global, so another Python thread running torch ops while a loop is in
-    flight may see 1 thread too.
+    parallel grain size of 32,768): with 2 threads each elementwise op / BN forks
+    and joins OpenMP threads (~12 ops per step each way); ``native_batch_norm`` on
+    (100, 400) gets slower (22 -> 24-38 us), sigmoid faster (17 -> 12 us), and the
+    step's matrix product (100, 100) @ (100, 400) goes from 82 to 58 us. Which mix is
+    fastest depends on the machine's load (measured on a 2-core CPU, B=H=100, 2
+    threads, step time / nn.LSTM's at T=28 and 784; quiet: threads 2.05x / 1.05x, mkl
+    2.16x / 1.33x, serial 2.48x; one busy process on the other core: threads 2.32x /
+    1.66x, mkl 2.09x / 1.18x, serial 1.67x / 0.62x), hence :class:`LoopTuner`.
+
+    ``"serial"`` and ``"mkl"`` call ``torch.set_num_threads(1)`` (ATen's count, MKL's
+    and this thread's OpenMP team size); ``"mkl"`` then gives MKL alone torch's count
+    back through ``MKL_Set_Num_Threads_Local`` (thread-local; where torch has no MKL it
+    is ``"serial"``). ``torch.set_num_threads`` costs well under a microsecond. Caveat:
+    ATen's count is process-global, so another Python thread running torch ops while
+    a loop is in flight may see 1 thread too.
     """
-    n = torch.get_num_threads() if SERIAL_LOOPS else 1
-    if n <= 1:
+    n = torch.get_num_threads()
+    if mode == "threads" or n <= 1:
         yield
         return
     torch.set_num_threads(1)
-    mkl = _mkl_set_local_threads()
-    if mkl is not None:
-        mkl(n)
+    if mode == "mkl":
+        mkl = _mkl_set_local_threads()
+        if mkl is not None:
+            mkl(n)
     try:
         yield
     finally:
@@ -107,10 +111,10 @@ _MKL_LOCAL = []
 def _mkl_set_local_threads():
     """MKL's ``MKL_Set_Num_Threads_Local`` (C interface: the count by value; it sets the
     calling thread's MKL thread count) as exported by libtorch_cpu on Linux builds
-    with MKL, or None (then every op in the loops runs on one thread)."""
+    with MKL, or None."""
     if not _MKL_LOCAL:
         fn = None
-        if MKL_THREADS_IN_LOOPS and sys.platform.startswith("linux") and torch.backends.mkl.is_available():
+        if sys.platform.startswith("linux") and torch.backends.mkl.is_available():
             try:
                 lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
                 fn = lib.MKL_Set_Num_Threads_Local
@@ -119,6 +123,74 @@ def _mkl_set_local_threads():
                 fn = None
         _MKL_LOCAL.append(fn)
     return _MKL_LOCAL[0]
+
+
+class LoopTuner:
+    """Chooses the loops' thread mode (:data:`LOOP_MODES`) by measuring them, as
+    ``torch.backends.cudnn.benchmark`` chooses kernels, and measures again from time
+    to time because the best mode follows the machine's load.
+
+    One per model (on its :class:`Workspace`). A training forward asks :meth:`mode`;
+    when its backward has run, the wall time of both loops per time step comes back
+    through :meth:`record`. After a reset (first use, or every ``every`` steps) each
+    mode runs ``samples`` steps; the mode with the lowest time is then used until the
+    next reset. The first step after a reset is not counted (it may allocate).
+    Numbers are the same in every mode up to rounding (reductions may split
+    differently).
+    """
+
+    def __init__(self, modes=None, samples: int = 2, every: int = 200):
+        self.modes = tuple(modes) if modes is not None else self.available_modes()
+        self.samples, self.every = samples, every
+        self.best = "mkl" if "mkl" in self.modes else self.modes[0]
+        self.calls = 0
+        self._seen = {m: [] for m in self.modes}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def available_modes():
+        return LOOP_MODES if _mkl_set_local_threads() is not None else ("threads", "serial")
+
+    def mode(self) -> Tuple[str, bool]:
+        """The mode for the next training step, and whether its time is to be recorded."""
+        with self._lock:
+            c = self.calls % self.every
+            self.calls += 1
+            if c == 0:
+                for v in self._seen.values():
+                    v.clear()
+                return self.best, False             # warm-up step: not counted
+            for m in self.modes:
+                if len(self._seen[m]) < self.samples:
+                    return m, True
+            return self.best, False
+
+    def record(self, mode: str, seconds_per_step: float) -> None:
+        with self._lock:
+            seen = self._seen.get(mode)
+            if seen is None or len(seen) >= self.samples:
+                return
+            seen.append(seconds_per_step)
+            if all(len(v) >= self.samples for v in self._seen.values()):
+                self.best = min(self.modes, key=lambda m: min(self._seen[m]))
+
+    def summary(self) -> dict:
+        """The current choice and the last measurements (microseconds per time step)."""
+        with self._lock:
+            return {"best": self.best,
+                    "us_per_step": {m: [round(v * 1e6, 1) for v in s] for m, s in self._seen.items()}}
+
+
+def _loop_mode(ws) -> Tuple[str, bool]:
+    """The thread mode for a training Function: (mode, record its time)."""
+    if torch.get_num_threads() <= 1:
+        return "serial", False
+    if LOOP_THREADS != "auto":
+        if LOOP_THREADS not in LOOP_MODES:
+            raise ValueError(f"bnlstm.fused.LOOP_THREADS must be 'auto' or one of {LOOP_MODES}, "
+                             f"not {LOOP_THREADS!r}")
+        return LOOP_THREADS, False
+    return ws.tuner.mode()
 
 
 # ------------------------------------------------------------------- workspace
@@ -131,7 +203,8 @@ def _use_count(t: Tensor) -> int:
 
 class Workspace:
     """The training Function's activation buffers, kept per model and reused by the
-    next step (CPU only; CUDA's caching allocator already reuses memory).
+    next step (CPU only; CUDA's caching allocator already reuses memory), and the
+    model's :class:`LoopTuner` (``.tuner``).
 
     Why: at T=784, B=H=100 one step's buffers (gates, W_hh h, c, tanh(BN(c)), the
     reverse loop's gradients) are ~470 MB. glibc hands blocks that big back to the OS
@@ -150,6 +223,7 @@ class Workspace:
     def __init__(self):
         self._bufs = {}
         self._lock = threading.Lock()
+        self.tuner = LoopTuner()
 
     def take(self, tag, like: Tensor, *shape: int) -> Tensor:
         """A tensor of ``shape`` with ``like``'s dtype and device, uninitialised."""
@@ -293,7 +367,7 @@ def _eval_rows(bn, T: int, device) -> Tensor:
 
 # ------------------------------------------------------------ training: Function
 class _Cfg:
-    __slots__ = ("full", "lowrank", "eps_h", "eps_c", "bn_h", "bn_c", "ws", "k")
+    __slots__ = ("full", "lowrank", "eps_h", "eps_c", "bn_h", "bn_c", "ws", "k", "mode", "record")
 
 
 class _LayerTrain(torch.autograd.Function):
@@ -330,7 +404,8 @@ class _LayerTrain(torch.autograd.Function):
             gc2 = gc * 2.0
             bc2 = bc * 2.0 if bc is not None else None
         h, c = h0, c0
-        with _serial():
+        t_start = time.perf_counter()
+        with _loop_threads(cfg.mode):
             for t in range(T):
                 if full:
                     wh = torch.mm(h, whT, out=whs[t])
@@ -377,6 +452,8 @@ class _LayerTrain(torch.autograd.Function):
             saved += [x, ws]
         ctx.cfg_full, ctx.cfg_lowrank = full, lowrank
         ctx.ws, ctx.k = ws_, k
+        ctx.mode, ctx.record = cfg.mode, cfg.record
+        ctx.t_fwd = time.perf_counter() - t_start
         if full:
             ctx.eps = (cfg.eps_h, cfg.eps_c)
             ctx.has_bc = bc is not None
@@ -385,6 +462,7 @@ class _LayerTrain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor):
+        t_start = time.perf_counter()
         full, lowrank = ctx.cfg_full, ctx.cfg_lowrank
         saved = list(ctx.saved_tensors)
         h0, c0, w_hh, act, cs, tcs, out, g_all = saved[:8]
@@ -429,7 +507,7 @@ class _LayerTrain(torch.autograd.Function):
             dwh_bs = dwh_buf.unbind(0)
         for hi in range(T, 0, -C):
             lo = max(0, hi - C)
-            with _serial():
+            with _loop_threads(ctx.mode):
                 for t in range(hi - 1, lo - 1, -1):
                     if dwh is not None:
                         dh = torch.addmm(douts[t], dwh, w_hh)
@@ -495,6 +573,8 @@ class _LayerTrain(torch.autograd.Function):
                 g_shift = dsh_all if full else dA.sum(1)
         elif need_p:
             g_p = dA
+        if ctx.record:
+            ctx.ws.tuner.record(ctx.mode, (ctx.t_fwd + time.perf_counter() - t_start) / T)
         return None, g_h0, g_c0, g_whh, g_gh, g_gc, g_bc, g_x, g_ws, g_shift, g_p
 
 
@@ -519,6 +599,7 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
     sv = _gate_scale(w_hh)
     ws, shift = _input_term(mod, k, x, True, sv)
     cfg.ws, cfg.k = workspace(mod), k
+    cfg.mode, cfg.record = _loop_mode(cfg.ws)
     if full:
         cfg.eps_h, cfg.eps_c = bn_hh.eps, bn_c.eps
         cfg.bn_h, cfg.bn_c = bn_hh, bn_c

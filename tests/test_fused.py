@@ -306,3 +306,66 @@ def test_workspace_not_copied_or_pickled():
     m2(torch.randn(5, 3, 1))[0].sum().backward()      # and it works after loading
     fused.workspace(m).clear()
     assert fused.workspace(m).nbytes() == 0
+
+
+# ------------------------------------------------------------------ loop threads
+@pytest.fixture
+def two_threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("mode", fused.LOOP_MODES)
+def test_every_loop_mode_matches_reference(mode, two_threads, monkeypatch):
+    monkeypatch.setattr(fused, "LOOP_THREADS", mode)
+    seen = []
+    real = fused._loop_threads
+
+    def spy(m):
+        seen.append(m)
+        return real(m)
+    monkeypatch.setattr(fused, "_loop_threads", spy)
+    _compare(dict(norm="full", max_length=6), (5, 8), input_size=1)
+    _compare(dict(norm="input"), (4,), input_size=3)
+    assert seen and set(seen) == {mode}
+    assert torch.get_num_threads() == 2            # restored after every loop
+
+
+def test_loop_threads_bad_value(monkeypatch, two_threads):
+    monkeypatch.setattr(fused, "LOOP_THREADS", "fast")
+    with pytest.raises(ValueError, match="LOOP_THREADS must be 'auto' or one of"):
+        BNLSTM(1, 4)(torch.randn(3, 2, 1))
+
+
+def test_loop_tuner_explores_then_keeps_the_fastest():
+    tuner = fused.LoopTuner(modes=("threads", "mkl", "serial"), samples=2, every=10)
+    fake = {"threads": 3e-4, "mkl": 2e-4, "serial": 5e-4}
+    got = []
+    for _ in range(10):
+        mode, rec = tuner.mode()
+        got.append((mode, rec))
+        if rec:
+            tuner.record(mode, fake[mode])
+    assert got[0] == ("mkl", False)                 # warm-up step, not measured
+    assert [m for m, r in got if r] == ["threads", "threads", "mkl", "mkl", "serial", "serial"]
+    assert tuner.best == "mkl" and got[-1] == ("mkl", False)
+    # the load changes: after `every` steps it measures again and follows
+    fake = {"threads": 9e-4, "mkl": 8e-4, "serial": 1e-4}
+    for _ in range(10):
+        mode, rec = tuner.mode()
+        if rec:
+            tuner.record(mode, fake[mode])
+    assert tuner.best == "serial"
+    assert tuner.summary()["us_per_step"]["serial"] == [100.0, 100.0]
+
+
+def test_loop_tuner_used_by_training(two_threads, monkeypatch):
+    monkeypatch.setattr(fused, "LOOP_THREADS", "auto")
+    m = BNLSTM(1, 4, norm="full")
+    for _ in range(8):
+        m(torch.randn(5, 3, 1))[0].sum().backward()
+    s = fused.workspace(m).tuner.summary()
+    assert all(len(v) == 2 and all(x > 0 for x in v) for v in s["us_per_step"].values()), s
+    assert s["best"] in fused.LoopTuner.available_modes()
