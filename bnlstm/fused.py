@@ -344,6 +344,57 @@ def _input_term(mod, k: int, x: Tensor, training: bool, sv: Optional[Tensor] = N
     return ws, shift
 
 
+class _InputBN(torch.autograd.Function):
+    """The input term in training for input size > 1: ``p_t = BN_t(x_t W^T) * sv + b``
+    (T, B, 4H) with per-step batch statistics, as one batched product with the BN
+    folded into per-step weights (statistics from Cov(x_t), as in :func:`_input_term`),
+    and a hand-written backward: autograd's chain through the folded statistics took
+    twice as long (T=28, I=28, B=H=100: 1.8 ms)."""
+
+    @staticmethod
+    def forward(ctx, x, w, gamma, b, sv, eps, bn):
+        T, B, I = x.shape
+        wT = w.t()                                                # (I, 4H)
+        mx = x.mean(1)                                            # (T, I)
+        xc = x - mx.unsqueeze(1)                                  # (T, B, I)
+        cov = torch.bmm(xc.transpose(1, 2), xc).div_(B)           # (T, I, I) biased
+        V = torch.mm(cov.view(T * I, I), wT).view(T, I, -1)       # (T, I, 4H) = Cov W^T
+        var = (V * wT).sum(1)                                     # (T, 4H) biased
+        _update_running(bn, mx @ wT, var, B, T)
+        istd = torch.rsqrt(var + eps)
+        s = istd * (gamma * sv)                                   # (T, 4H)
+        ws = wT.unsqueeze(0) * s.unsqueeze(1)                     # (T, I, 4H)
+        p = torch.bmm(xc, ws) if b is None else torch.baddbmm(b.view(1, 1, -1), xc, ws)
+        ctx.save_for_backward(xc, w, V, istd, s, sv)
+        return p
+
+    @staticmethod
+    def backward(ctx, G):
+        # p_tb = (xc_tb W^T) s_t + b,  s_t = gamma sv / sqrt(var_t + eps),
+        # var_t = diag(W Cov_t W^T),  Cov_t = xc_t^T xc_t / B,  xc = x - mean_b(x)
+        xc, w, V, istd, s, sv = ctx.saved_tensors
+        need_x, need_w, need_gamma, need_b = ctx.needs_input_grad[:4]
+        T, B, I = xc.shape
+        wT = w.t()
+        G = G.contiguous()
+        A = torch.bmm(xc.transpose(1, 2), G)                      # (T, I, 4H)
+        g_s = (A * wT).sum(1)                                     # (T, 4H) dL/ds
+        g_var = g_s * s * istd.square() * -0.5                    # ds/dvar = -s istd^2 / 2
+        g_x = g_w = g_gamma = g_b = None
+        if need_w:       # direct, and through var (dvar_t/dW^T = 2 Cov_t W^T = 2 V_t)
+            g_w = ((A * s.unsqueeze(1)).sum(0) + 2.0 * (V * g_var.unsqueeze(1)).sum(0)).t()
+        if need_gamma:
+            g_gamma = (g_s * istd).sum(0) * sv
+        if need_b:
+            g_b = G.sum((0, 1))
+        if need_x:
+            g_xc = torch.matmul(G * s.unsqueeze(1), w)            # (T, B, I)
+            g_cov = torch.matmul(wT.unsqueeze(0) * g_var.unsqueeze(1), w)   # W^T diag(g_var) W
+            g_xc.baddbmm_(xc, g_cov, alpha=2.0 / B)               # (g_cov is symmetric)
+            g_x = g_xc - g_xc.mean(1, keepdim=True)
+        return g_x, g_w, g_gamma, g_b, None, None, None
+
+
 _GATE_SCALE = {}
 
 
@@ -597,7 +648,8 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
     # the g gate's pre-activations enter the Function doubled (see its forward): its
     # rows of the input term, of gamma_h (full) or of W_hh (otherwise) are scaled by 2
     sv = _gate_scale(w_hh)
-    ws, shift = _input_term(mod, k, x, True, sv)
+    if cfg.lowrank or bn_ih is None:
+        ws, shift = _input_term(mod, k, x, True, sv)
     cfg.ws, cfg.k = workspace(mod), k
     cfg.mode, cfg.record = _loop_mode(cfg.ws)
     if full:
@@ -613,7 +665,11 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
         out, hT, cT = _LayerTrain.apply(cfg, h, c, w_hh, gh, gc, bc, x, ws.contiguous(),
                                         shift.contiguous(), None)
     else:
-        p = torch.baddbmm(shift.unsqueeze(1), x, ws)
+        if bn_ih is not None:
+            b = (b_ih + b_hh) * sv if b_ih is not None else None
+            p = _InputBN.apply(x, w_ih, bn_ih.weight, b, sv, bn_ih.eps, bn_ih)
+        else:
+            p = torch.baddbmm(shift.unsqueeze(1), x, ws)
         out, hT, cT = _LayerTrain.apply(cfg, h, c, w_hh, gh, gc, bc, None, None, None, p)
     return out, (hT, cT)
 

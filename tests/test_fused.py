@@ -369,3 +369,28 @@ def test_loop_tuner_used_by_training(two_threads, monkeypatch):
     s = fused.workspace(m).tuner.summary()
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in s["us_per_step"].values()), s
     assert s["best"] in fused.LoopTuner.available_modes()
+
+
+@pytest.mark.parametrize("with_bias", (True, False))
+def test_input_bn_function_gradcheck(with_bias):
+    # the hand-written backward of the input term for input size > 1
+    from bnlstm.model import SequenceBatchNorm
+    torch.manual_seed(0)
+    T, B, I, H = 3, 5, 3, 2
+    bn = SequenceBatchNorm(4 * H, max_length=T, dtype=torch.float64)
+    sv = fused._gate_scale(torch.empty(4 * H, H, dtype=torch.float64))
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4 * H, I, dtype=torch.float64, requires_grad=True)
+    gamma = (torch.rand(4 * H, dtype=torch.float64) + 0.1).requires_grad_()
+    b = torch.randn(4 * H, dtype=torch.float64, requires_grad=True) if with_bias else None
+
+    def f(x, w, gamma, *b):
+        return fused._InputBN.apply(x, w, gamma, b[0] if b else None, sv, 1e-5, bn)
+    args = (x, w, gamma) + ((b,) if with_bias else ())
+    assert torch.autograd.gradcheck(f, args)
+    # and without a gradient for x (the usual first layer): same weight gradients
+    x2 = x.detach()
+    g1 = torch.autograd.grad(f(x, w, gamma, *args[3:]).sin().sum(), (w, gamma))
+    g2 = torch.autograd.grad(f(x2, w, gamma, *args[3:]).sin().sum(), (w, gamma))
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(c, a)
