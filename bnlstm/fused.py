@@ -139,7 +139,7 @@ class LoopTuner:
     differently).
     """
 
-    def __init__(self, modes=None, samples: int = 2, every: int = 200):
+    def __init__(self, modes=None, samples: int = 3, every: int = 200):
         self.modes = tuple(modes) if modes is not None else self.available_modes()
         self.samples, self.every = samples, every
         self.best = "mkl" if "mkl" in self.modes else self.modes[0]
