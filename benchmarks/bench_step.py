@@ -238,7 +238,7 @@ def main():
         variants = list(VARIANTS)
         if not (args.with_reference or T <= 196):
             variants.remove("BNLSTM full (ref path)")
-        reps = args.reps or (2 if args.quick else {28: 15, 196: 5}.get(T, 3))
+        reps = args.reps or (2 if args.quick else {28: 25, 196: 7}.get(T, 7))
         runners = {}
         for v in variants:                     # first-step latency of a fresh model
             runners[v] = Runner(v, T, I, device)
@@ -336,7 +336,7 @@ def main():
     for _ in range(8):          # warm-up, and BNLSTM's loop tuner has measured its modes
         r.step()
     r.step(trace=Trace())       # one-time costs of the first probe step: not counted
-    blocks = 2 if args.quick else 4
+    blocks = 2 if args.quick else 6
     tot = {True: 0.0, False: 0.0}
     for _ in range(blocks):
         for probe in (False, True):
