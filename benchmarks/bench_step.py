@@ -246,8 +246,8 @@ def main():
         for v in variants:                     # one more warm-up each; BNLSTM's loop
             runners[v].step()                  # tuner measures its thread modes first
             tuner = fused.workspace(runners[v].model).tuner if v.startswith("BNLSTM") else None
-            for _ in range(2 + tuner.samples * len(tuner.modes) if tuner is not None else 0):
-                if tuner.calls >= 1 + tuner.samples * len(tuner.modes):
+            for _ in range(100 if tuner is not None else 0):
+                if tuner.calls == 0 or not tuner.summary()["measuring"]:
                     break      # (calls stays 0 where the model never uses the loops)
                 runners[v].step()
             if tuner is not None and tuner.calls > 1:
@@ -333,7 +333,10 @@ def main():
     # a direct measurement on the shortest sequence: blocks of N steps, with and without a probe
     T, I = configs[0]
     r = Runner("BNLSTM full", T, I, device)
-    for _ in range(8):          # warm-up, and BNLSTM's loop tuner has measured its modes
+    r.step()
+    for _ in range(100):        # warm-up, until BNLSTM's loop tuner has measured its modes
+        if not fused.workspace(r.model).tuner.summary()["measuring"]:
+            break
         r.step()
     r.step(trace=Trace())       # one-time costs of the first probe step: not counted
     blocks = 2 if args.quick else 6

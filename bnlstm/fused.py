@@ -131,53 +131,66 @@ class LoopTuner:
     to time because the best mode follows the machine's load.
 
     One per model (on its :class:`Workspace`). A training forward asks :meth:`mode`;
-    when its backward has run, the wall time of both loops per time step comes back
-    through :meth:`record`. After a reset (first use, or every ``every`` steps) each
-    mode runs ``samples`` steps; the mode with the lowest time is then used until the
-    next reset. The first step after a reset is not counted (it may allocate).
-    Numbers are the same in every mode up to rounding (reductions may split
-    differently).
+    when its backward has run, the wall time of its forward and backward comes back
+    through :meth:`record`. After a reset (first use; then once ``every`` steps and
+    ``every_seconds`` have both passed since the last choice) the modes take turns,
+    each until it has ``samples`` steps and ``min_seconds`` of them; the mode with
+    the lowest time per time step is then used until the next reset. The first step
+    after a reset is not counted (it may allocate). Numbers are the same in every
+    mode up to rounding (reductions may split differently).
     """
 
-    def __init__(self, modes=None, samples: int = 3, every: int = 200):
+    def __init__(self, modes=None, samples: int = 3, min_seconds: float = 0.25,
+                 every: int = 200, every_seconds: float = 60.0):
         self.modes = tuple(modes) if modes is not None else self.available_modes()
-        self.samples, self.every = samples, every
+        self.samples, self.min_seconds = samples, min_seconds
+        self.every, self.every_seconds = every, every_seconds
         self.best = "mkl" if "mkl" in self.modes else self.modes[0]
         self.calls = 0
-        self._seen = {m: [] for m in self.modes}
+        self._seen = {m: [] for m in self.modes}      # seconds per time step
+        self._spent = {m: 0.0 for m in self.modes}    # seconds
+        self._chosen_at = None                        # (calls, time) of the last choice
         self._lock = threading.Lock()
 
     @staticmethod
     def available_modes():
         return LOOP_MODES if _mkl_set_local_threads() is not None else ("threads", "serial")
 
+    def _done(self, m) -> bool:
+        return len(self._seen[m]) >= self.samples and self._spent[m] >= self.min_seconds
+
     def mode(self) -> Tuple[str, bool]:
         """The mode for the next training step, and whether its time is to be recorded."""
         with self._lock:
-            c = self.calls % self.every
             self.calls += 1
-            if c == 0:
-                for v in self._seen.values():
-                    v.clear()
+            if self.calls == 1 or (
+                    self._chosen_at is not None and self.calls - self._chosen_at[0] >= self.every
+                    and time.monotonic() - self._chosen_at[1] >= self.every_seconds):
+                for m in self.modes:
+                    self._seen[m].clear()
+                    self._spent[m] = 0.0
+                self._chosen_at = None
                 return self.best, False             # warm-up step: not counted
-            for m in self.modes:
-                if len(self._seen[m]) < self.samples:
-                    return m, True
-            return self.best, False
+            if self._chosen_at is not None:
+                return self.best, False
+            todo = [m for m in self.modes if not self._done(m)]
+            return min(todo, key=lambda m: len(self._seen[m])), True   # take turns
 
-    def record(self, mode: str, seconds_per_step: float) -> None:
+    def record(self, mode: str, seconds: float, steps: int) -> None:
+        """``seconds`` of forward and backward over ``steps`` time steps in ``mode``."""
         with self._lock:
-            seen = self._seen.get(mode)
-            if seen is None or len(seen) >= self.samples:
+            if self._chosen_at is not None or mode not in self._seen or self._done(mode):
                 return
-            seen.append(seconds_per_step)
-            if all(len(v) >= self.samples for v in self._seen.values()):
+            self._seen[mode].append(seconds / max(steps, 1))
+            self._spent[mode] += seconds
+            if all(self._done(m) for m in self.modes):
                 self.best = min(self.modes, key=lambda m: min(self._seen[m]))
+                self._chosen_at = (self.calls, time.monotonic())
 
     def summary(self) -> dict:
         """The current choice and the last measurements (microseconds per time step)."""
         with self._lock:
-            return {"best": self.best,
+            return {"best": self.best, "measuring": self._chosen_at is None,
                     "us_per_step": {m: [round(v * 1e6, 1) for v in s] for m, s in self._seen.items()}}
 
 
@@ -625,7 +638,7 @@ class _LayerTrain(torch.autograd.Function):
         elif need_p:
             g_p = dA
         if ctx.record:
-            ctx.ws.tuner.record(ctx.mode, (ctx.t_fwd + time.perf_counter() - t_start) / T)
+            ctx.ws.tuner.record(ctx.mode, ctx.t_fwd + time.perf_counter() - t_start, T)
         return None, g_h0, g_c0, g_whh, g_gh, g_gc, g_bc, g_x, g_ws, g_shift, g_p
 
 

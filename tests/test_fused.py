@@ -339,35 +339,46 @@ def test_loop_threads_bad_value(monkeypatch, two_threads):
         BNLSTM(1, 4)(torch.randn(3, 2, 1))
 
 
-def test_loop_tuner_explores_then_keeps_the_fastest():
-    tuner = fused.LoopTuner(modes=("threads", "mkl", "serial"), samples=2, every=10)
-    fake = {"threads": 3e-4, "mkl": 2e-4, "serial": 5e-4}
+def test_loop_tuner_explores_then_keeps_the_fastest(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(fused.time, "monotonic", lambda: clock[0])
+    tuner = fused.LoopTuner(modes=("threads", "mkl", "serial"), samples=2, min_seconds=0.005,
+                            every=10, every_seconds=5.0)
+    fake = {"threads": 3e-3, "mkl": 2e-3, "serial": 5e-3}   # seconds per call of 10 steps
     got = []
-    for _ in range(10):
+    for _ in range(12):
         mode, rec = tuner.mode()
         got.append((mode, rec))
         if rec:
-            tuner.record(mode, fake[mode])
+            tuner.record(mode, fake[mode], 10)
     assert got[0] == ("mkl", False)                 # warm-up step, not measured
-    assert [m for m, r in got if r] == ["threads", "threads", "mkl", "mkl", "serial", "serial"]
+    measured = [m for m, r in got if r]
+    # turns taken; each mode until 2 samples and 0.005 s: mkl needs a third sample
+    assert measured[:6] == ["threads", "mkl", "serial"] * 2 and measured[6:] == ["mkl"]
     assert tuner.best == "mkl" and got[-1] == ("mkl", False)
-    # the load changes: after `every` steps it measures again and follows
-    fake = {"threads": 9e-4, "mkl": 8e-4, "serial": 1e-4}
-    for _ in range(10):
+    assert tuner.summary()["us_per_step"]["mkl"] == [200.0, 200.0, 200.0]
+    # the load changes; after `every` steps it waits for `every_seconds` too
+    fake = {"threads": 9e-3, "mkl": 8e-3, "serial": 1e-3}
+    for _ in range(20):
+        mode, rec = tuner.mode()
+        assert (mode, rec) == ("mkl", False)
+    clock[0] = 6.0
+    for _ in range(20):
         mode, rec = tuner.mode()
         if rec:
-            tuner.record(mode, fake[mode])
-    assert tuner.best == "serial"
-    assert tuner.summary()["us_per_step"]["serial"] == [100.0, 100.0]
+            tuner.record(mode, fake[mode], 10)
+    assert tuner.best == "serial" and not tuner.summary()["measuring"]
 
 
 def test_loop_tuner_used_by_training(two_threads, monkeypatch):
     monkeypatch.setattr(fused, "LOOP_THREADS", "auto")
     m = BNLSTM(1, 4, norm="full")
     tuner = fused.workspace(m).tuner
+    tuner.min_seconds = 0.0
     for _ in range(1 + tuner.samples * len(tuner.modes)):
         m(torch.randn(5, 3, 1))[0].sum().backward()
     s = tuner.summary()
+    assert not s["measuring"], s
     assert all(len(v) == tuner.samples and all(x > 0 for x in v)
                for v in s["us_per_step"].values()), s
     assert s["best"] in fused.LoopTuner.available_modes()
