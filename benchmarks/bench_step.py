@@ -6,7 +6,7 @@ pixel MNIST runs). Variants are timed round-robin in one process (repeats
 interleaved, medians reported), so that the ratios to nn.LSTM are measured under
 the same machine load; absolute times on a shared machine drift.
 
-    python benchmarks/bench_step.py            # full run (about 3-5 min on 2 cores)
+    python benchmarks/bench_step.py            # full run (about 1.5-2 min on 2 cores)
     python benchmarks/bench_step.py --quick    # smoke run
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/bench_step.py
     python benchmarks/bench_step.py --device cuda

@@ -194,8 +194,10 @@ class LoopTuner:
                     "us_per_step": {m: [round(v * 1e6, 1) for v in s] for m, s in self._seen.items()}}
 
 
-def _loop_mode(ws) -> Tuple[str, bool]:
-    """The thread mode for a training Function: (mode, record its time)."""
+def _loop_mode(ws, device) -> Tuple[str, bool]:
+    """The thread mode for a training Function on ``device``: (mode, record its time)."""
+    if device.type != "cpu":
+        return "threads", False        # GPU kernels: the CPU thread count does not matter
     if torch.get_num_threads() <= 1:
         return "serial", False
     if LOOP_THREADS != "auto":
@@ -664,7 +666,7 @@ def layer_forward(mod, k: int, x: Tensor, h: Tensor, c: Tensor):
     if cfg.lowrank or bn_ih is None:
         ws, shift = _input_term(mod, k, x, True, sv)
     cfg.ws, cfg.k = workspace(mod), k
-    cfg.mode, cfg.record = _loop_mode(cfg.ws)
+    cfg.mode, cfg.record = _loop_mode(cfg.ws, x.device)
     if full:
         cfg.eps_h, cfg.eps_c = bn_hh.eps, bn_c.eps
         cfg.bn_h, cfg.bn_c = bn_hh, bn_c
