@@ -40,7 +40,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none", "Workspace", "workspace"]
+__all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none", "Workspace", "workspace",
+           "release_workspaces", "LoopTuner"]
 
 #: Module-level switch: False makes BNLSTM take the reference per-step path everywhere.
 ENABLED = True
@@ -271,6 +272,18 @@ class Workspace:
 
     def __setstate__(self, state):
         self.__init__()
+
+
+def release_workspaces(module) -> int:
+    """Frees the kept buffers of every BNLSTM in ``module`` (e.g. when a run ends);
+    returns the bytes released. Training again simply allocates them again."""
+    freed = 0
+    for m in module.modules():
+        ws = m.__dict__.get("_fused_workspace")
+        if ws is not None:
+            freed += ws.nbytes()
+            ws.clear()
+    return freed
 
 
 def workspace(mod) -> Workspace:

@@ -201,6 +201,13 @@ class Trainer:
                         "message": f"{type(exc).__name__}: {exc}",
                         "traceback": traceback.format_exc()})
             self._set_state("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            release = getattr(self.experiment, "release", None)
+            if release is not None:   # optional: the experiment frees what it kept between steps
+                try:
+                    release()
+                except Exception:     # never hides the run's own outcome
+                    pass
         return self.state
 
     def _finish(self) -> None:

@@ -229,6 +229,12 @@ def test_short_cpu_run_on_mnist_rows_learns(mnist, tmp_path):
     exp.setup()
     exp.load_state_dict(ckpt["model"])
     assert exp.evaluate("val")["acc"] == pytest.approx(tr.best["acc"])
+    # the ended run does not keep the fast path's training buffers
+    from bnlstm import fused
+    assert fused.workspace(tr.experiment.model.rnn).nbytes() == 0
+    exp.train_step()
+    assert fused.workspace(exp.model.rnn).nbytes() > 0
+    assert fused.release_workspaces(exp.model) > 0 and fused.workspace(exp.model.rnn).nbytes() == 0
 
 
 def test_seeded_cpu_runs_repeat_exactly(mnist):
