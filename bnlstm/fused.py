@@ -577,7 +577,7 @@ class _LayerTrain(torch.autograd.Function):
         dh = douts[T - 1] + d_hT
         dc = d_cT
         dwh = None
-        # Steps run in chunks of C, each with intra-op threads off (_serial); in "full"
+        # Steps run in chunks of C, each in the thread mode of the forward; in "full"
         # mode the chunk's dwh_t land in dwh_buf and dW_hh += sum_t dwh_t^T h_{t-1} is
         # one matmul per chunk, with threads, after the chunk.
         C = min(T, _BWD_CHUNK)
