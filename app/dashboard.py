@@ -244,9 +244,22 @@ class Dashboard(param.Parameterized):
                                                     css_classes=["w-device"])
         self.w_val_limit = self._typed_input("val_limit", "Validation digits (0: all)",
                                              "w-val-limit", step=500)
-        advanced = pn.Param(cfg, parameters=["num_layers", "init", "forget_bias", "h0_noise",
-                                             "momentum", "optimizer", "test_at_end", "reestimate"],
-                            show_name=False, sizing_mode="stretch_width")
+        # number boxes checked on the server (not pn.Param's, which clamp in the browser)
+        advanced = pn.Column(
+            self._typed_input("num_layers", P.num_layers.label, "w-num-layers", step=1),
+            pn.widgets.Select.from_param(P.init, name=P.init.label, css_classes=["w-init"]),
+            self._typed_input("forget_bias", P.forget_bias.label, "w-forget-bias", step=0.5,
+                              number=float),
+            self._typed_input("h0_noise", P.h0_noise.label, "w-h0-noise", step=0.05,
+                              number=float),
+            self._typed_input("momentum", P.momentum.label, "w-momentum", step=0.05,
+                              number=float),
+            pn.widgets.Select.from_param(P.optimizer, name=P.optimizer.label,
+                                         css_classes=["w-optimizer"]),
+            pn.widgets.Checkbox.from_param(P.test_at_end, name=P.test_at_end.label,
+                                           css_classes=["w-test-at-end"]),
+            self._typed_input("reestimate", P.reestimate.label, "w-reestimate", step=10),
+            sizing_mode="stretch_width")
         self.new_run_card = pn.Card(
             self.w_model, self.w_task, self.w_gamma, self.w_gamma_value,
             pn.pane.HTML("<b>Statistics</b>", margin=(5, 10, 0, 10)), self.w_stats,
@@ -329,16 +342,18 @@ class Dashboard(param.Parameterized):
                                          width=420, css_classes=["w-focus"])
         self.w_focus.param.watch(lambda e: self._refresh_focus(force=True), "value")
 
-    def _typed_input(self, name: str, label: str, css: str, step: int) -> pn.widgets.IntInput:
+    def _typed_input(self, name: str, label: str, css: str, step, number=int):
         """A number box whose value the server checks against the setting's bounds.
 
         No bounds in the browser (which would silently clamp what is typed): an invalid
         value gets a visible message that says what is allowed, and the box goes back
-        to the setting's current value.
+        to the setting's current value. ``number``: int (IntInput) or float (FloatInput).
         """
         par = TrainConfig.param[name]
-        w = pn.widgets.IntInput(name=label, value=getattr(self.config, name), step=step,
-                                css_classes=[css], description=par.doc)
+        kind = pn.widgets.IntInput if number is int else pn.widgets.FloatInput
+        w = kind(name=label, value=getattr(self.config, name), step=step,
+                 css_classes=[css], description=par.doc)
+        what = "a whole number" if number is int else "a number"
 
         def _from_box(event, name=name, w=w, label=label):
             if event.new == getattr(self.config, name):
@@ -349,8 +364,8 @@ class Dashboard(param.Parameterized):
                 lo, hi = par.bounds or (None, None)
                 allowed = (f"at least {lo}" if hi is None else f"between {lo} and {hi}")
                 shown = "an empty box" if event.new is None else repr(event.new)
-                self._input_problem(f"{label}: {shown} is not valid (it must be a whole "
-                                    f"number {allowed}); kept {getattr(self.config, name)}.")
+                self._input_problem(f"{label}: {shown} is not valid (it must be {what} "
+                                    f"{allowed}); kept {getattr(self.config, name)}.")
                 w.value = getattr(self.config, name)
                 return
             if self.input_alert.visible:

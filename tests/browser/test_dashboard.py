@@ -257,6 +257,34 @@ def test_invalid_typed_value_shows_message(open_app):
     assert page.console_errors == [], page.console_errors[:3]
 
 
+def test_more_settings_check_typed_numbers(open_app):
+    page = open_app(FAST)
+    page.get_by_text("More (init, layers, optimizer...)").click()
+    box = page.locator(".w-momentum input")
+    box.wait_for(state="visible", timeout=20_000)
+    box.fill("5")
+    box.press("Enter")
+    alert = page.locator(".input-alert")
+    alert.wait_for(state="visible", timeout=20_000)
+    text = " ".join(page.locator(".input-alert p").all_inner_texts())
+    assert "Momentum" in text and "5" in text and "between 0.0 and 1.0" in text, text
+    end = time.time() + 10
+    while box.input_value() != "0.1" and time.time() < end:
+        time.sleep(0.2)
+    assert box.input_value() == "0.1"                  # not silently clamped to 1.0
+    layers = page.locator(".w-num-layers input")
+    layers.fill("2")
+    layers.press("Enter")
+    alert.wait_for(state="hidden", timeout=20_000)
+    end = time.time() + 10                             # the valid one reaches the link
+    while "num_layers=2" not in page.url and time.time() < end:
+        time.sleep(0.2)
+    assert "num_layers=2" in page.url, page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".card-new-run").screenshot(path=str(ARTIFACTS / "more-settings.png"))
+    assert page.console_errors == [], page.console_errors[:3]
+
+
 NOTE_JS = """() => { const out = [];
   for (const m of Bokeh.documents[0].all_models)       // Label annotations (and titles)
     if (typeof m.text === 'string' && m.text) out.push(m.text);
