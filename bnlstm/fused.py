@@ -39,6 +39,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["ENABLED", "disabled", "layer_forward", "lstm_none", "Workspace", "workspace",
            "release_workspaces", "LoopTuner"]
@@ -397,6 +398,7 @@ class _InputBN(torch.autograd.Function):
         return p
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, G):
         # p_tb = (xc_tb W^T) s_t + b,  s_t = gamma sv / sqrt(var_t + eps),
         # var_t = diag(W Cov_t W^T),  Cov_t = xc_t^T xc_t / B,  xc = x - mean_b(x)
@@ -540,6 +542,7 @@ class _LayerTrain(torch.autograd.Function):
         return out, out[T - 1].clone(), cs[T - 1].clone()
 
     @staticmethod
+    @once_differentiable     # no double backward: say so instead of a silently wrong one
     def backward(ctx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor):
         t_start = time.perf_counter()
         full, lowrank = ctx.cfg_full, ctx.cfg_lowrank

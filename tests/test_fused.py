@@ -407,3 +407,19 @@ def test_input_bn_function_gradcheck(with_bias):
     g2 = torch.autograd.grad(f(x2, w, gamma, *args[3:]).sin().sum(), (w, gamma))
     for a, c in zip(g1, g2):
         torch.testing.assert_close(c, a)
+
+
+def test_double_backward_is_refused_on_the_fast_path_and_works_on_the_reference():
+    torch.manual_seed(0)
+    m = BNLSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+
+    def penalty():
+        out, _ = m(x)
+        g, = torch.autograd.grad(out.pow(2).sum(), m.weight_hh_l0, create_graph=True)
+        g.pow(2).sum().backward()
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        penalty()
+    with fused.disabled():
+        penalty()
+    assert m.weight_hh_l0.grad is not None and torch.isfinite(m.weight_hh_l0.grad).all()
