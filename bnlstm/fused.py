@@ -7,22 +7,30 @@ same function (to rounding), with the same running-statistics updates, only fast
   per layer and sequence. Autograd records nothing inside the loop; the forward keeps
   only what the hand-written reverse loop needs (activated gates, ``W_hh h_{t-1}``,
   ``c_t``, ``tanh(BN(c_t))``, the outputs and the per-step batch mean / inverse std of
-  the two in-loop BNs), and the reverse loop uses PyTorch's fused kernels
+  the two in-loop BNs). One sigmoid covers all four gates (``tanh(z) = 2 sigmoid(2z) -
+  1``, the g rows scaled by 2 outside the Function) and one sigmoid backward all four
+  gate gradients; the reverse loop uses PyTorch's fused kernels
   (``native_batch_norm_backward``, ``sigmoid_backward``, ``tanh_backward``) writing
-  into preallocated buffers; the weight gradients are one matmul over all steps.
+  into preallocated buffers; ``dW_hh`` is one matmul per 64 steps; the running
+  statistics are updated once, after the loop.
 - **The input term** ``BN(W_x x_t)`` never exists as a ``(T, B, 4H)`` tensor when the
   input size is 1 (pixel MNIST): its per-step batch statistics follow from those of
   ``x`` (``mean(W x) = W mean(x)``, ``var(W x) = diag(W Cov(x) W^T)``), so it folds into
   a per-step weight ``W_s[t] = W^T * gamma_x / std_t`` and shift, applied inside the loop
   as one ``addcmul``. Those small ``(T, I, 4H)`` / ``(T, 4H)`` tensors are built with
   ordinary autograd ops, so their backward (through the statistics) is autograd's. For
-  larger inputs the term is one batched ``baddbmm`` before the loop.
+  larger inputs the term is one batched ``baddbmm`` before the loop, with the same
+  folded statistics and a hand-written backward (:class:`_InputBN`).
 - **Evaluation**: every BN is a fixed per-step affine map; it is folded in, and the loop
   is a plain autograd loop of few ops.
 - **Buffers** of the training Function are reused from step to step (CPU), see
   :class:`Workspace`: fresh ones cost page faults that were a quarter of a step at T=784.
+- **Threads**: with 2+ torch threads the loops' thread mode is chosen by measurement
+  (:class:`LoopTuner`, :data:`LOOP_THREADS`, :func:`_loop_threads`).
 - ``norm="none"`` (no trace) goes to ``torch._VF.lstm``, nn.LSTM's own kernel
   (see :func:`lstm_none`).
+- No double backward: the Functions are ``once_differentiable`` (the reference path
+  supports ``create_graph=True``).
 
 ``ENABLED`` (or the :func:`disabled` context manager) switches all of it off, so that
 tests and benchmarks can compare against the reference loop.
