@@ -533,9 +533,10 @@ class _LayerTrain(torch.autograd.Function):
         if full:
             mean_h, istd_h = torch.stack(mean_h), torch.stack(istd_h)      # (T, 4H)
             mean_c, istd_c = torch.stack(mean_c), torch.stack(istd_c)      # (T, H)
-            # running statistics of all steps at once (biased var = 1 / istd^2 - eps)
-            _update_running(cfg.bn_h, mean_h, istd_h.pow(-2).sub_(eh), B, T)
-            _update_running(cfg.bn_c, mean_c, istd_c.pow(-2).sub_(ec), B, T)
+            # running statistics of all steps at once (biased var = 1 / istd^2 - eps,
+            # which rounding can take a hair below 0 when the batch variance is 0)
+            _update_running(cfg.bn_h, mean_h, istd_h.pow(-2).sub_(eh).clamp_min_(0.0), B, T)
+            _update_running(cfg.bn_c, mean_c, istd_c.pow(-2).sub_(ec).clamp_min_(0.0), B, T)
             saved += [gh, gc, wh_all, mean_h, istd_h, mean_c, istd_c]
         if lowrank:
             saved += [x, ws]
