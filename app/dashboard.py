@@ -570,7 +570,7 @@ class Dashboard(param.Parameterized):
         for run in runs:
             run.submit()
         self.new_run_hint.visible = False
-        self.b_pause.name = "Pause"
+        self._show_paused(False)
         self._update_status(force=True)
 
     def start(self) -> Optional[DashboardRun]:
@@ -592,13 +592,16 @@ class Dashboard(param.Parameterized):
         if self.b_pause.name == "Pause":
             for r in live:
                 r.pause()
-            self.b_pause.name = "Resume"
-            self.b_pause.icon = "player-play"
+            self._show_paused(True)
         else:
             for r in live:
                 r.resume()
-            self.b_pause.name = "Pause"
-            self.b_pause.icon = "player-pause"
+            self._show_paused(False)
+
+    def _show_paused(self, paused: bool) -> None:
+        """The Pause button offers Resume (and a play icon) while runs are paused."""
+        self.b_pause.name, self.b_pause.icon = (("Resume", "player-play") if paused
+                                                else ("Pause", "player-pause"))
 
     def step(self) -> None:
         live = [r for r in self.runs if r.live]
@@ -608,16 +611,14 @@ class Dashboard(param.Parameterized):
         else:
             for r in live:
                 r.step_once()
-        self.b_pause.name = "Resume"
-        self.b_pause.icon = "player-play"
+        self._show_paused(True)
 
     def stop(self) -> None:
         log(f"stop pressed: {len([r for r in self.runs if r.live])} live run(s)")
         for r in self.runs:
             if r.live:
                 r.stop()
-        self.b_pause.name = "Pause"
-        self.b_pause.icon = "player-pause"
+        self._show_paused(False)
 
     def reset(self) -> None:
         for r in self.runs:
@@ -632,8 +633,7 @@ class Dashboard(param.Parameterized):
         self.fail_alert.visible = False
         self.data_alert.visible = False
         self.new_run_hint.visible = False
-        self.b_pause.name = "Pause"
-        self.b_pause.icon = "player-pause"
+        self._show_paused(False)
         self._refresh_run_lists()
         self._update_status(force=True)
 
