@@ -344,6 +344,19 @@ def _update_running(bn, mean: Tensor, var: Tensor, B: int, T: int) -> None:
 
 
 # ------------------------------------------------------------------- input term
+def _projected_stats(x: Tensor, wT: Tensor):
+    """Per-step batch mean and biased variance of ``x_t @ wT`` without forming it, from
+    those of ``x`` (T, B, I): ``mean = mean(x) W^T``, ``var = diag(W Cov(x) W^T)``.
+    Returns ``mean, var`` (T, 4H) and, for a backward, ``xc = x - mean(x)`` (T, B, I)
+    and ``V = Cov(x) W^T`` (T, I, 4H). Plain differentiable ops."""
+    T, B, I = x.shape
+    mx = x.mean(1)                                                # (T, I)
+    xc = x - mx.unsqueeze(1)                                      # (T, B, I)
+    cov = torch.bmm(xc.transpose(1, 2), xc) / B                   # (T, I, I) biased
+    V = torch.mm(cov.reshape(T * I, I), wT).view(T, I, -1)        # (T, I, 4H)
+    return mx @ wT, (V * wT).sum(1), xc, V
+
+
 def _input_term(mod, k: int, x: Tensor, training: bool, sv: Optional[Tensor] = None):
     """The folded input term of layer ``k``: per-step weight ``ws`` (T, I, 4H) and shift
     (T, 4H) such that ``BN(W_x x_t) + b = x_t @ ws[t] + shift[t]`` (autograd ops), each
@@ -361,11 +374,7 @@ def _input_term(mod, k: int, x: Tensor, training: bool, sv: Optional[Tensor] = N
         shift = (b if b is not None else w_ih.new_zeros(w_ih.shape[0])).expand(T, -1)
         return ws, shift
     if training:
-        mx = x.mean(1)                                            # (T, I)
-        xc = x - mx.unsqueeze(1)
-        cov = torch.bmm(xc.transpose(1, 2), xc) / B               # (T, I, I) biased
-        mean = mx @ wT                                            # (T, 4H)
-        var = (torch.matmul(cov, wT) * wT).sum(1)                 # (T, 4H) biased
+        mean, var, _, _ = _projected_stats(x, wT)
         _update_running(bn_ih, mean.detach(), var.detach(), B, T)
         scale = bn_ih.weight * torch.rsqrt(var + bn_ih.eps)       # (T, 4H)
     else:
@@ -390,14 +399,10 @@ class _InputBN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, gamma, b, sv, eps, bn):
-        T, B, I = x.shape
+        T, B, _ = x.shape
         wT = w.t()                                                # (I, 4H)
-        mx = x.mean(1)                                            # (T, I)
-        xc = x - mx.unsqueeze(1)                                  # (T, B, I)
-        cov = torch.bmm(xc.transpose(1, 2), xc).div_(B)           # (T, I, I) biased
-        V = torch.mm(cov.view(T * I, I), wT).view(T, I, -1)       # (T, I, 4H) = Cov W^T
-        var = (V * wT).sum(1)                                     # (T, 4H) biased
-        _update_running(bn, mx @ wT, var, B, T)
+        mean, var, xc, V = _projected_stats(x, wT)
+        _update_running(bn, mean, var, B, T)
         istd = torch.rsqrt(var + eps)
         s = istd * (gamma * sv)                                   # (T, 4H)
         ws = wT.unsqueeze(0) * s.unsqueeze(1)                     # (T, I, 4H)
