@@ -137,6 +137,18 @@ class Runner:
         return loss
 
 
+def settle_tuner(runner, max_steps=100):
+    """Steps ``runner`` (a BNLSTM variant) until its loop tuner has measured every
+    thread mode; returns the tuner. Its call count stays 0 where the model never
+    uses the loops (norm="none", one torch thread): nothing to wait for."""
+    tuner = fused.workspace(runner.model).tuner
+    for _ in range(max_steps):
+        if tuner.calls == 0 or not tuner.summary()["measuring"]:
+            break
+        runner.step()
+    return tuner
+
+
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -245,13 +257,10 @@ def main():
             first[(T, v)] = timed(runners[v].step, device)
         for v in variants:                     # one more warm-up each; BNLSTM's loop
             runners[v].step()                  # tuner measures its thread modes first
-            tuner = fused.workspace(runners[v].model).tuner if v.startswith("BNLSTM") else None
-            for _ in range(100 if tuner is not None else 0):
-                if tuner.calls == 0 or not tuner.summary()["measuring"]:
-                    break      # (calls stays 0 where the model never uses the loops)
-                runners[v].step()
-            if tuner is not None and tuner.calls > 1:
-                tuned[(T, v)] = tuner.best
+            if v.startswith("BNLSTM"):
+                tuner = settle_tuner(runners[v])
+                if tuner.calls > 1:
+                    tuned[(T, v)] = tuner.best
         times = {v: [] for v in variants}
         for _ in range(reps):                  # round-robin
             for v in variants:
@@ -334,10 +343,7 @@ def main():
     T, I = configs[0]
     r = Runner("BNLSTM full", T, I, device)
     r.step()
-    for _ in range(100):        # warm-up, until BNLSTM's loop tuner has measured its modes
-        if not fused.workspace(r.model).tuner.summary()["measuring"]:
-            break
-        r.step()
+    settle_tuner(r)             # warm-up, until BNLSTM's loop tuner has measured its modes
     r.step(trace=Trace())       # one-time costs of the first probe step: not counted
     blocks = 2 if args.quick else 6
     tot = {True: 0.0, False: 0.0}
