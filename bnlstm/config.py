@@ -19,7 +19,7 @@ import param
 from .model import INITS
 
 TASK_NAMES = ("row", "pixel14", "pixel7", "pixel", "permuted")
-MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full", "bn-tanh-rnn": "full"}
+MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full", "bn-tanh-rnn": "sum"}
 MODEL_LABELS = {"lstm": "LSTM", "bnlstm-input": "BN on input only", "bnlstm": "BN-LSTM (full)",
                 "bn-tanh-rnn": "BN tanh-RNN (Fig. 1a)"}
 
@@ -35,7 +35,8 @@ class TrainConfig(param.Parameterized):
     model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
         "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
         "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell); bn-tanh-rnn: the batch-"
-        "normalized tanh RNN of the paper's Figure 1a (gradient flow against gamma)."))
+        "normalized tanh RNN of the paper's Figure 1a, as the authors built it: one BN over "
+        "W_h h + W_x x (gradient flow against gamma)."))
     gamma_init = param.Number(default=0.1, bounds=(1e-3, 2.0), softbounds=(0.01, 1.0), doc=(
         "Initial BN scale gamma (paper: 0.1). Near 1 the tanh inputs have unit variance, tanh "
         "saturates and gradients vanish through time."))
@@ -47,7 +48,9 @@ class TrainConfig(param.Parameterized):
     num_layers = param.Integer(default=1, bounds=(1, 8), softbounds=(1, 3), doc="Stacked LSTM layers.")
     init = param.Selector(default="paper", objects=list(INITS), doc=(
         "Weight init: paper (orthogonal W_x, identity W_h), authors (identity only for the g "
-        "block), orthogonal, pytorch (nn.LSTM's uniform)."))
+        "block; for the tanh RNN the same as paper), orthogonal, pytorch (nn.LSTM's uniform). "
+        "In the BN tanh-RNN identity vs orthogonal W_h decides whether gradients vanish or "
+        "grow through time."))
     forget_bias = param.Number(default=1.0, bounds=(-10.0, 10.0), doc=(
         "Initial forget-gate bias (the authors' code: 1)."))
     h0_noise = param.Number(default=0.1, bounds=(0.0, 10.0), doc=(

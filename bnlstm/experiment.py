@@ -22,6 +22,8 @@ from .model import BNLSTM, BNTanhRNN, Trace
 SATURATION_DERIVATIVE = 0.1
 SATURATION_X = math.atanh(math.sqrt(1.0 - SATURATION_DERIVATIVE))
 HIST_EDGES = np.linspace(-5.0, 5.0, 41)      # histogram bins of the tanh inputs
+UNIT_EDGES = np.linspace(-1.0, 1.0, 41)      # histogram bins of the tanh outputs over the batch
+UNIT_STEPS = 64                               # at most this many steps carry that histogram
 PROBE_UNITS = 8                               # units per term sent in probe records (Fig. 5 shows 30)
 
 
@@ -47,7 +49,7 @@ class SequenceClassifier(nn.Module):
     Shape: ``x`` (B, T, F) -> logits (B, n_classes).
     """
 
-    def __init__(self, rnn: BNLSTM, n_classes: int = 10):
+    def __init__(self, rnn: nn.Module, n_classes: int = 10):
         super().__init__()
         self.rnn = rnn
         self.head = nn.Linear(rnn.hidden_size, n_classes)
@@ -62,9 +64,9 @@ def build_model(config: TrainConfig, seq_len: int, input_size: int) -> SequenceC
     norm = config.norm
     if config.model == "bn-tanh-rnn":
         return SequenceClassifier(BNTanhRNN(
-            input_size, config.hidden, batch_first=True, norm=norm, stats=config.stats,
-            gamma_init=config.gamma_init, max_length=seq_len, momentum=config.momentum,
-            h0_noise=config.h0_noise))
+            input_size, config.hidden, batch_first=True, norm=norm, init=config.init,
+            stats=config.stats, gamma_init=config.gamma_init, max_length=seq_len,
+            momentum=config.momentum, h0_noise=config.h0_noise))
     rnn = BNLSTM(input_size, config.hidden, num_layers=config.num_layers, batch_first=True,
                  norm=norm, stats=config.stats, gamma_init=config.gamma_init, max_length=seq_len,
                  momentum=config.momentum, init=config.init, forget_bias=config.forget_bias,
@@ -90,7 +92,14 @@ def probe_summary(trace: Trace, rnn: BNLSTM, layer: int = -1) -> Dict[str, Any]:
     - ``hist[name]``: counts of the tanh inputs (``g``: the g gate, ``c_out``: the cell
       output) over ``HIST_EDGES``, as fractions; ``saturation[name]``: the fraction of
       saturated units (|x| > SATURATION_X); ``saturation_t[name]``: the same per step ``(T,)``.
-    - ``grad_h``: ``(T,)`` norms ``||dLoss/dh_t||`` (the paper's Figure 1a).
+    - ``units``: the distribution over the batch of the g gate's tanh output (for the tanh
+      RNN: of ``h_t`` itself), pooled over units: ``steps`` (S,) (every step, or
+      ``UNIT_STEPS`` of them spread evenly), ``edges`` ``UNIT_EDGES``, ``frac`` (S, 40)
+      fractions; ``kurtosis`` (T,): its batch kurtosis averaged over units (3 for a
+      Gaussian, 1 for two equal points; NaN where the batch has no spread). At gamma 1 in
+      the BN tanh-RNN with identity W_h it falls to 1: the batch collapses onto two values.
+    - ``grad_h``: ``(T,)`` the mean over the batch of each example's ``||dLoss/dh_t||``,
+      as the authors plotted the paper's Figure 1a.
     """
     k = layer % len(trace.layers)
     rec = trace.layers[k]
@@ -127,9 +136,34 @@ def probe_summary(trace: Trace, rnn: BNLSTM, layer: int = -1) -> Dict[str, Any]:
         sat_t[name] = saturated.mean(dim=(1, 2)).cpu().numpy()
     out = {"t": np.arange(T), "stats": stats, "hist": hist, "hist_edges": HIST_EDGES,
            "saturation": sat, "saturation_t": sat_t}
+    if isinstance(rec["g_pre"], Tensor):
+        out["units"] = unit_distribution(rec["g_pre"])
     if rec["h"]:
-        out["grad_h"] = trace.grad_norms(k).cpu().numpy()
+        out["grad_h"] = trace.grad_norms(k, per_example=True).cpu().numpy()
     return out
+
+
+def unit_distribution(pre: Tensor, steps=None) -> Dict[str, Any]:
+    """The batch distribution of ``tanh(pre)``, ``pre`` (T, B, H): see :func:`probe_summary`.
+
+    ``steps``: the (0-based) steps that get a histogram; default every step, or
+    ``UNIT_STEPS`` of them spread evenly over a longer sequence.
+    """
+    y = torch.tanh(pre.double())                                   # (T, B, H)
+    T = y.shape[0]
+    if steps is None:
+        steps = np.linspace(0, T - 1, min(T, UNIT_STEPS)).round()
+    steps = np.unique(np.asarray(steps, dtype=int))
+    sel = y[torch.as_tensor(steps, device=y.device)]
+    n_bins = len(UNIT_EDGES) - 1
+    frac = np.stack([torch.histc(s, bins=n_bins, min=-1.0, max=1.0).cpu().numpy() / s.numel()
+                     for s in sel])
+    dev = y - y.mean(1, keepdim=True)
+    var = dev.pow(2).mean(1)                                       # (T, H)
+    kurt = dev.pow(4).mean(1) / var.clamp_min(1e-30).pow(2)
+    kurt = torch.where(var > 1e-12, kurt, torch.full_like(kurt, float("nan")))
+    k_mean = torch.nanmean(kurt, dim=1).cpu().numpy()             # all-NaN rows stay NaN
+    return {"steps": steps, "edges": UNIT_EDGES, "frac": frac, "kurtosis": k_mean}
 
 
 class MNISTExperiment:

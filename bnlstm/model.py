@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from . import fused as _fused
 
-__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS"]
+__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS",
+           "TANH_NORMS"]
 
 NORMS = ("none", "input", "full")
 STATS = ("per_step", "shared")
@@ -228,15 +229,25 @@ class Trace:
             if k != "h" and isinstance(v, list) and v:
                 d[k] = torch.stack(v)
 
-    def grad_norms(self, layer: int = -1) -> Tensor:
-        """``(T,)`` Frobenius norms of ``dLoss/dh_t`` over the batch; call after backward."""
+    def grad_norms(self, layer: int = -1, per_example: bool = False) -> Tensor:
+        """``(T,)`` norms of ``dLoss/dh_t``; call after backward.
+
+        By default the Frobenius norm over the whole batch ``(B, H)``; with
+        ``per_example=True`` the mean over the batch of each example's norm ``||dLoss/dh_t[b]||``
+        (what the authors plotted for Figure 1a: ``plot_rnn_gradnorm.py``). A step the
+        loss does not depend on has norm 0.
+        """
         hs = self.layers[layer]["h"]
         if not hs:
             raise RuntimeError("this trace kept no hidden states (keep_h=False)")
         out = []
         for h in hs:
-            out.append(torch.zeros((), dtype=h.dtype, device=h.device) if h.grad is None
-                       else h.grad.detach().norm())
+            if h.grad is None:
+                out.append(torch.zeros((), dtype=h.dtype, device=h.device))
+            elif per_example:
+                out.append(h.grad.detach().norm(dim=-1).mean())
+            else:
+                out.append(h.grad.detach().norm())
         return torch.stack(out)
 
 
@@ -498,7 +509,7 @@ def reestimate_stats(module: nn.Module, batches: Iterable, forward=None) -> int:
     mode and momenta. Returns the number of batches used.
     """
     norms = [m for m in module.modules() if isinstance(m, SequenceBatchNorm)]
-    lstms = [m for m in module.modules() if isinstance(m, BNLSTM)]
+    lstms = [m for m in module.modules() if isinstance(m, (BNLSTM, BNTanhRNN))]
     saved = [(m, m.momentum) for m in norms]
     noise = [(m, m.h0_noise) for m in lstms]
     was_training = module.training
@@ -525,59 +536,130 @@ def reestimate_stats(module: nn.Module, batches: Iterable, forward=None) -> int:
     return n
 
 
+TANH_NORMS = ("sum", "full", "input", "none")
+
+
 class BNTanhRNN(nn.Module):
     r"""The batch-normalized tanh RNN of the paper's Figure 1a (an ``nn.RNN``-like layer).
 
-    ::
+    ``norm`` says what is normalized at each step ``t``::
 
-        h_t = tanh(BN(W_hh h_{t-1}; gamma_h) + BN(W_ih x_t; gamma_x) + b)
+        "sum":   h_t = tanh(BN(W_hh h_{t-1} + W_ih x_t; gamma) + b)          (the authors' Fig. 1a model)
+        "full":  h_t = tanh(BN(W_hh h_{t-1}; gamma) + BN(W_ih x_t; gamma) + b)  (separate, as the BN-LSTM)
+        "input": h_t = tanh(W_hh h_{t-1} + BN(W_ih x_t; gamma) + b)
+        "none":  h_t = tanh(W_hh h_{t-1} + W_ih x_t + b)                      (a plain tanh RNN)
 
-    with per-step (or shared) statistics as in :class:`BNLSTM`; ``norm="none"`` is a plain
-    tanh RNN. The paper's argument for starting gamma at 0.1: without an LSTM's additive
-    cell path every step multiplies the gradient by ``tanh'`` of inputs whose spread is
-    about gamma, so a large ``gamma_init`` should make it vanish through time. Measure
-    it rather than trust it: at initialization on sequential MNIST we find the opposite
-    (``docs/results.md``, Figure 1a). Weights are orthogonal, ``b = 0``. One layer.
+    with per-step (or shared) statistics as in :class:`BNLSTM`, beta fixed at 0 (the bias
+    ``b`` plays its part). ``"sum"`` is what the authors' ``sequential_mnist.py`` builds for
+    the figure (``construct_rnn``: one BN over ``dot(h, Wh) + xtilde``, gradients through
+    the batch statistics, eps 1e-5).
+
+    ``init`` sets the weights (``b = 0`` always):
+
+    - ``"paper"`` (and ``"authors"``, the same for a tanh RNN): ``W_hh`` the identity,
+      ``W_ih`` orthogonal, as the paper's Sec. 5.1 and the authors' code do on MNIST;
+    - ``"orthogonal"``: both orthogonal;
+    - ``"pytorch"``: ``nn.RNN``'s uniform(-1/sqrt(H), 1/sqrt(H)).
+
+    Which one matters more than gamma's size suggests: with ``W_hh = I`` each unit iterates
+    ``u <- tanh(gamma * standardize_over_batch(u + input))``; at ``gamma = 1`` the batch
+    collapses onto two points near ``+-tanh(1)``, where the per-step gain is about
+    ``tanh'(1) / tanh(1) = 0.55`` and the gradient vanishes through time (Figure 1a); an
+    orthogonal ``W_hh`` keeps mixing units, the pre-activations stay Gaussian and the
+    gradient grows going back instead (``docs/results.md``). One layer.
+
+    Args:
+        input_size, hidden_size: I and H.
+        batch_first: input and output as ``(B, T, ...)``.
+        norm, init: see above.
+        stats, gamma_init, max_length, momentum, eps: as :class:`SequenceBatchNorm`.
+        h0_noise: std of Gaussian noise added to ``h_0`` in training mode (the authors'
+            ``--noise``; their default is none).
 
     Shape: ``input`` (T, B, I) (``(B, T, I)`` with ``batch_first``) -> ``output``
-    (T, B, H) and ``h_n`` (1, B, H), as ``nn.RNN``. ``trace`` as :class:`BNLSTM` (the
-    tanh input is recorded as ``"g_pre"``; there is no cell).
+    (T, B, H) and ``h_n`` (1, B, H), as ``nn.RNN``. ``trace`` as :class:`BNLSTM`: the
+    moments of ``W_ih x_t`` and ``W_hh h_{t-1}`` (before normalization), the tanh input as
+    ``"g_pre"`` and every ``h_t`` for :meth:`Trace.grad_norms`; there is no cell.
+
+    Parameters ``weight_ih_l0`` (H, I), ``weight_hh_l0`` (H, H), ``bias_l0`` (H,); norm
+    modules ``bn_l0`` (``"sum"``), ``bn_ih_l0`` (``"full"``, ``"input"``), ``bn_hh_l0``
+    (``"full"``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = False,
-                 norm: str = "full", stats: str = "per_step", gamma_init: float = 0.1,
-                 max_length: int = 784, momentum: Optional[float] = 0.1, eps: float = 1e-5,
+                 norm: str = "sum", init: str = "paper", stats: str = "per_step",
+                 gamma_init: float = 0.1, max_length: int = 784,
+                 momentum: Optional[float] = 0.1, eps: float = 1e-5,
                  h0_noise: float = 0.0, device=None, dtype=None):
         super().__init__()
-        _check_choice("norm", norm, NORMS)
+        _check_choice("norm", norm, TANH_NORMS)
+        _check_choice("init", init, INITS)
+        _check_choice("stats", stats, STATS)
+        if not (gamma_init > 0 and math.isfinite(gamma_init)):
+            raise ValueError(f"gamma_init must be a positive number; got {gamma_init!r}")
+        if not h0_noise >= 0:
+            raise ValueError(f"h0_noise must be >= 0; got {h0_noise!r}")
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, 1
-        self.batch_first, self.norm, self.h0_noise = batch_first, norm, float(h0_noise)
+        self.batch_first, self.norm, self.init = batch_first, norm, init
+        self.stats, self.gamma_init, self.max_length = stats, float(gamma_init), max_length
+        self.momentum, self.eps, self.h0_noise = momentum, eps, float(h0_noise)
         self.weight_ih_l0 = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh_l0 = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
         self.bias_l0 = nn.Parameter(torch.empty(hidden_size, **factory))
         bn = dict(max_length=max_length, stats=stats, gamma_init=gamma_init, momentum=momentum,
                   eps=eps, **factory)
+        if norm == "sum":
+            self.bn_l0 = SequenceBatchNorm(hidden_size, **bn)
         if norm in ("input", "full"):
             self.bn_ih_l0 = SequenceBatchNorm(hidden_size, **bn)
         if norm == "full":
             self.bn_hh_l0 = SequenceBatchNorm(hidden_size, **bn)
         self.reset_parameters()
 
+    def norm_layers(self) -> List[SequenceBatchNorm]:
+        return [m for m in self.modules() if isinstance(m, SequenceBatchNorm)]
+
+    def reset_running_stats(self) -> None:
+        for m in self.norm_layers():
+            m.reset_running_stats()
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        nn.init.orthogonal_(self.weight_ih_l0)
-        nn.init.orthogonal_(self.weight_hh_l0)
-        self.bias_l0.zero_()
-        for m in self.modules():
-            if isinstance(m, SequenceBatchNorm):
-                m.reset_parameters()
+        if self.init == "pytorch":
+            bound = 1.0 / math.sqrt(self.hidden_size)
+            for p in (self.weight_ih_l0, self.weight_hh_l0, self.bias_l0):
+                nn.init.uniform_(p, -bound, bound)
+        else:
+            nn.init.orthogonal_(self.weight_ih_l0)
+            if self.init in ("paper", "authors"):
+                self.weight_hh_l0.copy_(torch.eye(self.hidden_size, dtype=self.weight_hh_l0.dtype,
+                                                  device=self.weight_hh_l0.device))
+            else:
+                nn.init.orthogonal_(self.weight_hh_l0)
+            self.bias_l0.zero_()
+        for m in self.norm_layers():
+            m.reset_parameters()
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = dict(batch_first=False, norm="sum", init="paper", stats="per_step",
+                        gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5, h0_noise=0.0)
+        for name, d in defaults.items():
+            v = getattr(self, name)
+            if v != d:
+                s += f", {name}={v!r}"
+        return s
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None, *, trace: Optional[Trace] = None):
         x = input.transpose(0, 1) if self.batch_first else input       # (T, B, I)
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"BNTanhRNN: expected input of shape (T, B, {self.input_size}) "
+                             f"(batch first: (B, T, {self.input_size})); got {tuple(input.shape)}")
         h = x.new_zeros(x.shape[1], self.hidden_size) if hx is None else hx[0]
         if self.training and self.h0_noise > 0:
             h = h + self.h0_noise * torch.randn_like(h)
+        bn_sum = getattr(self, "bn_l0", None)
         bn_ih, bn_hh = getattr(self, "bn_ih_l0", None), getattr(self, "bn_hh_l0", None)
         rec = trace._new_layer() if trace is not None else None
         wxs = x @ self.weight_ih_l0.t()                                # (T, B, H)
@@ -586,8 +668,11 @@ class BNTanhRNN(nn.Module):
             wh = h @ self.weight_hh_l0.t()                             # (B, H)
             if rec is not None:
                 Trace._record_moments(rec, wx=wx, wh=wh)
-            pre = (bn_ih(wx, t) if bn_ih is not None else wx) + \
-                  (bn_hh(wh, t) if bn_hh is not None else wh) + self.bias_l0
+            if bn_sum is not None:
+                pre = bn_sum(wh + wx, t) + self.bias_l0
+            else:
+                pre = (bn_ih(wx, t) if bn_ih is not None else wx) + \
+                      (bn_hh(wh, t) if bn_hh is not None else wh) + self.bias_l0
             h = torch.tanh(pre)
             if rec is not None:
                 trace._record_step(rec, h, g_pre=pre)

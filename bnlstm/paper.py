@@ -38,10 +38,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TrainConfig
-from .model import BNLSTM, SequenceBatchNorm, Trace, reestimate_stats
+from .experiment import UNIT_EDGES
+from .model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
 
 __all__ = ["tanh_derivative", "gradient_flow", "gamma_sweep", "stats_ablation", "compare_models",
-           "length_generalization", "BNTanhRNN", "EXPERIMENTS", "to_jsonable", "machine"]
+           "length_generalization", "GRADIENT_MODELS", "TWO_POINT_GAIN", "EXPERIMENTS",
+           "to_jsonable", "machine"]
 
 
 # =========================================================================== helpers
@@ -209,51 +211,23 @@ def tanh_derivative(sigmas: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
 
 
 # =========================================================================== Figure 1a
-class BNTanhRNN(nn.Module):
-    """The batch-normalized tanh RNN of Figure 1a, read by a linear layer on the last h.
-
-        h_t = tanh(BN(W_h h_{t-1}; gamma) + BN(W_x x_t; gamma) + b)
-
-    Per-step statistics (:class:`bnlstm.SequenceBatchNorm`), beta fixed at 0 (the bias b
-    covers it), orthogonal ``W_h`` and ``W_x``, ``b = 0``; Gaussian noise of std
-    ``h0_noise`` on h_0 in training mode (as the paper did for pixel MNIST, where the
-    first, black pixels would otherwise give a zero batch variance).
-    ``forward(x, keep_h=True)`` keeps every h_t in the graph with ``retain_grad`` in
-    ``self.hs``, so that ``grad_norms()`` gives ``||dLoss/dh_t||`` after backward.
-
-    Shape: ``x`` (B, T, I) -> logits (B, n_classes).
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, max_length: int, gamma: float = 0.1,
-                 n_classes: int = 10, h0_noise: float = 0.1):
-        super().__init__()
-        self.hidden_size, self.h0_noise = hidden_size, float(h0_noise)
-        self.w_x = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.w_h = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.b = nn.Parameter(torch.zeros(hidden_size))
-        self.bn_x = SequenceBatchNorm(hidden_size, max_length=max_length, gamma_init=gamma)
-        self.bn_h = SequenceBatchNorm(hidden_size, max_length=max_length, gamma_init=gamma)
-        self.head = nn.Linear(hidden_size, n_classes)
-        nn.init.orthogonal_(self.w_x)
-        nn.init.orthogonal_(self.w_h)
-        self.hs: List[Tensor] = []
-
-    def forward(self, x: Tensor, keep_h: bool = False) -> Tensor:
-        B, T, _ = x.shape
-        h = x.new_zeros(B, self.hidden_size)
-        if self.training and self.h0_noise > 0:
-            h = h + self.h0_noise * torch.randn_like(h)
-        wx = x @ self.w_x.t()                       # (B, T, H)
-        self.hs = []
-        for t in range(T):
-            h = torch.tanh(self.bn_h(h @ self.w_h.t(), t) + self.bn_x(wx[:, t], t) + self.b)
-            if keep_h and h.requires_grad:
-                h.retain_grad()
-                self.hs.append(h)
-        return self.head(h)
-
-    def grad_norms(self) -> np.ndarray:
-        return np.array([0.0 if h.grad is None else float(h.grad.norm()) for h in self.hs])
+# The models gradient_flow measures: name -> (description, how to build it).
+#   "tanh":            the authors' Fig. 1a model (sequential_mnist.py at e6c5d20, construct_rnn):
+#                      one BN over W_h h + W_x x, W_h the identity, W_x orthogonal
+#   "tanh-orthogonal": the same with an orthogonal W_h (the one change that flips the result)
+#   "tanh-separate":   separate BNs of W_h h and W_x x (as in the BN-LSTM), orthogonal W_h
+#   "bnlstm":          the BN-LSTM with its paper init (identity W_h blocks)
+GRADIENT_MODELS = {
+    "tanh": ("BN tanh-RNN as the authors built it: tanh(BN(W_h h + W_x x)), W_h = I",
+             dict(norm="sum", init="paper")),
+    "tanh-orthogonal": ("the same with orthogonal W_h", dict(norm="sum", init="orthogonal")),
+    "tanh-separate": ("tanh(BN(W_h h) + BN(W_x x)), orthogonal W_h",
+                      dict(norm="full", init="orthogonal")),
+    "bnlstm": ("BN-LSTM, paper init (W_h = I per gate)", None),
+}
+# The per-step gain at the two-point fixed point of u <- tanh(standardize(u)) at gamma = 1:
+# the batch sits at +-tanh(1), and one step passes tanh'(1) / tanh(1) of the gradient.
+TWO_POINT_GAIN = (1.0 - math.tanh(1.0) ** 2) / math.tanh(1.0)
 
 
 def _log10(x: np.ndarray) -> np.ndarray:
@@ -261,57 +235,100 @@ def _log10(x: np.ndarray) -> np.ndarray:
         return np.log10(np.asarray(x, dtype=float))
 
 
+def _build_gradient_model(name: str, gamma: float, T: int, I: int, hidden: int, h0_noise: float,
+                          batch_size: int, seed: int, task: str):
+    from .experiment import SequenceClassifier, build_model
+    if name not in GRADIENT_MODELS:
+        raise ValueError(f"unknown model {name!r}; use one of {', '.join(GRADIENT_MODELS)}")
+    spec = GRADIENT_MODELS[name][1]
+    if spec is None:
+        cfg = _config(False, task=task, model="bnlstm", gamma_init=float(gamma), hidden=hidden,
+                      batch_size=batch_size, seed=seed, h0_noise=h0_noise)
+        return build_model(cfg, T, I)
+    return SequenceClassifier(BNTanhRNN(I, hidden, batch_first=True, gamma_init=float(gamma),
+                                        max_length=T, h0_noise=h0_noise, **spec))
+
+
+def _median_gain(log_ratios: np.ndarray) -> np.ndarray:
+    """(G, S) log10 per-step ratios -> (G,) 10 ** median over the finite ones (NaN if none)."""
+    return np.array([10 ** np.median(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan
+                     for r in np.atleast_2d(log_ratios)])
+
+
 def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
-                  task: Optional[str] = None, models: Sequence[str] = ("tanh", "bnlstm"),
-                  hidden: int = 100, batch_size: int = 100, updates: int = 0, seed: int = 0,
+                  task: Optional[str] = None,
+                  models: Sequence[str] = ("tanh", "tanh-orthogonal", "tanh-separate", "bnlstm"),
+                  hidden: int = 100, batch_size: int = 100, h0_noise: float = 0.1,
+                  updates: int = 0, seed: int = 0, hist_steps: Optional[Sequence[int]] = None,
                   dtype: str = "float64", quick: bool = False, data=None,
                   data_dir=None) -> Dict[str, Any]:
-    """Figure 1a: how the gradient's norm ``||dLoss/dh_t||`` flows back through time, per gamma.
+    """Figure 1a: how ``||dLoss/dh_t||`` flows back through time, per gamma, and why.
 
     Claim (Sec. 4, Fig. 1a): in a batch-normalized tanh RNN on sequential MNIST, gamma
     = 0.1 keeps the gradient's norm roughly flat over 784 steps, while gamma >= 0.7 makes
-    it vanish (below 1e-26) within 100-250 steps: the tanh inputs have std ~gamma, and
-    E[tanh'] < 1 (Fig. 1b) compounds over the steps.
+    it vanish (below 1e-26) within 100-250 steps.
 
-    Measured for the BN tanh RNN of the paper (:class:`BNTanhRNN`, ``"tanh"``) and for the
-    BN-LSTM (``"bnlstm"``, through :class:`bnlstm.Trace`), on one fixed training batch,
-    at initialization (``updates=0``) or after ``updates`` RMSProp updates (lr 1e-3, clip
-    1) on training batches. Computed in ``dtype`` (float64 by default, so that norms far
-    below float32's range are still measured).
+    The models (:data:`GRADIENT_MODELS`): ``"tanh"`` is the authors' own Fig. 1a network
+    (one BN over the summed pre-activation, identity ``W_h``); ``"tanh-orthogonal"`` and
+    ``"tanh-separate"`` change one thing each; ``"bnlstm"`` is the BN-LSTM. Each is
+    measured on one fixed batch of training digits at initialization (``updates=0``, as
+    the authors' ``DumpVariables(before_training=True)``) or after ``updates`` RMSProp
+    updates (lr 1e-3, clip 1), loss on the last step, gradients through the batch
+    statistics, in ``dtype`` (float64: norms far below float32's range stay measurable).
+    ``h0_noise``: std of the Gaussian noise on h_0 (the paper's pixel-MNIST setting, 0.1).
+    Without it the first, all-black pixels give every unit a zero batch variance, where
+    BN's Jacobian is gamma / sqrt(eps) ~ 316 gamma and the gradient explodes through
+    those steps in every model.
 
-    Returns ``t`` (1..T), ``gammas``, and per model ``grad_norm`` (G, T) and the summary
-    ``log10_ratio`` (G,): log10(||dL/dh_1|| / ||dL/dh_T||), negative when the gradient
-    vanishes; ``decay_per_100`` (G,): the mean log10 change per 100 steps back in time.
+    Returns ``t`` (1..T), ``gammas``, ``hist_steps`` (1-based), ``hist_edges`` and per
+    model:
+
+    - ``grad_norm`` (G, T): the mean over the batch of each example's ``||dL/dh_t||``
+      (as the authors' ``plot_rnn_gradnorm.py``);
+    - ``log10_ratio`` (G,): log10(||dL/dh_1|| / ||dL/dh_T||), negative when it vanishes;
+      ``decay_per_100`` (G,): the same per 100 steps;
+    - ``gain_per_step`` (G,): the median over t of ||dL/dh_{t-1}|| / ||dL/dh_t|| (below 1:
+      vanishing); ``gain_blank`` (G,): the same over the steps whose input is zero for
+      the whole batch (the black border: there a step is exactly ``u <- tanh(gamma *
+      standardize(u))`` for the ``"tanh"`` model); compare :data:`TWO_POINT_GAIN` =
+      tanh'(1) / tanh(1) = 0.551, the gain when the batch sits on two equal halves;
+    - ``kurtosis`` (G, T): the batch kurtosis of the tanh units' outputs, averaged over
+      units (3: Gaussian; 1: two equal points);
+    - ``unit_hist`` (G, S, 40): the batch distribution of those outputs pooled over units,
+      at ``hist_steps``, over ``hist_edges`` in [-1, 1].
     """
     from . import data as data_mod
-    from .experiment import build_model
+    from .experiment import unit_distribution
     t0 = time.perf_counter()
     task = task or ("pixel7" if quick else "pixel")
     if quick:
         hidden, batch_size = min(hidden, 32), min(batch_size, 32)
     data = _load(data, data_dir)
     T, I = data_mod.TASKS[task]
+    if hist_steps is None:
+        hist_steps = sorted({1, min(10, T), min(50, T), T // 2, T})
+    hist_steps = sorted({int(s) for s in hist_steps})
+    if any(not 1 <= s <= T for s in hist_steps):
+        raise ValueError(f"hist_steps must lie in 1..{T}; got {hist_steps}")
     splits = data_mod.make_splits(data)
     train_batches = data_mod.Batches(*splits["train"], task=task, batch_size=batch_size,
                                      seed=seed, shuffle=True, endless=True)
-    it = iter(train_batches)
-    x, y = next(it)                         # the batch every gradient is measured on
+    x, y = next(iter(train_batches))       # the batch every gradient is measured on
+    blank = (x.abs().amax(dim=(0, 2)) == 0).cpu().numpy()      # (T,) steps no digit reaches
     dt = getattr(torch, dtype)
     x = x.to(dt)
     out: Dict[str, Any] = {"t": np.arange(1, T + 1), "gammas": np.asarray(gammas, dtype=float),
-                           "task": task, "updates": updates}
+                           "task": task, "updates": updates, "hist_steps": np.asarray(hist_steps),
+                           "blank_steps": int(blank.sum()),
+                           "two_point_gain": TWO_POINT_GAIN,
+                           "models": {m: GRADIENT_MODELS[m][0] for m in models
+                                      if m in GRADIENT_MODELS}}
     for name in models:
-        norms = []
+        norms, kurt, hists = [], [], []
         for g in gammas:
             torch.manual_seed(seed)
-            if name == "tanh":
-                model = BNTanhRNN(I, hidden, T, gamma=g, h0_noise=0.1).to(dt)
-            elif name == "bnlstm":
-                cfg = _config(False, task=task, model="bnlstm", gamma_init=float(g), hidden=hidden,
-                              batch_size=batch_size, seed=seed, h0_noise=0.1)
-                model = build_model(cfg, T, I).to(dt)
-            else:
-                raise ValueError(f"unknown model {name!r}; use 'tanh' or 'bnlstm'")
+            model = _build_gradient_model(name, g, T, I, hidden, h0_noise, batch_size, seed,
+                                          task).to(dt)
             model.train()
             if updates:
                 opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
@@ -325,23 +342,28 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()
             torch.manual_seed(seed + 7)          # the same h_0 noise for every gamma
-            if name == "tanh":
-                loss = F.cross_entropy(model(x, keep_h=True), y)
-                loss.backward()
-                norms.append(model.grad_norms())
-            else:
-                trace = Trace(keep_tanh_inputs=False)
-                loss = F.cross_entropy(model(x, trace=trace), y)
-                loss.backward()
-                norms.append(trace.grad_norms(0).double().numpy())
+            trace = Trace()
+            loss = F.cross_entropy(model(x, trace=trace), y)
+            loss.backward()
+            norms.append(trace.grad_norms(0, per_example=True).double().cpu().numpy())
+            units = unit_distribution(trace.layers[0]["g_pre"], steps=[s - 1 for s in hist_steps])
+            kurt.append(units["kurtosis"])
+            hists.append(units["frac"])
+            del trace, model
         gn = np.stack(norms)                                   # (G, T)
         lg = _log10(gn)
         ratio = lg[:, 0] - lg[:, -1]
+        with np.errstate(invalid="ignore"):
+            back = lg[:, :-1] - lg[:, 1:]       # [:, i]: log10 ||g_i|| / ||g_{i+1}|| (0-based t)
         out[name] = {"grad_norm": gn, "log10_ratio": ratio,
-                     "decay_per_100": ratio / max(T - 1, 1) * 100.0}
+                     "decay_per_100": ratio / max(T - 1, 1) * 100.0,
+                     "gain_per_step": _median_gain(back),
+                     "gain_blank": _median_gain(back[:, blank[1:]]),
+                     "kurtosis": np.stack(kurt), "unit_hist": np.stack(hists)}
+    out["hist_edges"] = UNIT_EDGES
     out.update(_meta("gradients", quick, t0, data, gammas=list(gammas), task=task, hidden=hidden,
-                     batch_size=batch_size, updates=updates, seed=seed, dtype=dtype,
-                     models=list(models)))
+                     batch_size=batch_size, h0_noise=h0_noise, updates=updates, seed=seed,
+                     dtype=dtype, models=list(models), hist_steps=hist_steps))
     return out
 
 
@@ -801,8 +823,11 @@ def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
     if name == "tanh":
         return {"E[tanh'] at sigma=1": res["at_sigma_1"]}
     if name == "gradients":
-        return {m: dict(zip(map(float, res["gammas"]), np.round(res[m]["log10_ratio"], 2).tolist()))
-                for m in ("tanh", "bnlstm") if m in res}
+        return {m: {"log10_ratio": dict(zip(map(float, res["gammas"]),
+                                            np.round(res[m]["log10_ratio"], 2).tolist())),
+                    "gain_per_step": dict(zip(map(float, res["gammas"]),
+                                              np.round(res[m]["gain_per_step"], 3).tolist()))}
+                for m in GRADIENT_MODELS if m in res}
     if name == "gamma":
         return {"final_loss": dict(zip(map(float, res["gammas"]), np.round(res["final_loss"], 4).tolist())),
                 "best_val_acc": dict(zip(map(float, res["gammas"]), np.round(res["best_val_acc"], 4).tolist()))}

@@ -327,12 +327,16 @@ def test_bn_tanh_rnn_model_trains_with_probes(mnist):
     probes = [r for r in drain(q) if r["kind"] == "probe"]
     assert probes and sorted(probes[-1]["stats"]) == ["wh", "wx"]
     assert probes[-1]["grad_h"].shape == (49,) and "g" in probes[-1]["saturation"]
-    assert exp.model.rnn.bn_hh_l0.weight.shape == (16,)
+    assert exp.model.rnn.norm == "sum" and exp.model.rnn.bn_l0.weight.shape == (16,)
+    u = probes[-1]["units"]
+    assert u["frac"].shape == (49, 40) and u["kurtosis"].shape == (49,)
+    np.testing.assert_allclose(u["frac"].sum(1), 1.0, atol=1e-6)
 
 
 def test_bn_tanh_rnn_is_invariant_to_recurrent_weight_scale_in_training():
     torch.manual_seed(0)
-    rnn = bnlstm.BNTanhRNN(3, 6, max_length=5, gamma_init=1.0)   # large variances: eps is negligible
+    # separate BNs: each term is normalized on its own (large variances: eps is negligible)
+    rnn = bnlstm.BNTanhRNN(3, 6, max_length=5, gamma_init=1.0, norm="full", init="orthogonal")
     x = torch.randn(5, 8, 3)
     a, _ = rnn(x)
     with torch.no_grad():

@@ -902,3 +902,102 @@ def test_eval_uses_the_longest_trained_step_not_untrained_rows():
     assert torch.allclose(traced, ref, atol=1e-6)
     m.reset_running_stats()                   # nothing tracked: every row counts
     assert all(bn.t_max == 784 for bn in m.norm_layers())
+
+
+# ------------------------------------------------------------------ BNTanhRNN (Figure 1a)
+def _manual_tanh_rnn(model, x, h0=None):
+    """BNTanhRNN's four norms written out from scratch (training mode, per-step batch stats):
+
+        sum:   h_t = tanh(gamma * std(W_h h + W_x x) + b)
+        full:  h_t = tanh(gamma_h * std(W_h h) + gamma_x * std(W_x x) + b)
+        input: h_t = tanh(W_h h + gamma_x * std(W_x x) + b)
+        none:  h_t = tanh(W_h h + W_x x + b)
+    where std(v) = (v - mean_batch(v)) / sqrt(var_batch(v) + eps), biased variance.
+    """
+    def std(v, eps):
+        return (v - v.mean(0)) / torch.sqrt(v.var(0, unbiased=False) + eps)
+
+    h = x.new_zeros(x.shape[1], model.hidden_size) if h0 is None else h0
+    out = []
+    for t in range(x.shape[0]):
+        wx, wh = x[t] @ model.weight_ih_l0.t(), h @ model.weight_hh_l0.t()
+        if model.norm == "sum":
+            pre = model.bn_l0.weight * std(wh + wx, model.eps)
+        else:
+            if model.norm in ("input", "full"):
+                wx = model.bn_ih_l0.weight * std(wx, model.eps)
+            if model.norm == "full":
+                wh = model.bn_hh_l0.weight * std(wh, model.eps)
+            pre = wh + wx
+        h = torch.tanh(pre + model.bias_l0)
+        out.append(h)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("norm", bnlstm.model.TANH_NORMS)
+def test_tanh_rnn_matches_its_equations(norm):
+    """Output and every gradient (float64) against the written-out reference, with random
+    gammas and biases so that no term hides behind its initial value."""
+    m = bnlstm.BNTanhRNN(I, H, norm=norm, init="orthogonal", max_length=T, dtype=torch.float64)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = _rand(T, B, I)
+    out, h_n = m(x)
+    ref = _manual_tanh_rnn(m, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_n[0], ref[-1], rtol=1e-10, atol=1e-12)
+    w = _rand(T, B, H, seed=7)
+    ga = torch.autograd.grad((out * w).sum(), list(m.parameters()))
+    gb = torch.autograd.grad((ref * w).sum(), list(m.parameters()))
+    for name, a, b in zip([n for n, _ in m.named_parameters()], ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+    # the running statistics of the summed term are what nn.BatchNorm1d would keep
+    if norm == "sum":
+        with torch.no_grad():
+            h, mean0 = torch.zeros(B, H, dtype=torch.float64), None
+            pre0 = x[0] @ m.weight_ih_l0.t() + h @ m.weight_hh_l0.t()
+            mean0 = pre0.mean(0)
+        torch.testing.assert_close(m.bn_l0.running_mean[0], 0.1 * mean0, rtol=1e-10, atol=1e-12)
+
+
+def test_tanh_rnn_sum_differs_from_separate_norms():
+    x = _rand(T, B, I)
+    torch.manual_seed(0)
+    a, _ = bnlstm.BNTanhRNN(I, H, norm="sum", max_length=T, dtype=torch.float64)(x)
+    torch.manual_seed(0)
+    b, _ = bnlstm.BNTanhRNN(I, H, norm="full", max_length=T, dtype=torch.float64)(x)
+    assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_tanh_rnn_inits_and_names():
+    m = bnlstm.BNTanhRNN(I, H)
+    assert m.norm == "sum" and m.init == "paper"
+    assert torch.equal(m.weight_hh_l0.detach(), torch.eye(H))                 # paper: W_h = I
+    w = m.weight_ih_l0.detach()                                              # (H, I), orthogonal
+    torch.testing.assert_close(w.t() @ w, torch.eye(I), atol=1e-5, rtol=0)
+    assert torch.equal(m.bias_l0.detach(), torch.zeros(H))
+    assert {n for n, _ in m.named_modules() if n} == {"bn_l0"}
+    o = bnlstm.BNTanhRNN(I, H, init="orthogonal", norm="full").weight_hh_l0.detach()
+    assert not torch.allclose(o, torch.eye(H))
+    torch.testing.assert_close(o @ o.t(), torch.eye(H), atol=1e-5, rtol=0)
+    assert torch.equal(bnlstm.BNTanhRNN(I, H, init="authors").weight_hh_l0.detach(), torch.eye(H))
+    assert bnlstm.BNTanhRNN(I, H, init="pytorch").weight_hh_l0.abs().max() <= 1 / math.sqrt(H)
+    assert "norm='full'" in repr(bnlstm.BNTanhRNN(I, H, norm="full"))
+    for kw in (dict(norm="bogus"), dict(init="bogus"), dict(gamma_init=0.0), dict(h0_noise=-1.0)):
+        with pytest.raises(ValueError):
+            bnlstm.BNTanhRNN(I, H, **kw)
+    with pytest.raises(ValueError, match="input"):
+        m(torch.randn(T, B, I + 1))
+
+
+def test_grad_norms_per_example_is_the_batch_mean_of_example_norms():
+    m = BNLSTM(I, H, max_length=T, dtype=torch.float64)
+    tr = Trace()
+    out, _ = m(_rand(T, B, I), trace=tr)
+    (out[-1] * _rand(B, H, seed=3)).sum().backward()
+    hs = tr.layers[0]["h"]
+    want = torch.stack([h.grad.norm(dim=1).mean() for h in hs])
+    torch.testing.assert_close(tr.grad_norms(0, per_example=True), want)
+    torch.testing.assert_close(tr.grad_norms(0), torch.stack([h.grad.norm() for h in hs]))
+    assert not torch.allclose(tr.grad_norms(0), want)
