@@ -20,13 +20,14 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Label, Range1d
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Label, Range1d, Span
 from bokeh.plotting import figure
 
 LOSS_POINTS = 10_000       # per run; older points scroll out beyond this
 VAL_POINTS = 2_000
 SAT_POINTS = 2_000
-GRAD_FLOOR = 1e-30         # log axis: a norm of exactly 0 is drawn at this floor
+GRAD_FLOOR = 1e-40         # log axis: a norm of exactly 0 (float32 underflow) is drawn here
+GRAD_DECADES = 8           # the gradient plot's log axis spans at least this many decades
 SAT_X = 1.818              # |x| beyond which tanh'(x) < 0.1 (the grey bands)
 
 FONT = {"title": "15pt", "labels": "13pt", "xticks": "12pt", "yticks": "12pt", "legend": "12pt"}
@@ -38,6 +39,9 @@ VAL_COLS = ("step", "acc")
 SAT_COLS = ("step", "g", "c_out")
 GRAD_COLS = ("t", "grad")
 HIST_COLS = ("x", "g")
+UNIT_COLS = ("x", "frac")
+KURT_COLS = ("t", "kurt")
+TANH_1 = 0.7615941559557649  # tanh(1): where a BN tanh-RNN's units sit when gamma = 1 collapses them
 
 
 def _empty(*cols) -> pd.DataFrame:
@@ -60,10 +64,13 @@ class RunStreams:
         self.sat = ColumnDataSource(_nothing(SAT_COLS), name=f"sat-{index}")
         self.grad = ColumnDataSource(_nothing(GRAD_COLS), name=f"grad-{index}")
         self.hist = ColumnDataSource(_nothing(HIST_COLS), name=f"hist-{index}")
+        self.units = ColumnDataSource(_nothing(UNIT_COLS), name=f"units-{index}")
+        self.kurt = ColumnDataSource(_nothing(KURT_COLS), name=f"kurt-{index}")
         self._reset_state()
 
     def _reset_state(self) -> None:
         self.latest_probe: Optional[dict] = None
+        self.first_probe: Optional[dict] = None     # step 1: the model at initialization
         self.probe_pending = False
         self.probe_shown_at = 0.0
         self.sat_pending: list = []
@@ -76,7 +83,8 @@ class RunStreams:
         self.run = run
         self._reset_state()
         for src, cols in ((self.loss, LOSS_COLS), (self.val, VAL_COLS), (self.sat, SAT_COLS),
-                          (self.grad, GRAD_COLS), (self.hist, HIST_COLS)):
+                          (self.grad, GRAD_COLS), (self.hist, HIST_COLS),
+                          (self.units, UNIT_COLS), (self.kurt, KURT_COLS)):
             if len(src.data[cols[0]]):
                 src.data = _nothing(cols)
 
@@ -99,6 +107,17 @@ class RunStreams:
 
     def set_hist(self, frame: pd.DataFrame) -> None:
         self.hist.data = {c: frame[c].to_numpy() for c in HIST_COLS}
+
+    def probe_at(self, when: str) -> Optional[dict]:
+        """``"first"``: the first probe (step 1, at initialization); ``"latest"``: the newest."""
+        return self.first_probe if when == "first" else self.latest_probe
+
+    def set_units(self, probe: Optional[dict], step: int) -> None:
+        """The batch distribution at 1-based ``step`` (the nearest probed step) and the
+        kurtosis curve, from ``probe``."""
+        frame, kurt = units_frames(probe, step)
+        self.units.data = {c: frame[c].to_numpy() for c in UNIT_COLS}
+        self.kurt.data = {c: kurt[c].to_numpy() for c in KURT_COLS}
 
     def loss_arrays(self):
         d = self.loss.data
@@ -175,10 +194,51 @@ def hist_plot(slots: List[RunStreams]):
 
 
 def grad_plot(slots: List[RunStreams]):
-    p = _figure("Gradient norm ||dLoss/dh_t|| vs t (log scale)", "time step t",
-                "||dLoss/dh_t||", "plot-grad", y_axis_type="log")
+    p = _figure("Gradient norm ||dLoss/dh_t|| vs t (mean over the batch, log scale)",
+                "time step t", "||dLoss/dh_t||", "plot-grad", y_axis_type="log",
+                y_range=Range1d(1e-8, 1.0))
     lines = [p.line("t", "grad", source=s.grad, color=s.color, line_width=3) for s in slots]
     _hover(p, lines, [("t", "@t"), ("norm", "@grad{0.000e}")])
+    return p
+
+
+def fit_grad_range(p, slots: List[RunStreams]) -> None:
+    """Fit the gradient plot's log axis to the curves shown, spanning at least
+    ``GRAD_DECADES`` decades: a flat curve stays flat on screen instead of being zoomed
+    until its noise looks like a trend, and a fall to 1e-30 (or to float32's zero, drawn
+    at ``GRAD_FLOOR``) is all in view."""
+    vals = [np.asarray(s.grad.data["grad"], dtype=float) for s in slots if len(s.grad.data["grad"])]
+    vals = np.concatenate(vals) if vals else np.zeros(0)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if not vals.size:
+        return
+    top = 10 ** (np.ceil(np.log10(vals.max())) + 0.5)
+    bottom = min(10 ** (np.floor(np.log10(vals.min())) - 0.5), top / 10 ** GRAD_DECADES)
+    if (p.y_range.start, p.y_range.end) != (bottom, top):
+        p.y_range.update(start=bottom, end=top)
+
+
+def units_plot(slots: List[RunStreams]):
+    p = _figure("Batch distribution of the units at step t", "unit output (tanh)",
+                "fraction of batch x units", "plot-units", x_range=Range1d(-1.05, 1.05))
+    for x in (-TANH_1, TANH_1):
+        p.add_layout(Span(location=x, dimension="height", line_color="#555555",
+                          line_dash="dashed", line_width=2))
+    p.add_layout(Label(x=TANH_1, y=0, y_units="screen", y_offset=8, x_offset=4,
+                       text="tanh(1)", text_font_size="12pt", text_color="#555555"))
+    for s in slots:
+        p.step("x", "frac", source=s.units, color=s.color, line_width=3, mode="center")
+    return p
+
+
+def kurtosis_plot(slots: List[RunStreams]):
+    p = _figure("Batch kurtosis (3: bell, 1: two points)",
+                "time step t", "kurtosis", "plot-kurt", y_range=Range1d(0.8, 5.0))
+    for y in (1.0, 3.0):
+        p.add_layout(Span(location=y, dimension="width", line_color="#999999",
+                          line_dash="dotted", line_width=2))
+    lines = [p.line("t", "kurt", source=s.kurt, color=s.color, line_width=3) for s in slots]
+    _hover(p, lines, [("t", "@t"), ("kurtosis", "@kurt{0.00}")])
     return p
 
 
@@ -255,12 +315,26 @@ class StatsPanel:
 
 
 # ---------------------------------------------------------------------------- converting
-def grad_frame(probe: dict) -> pd.DataFrame:
-    g = np.asarray(probe.get("grad_h", []), dtype=float)
+def grad_frame(probe: Optional[dict]) -> pd.DataFrame:
+    g = np.asarray((probe or {}).get("grad_h", []), dtype=float)
     if g.size == 0:
         return _empty("t", "grad")
     g = np.where(np.isfinite(g), np.maximum(g, GRAD_FLOOR), np.nan)
-    return pd.DataFrame({"t": np.arange(len(g), dtype=float), "grad": g})
+    return pd.DataFrame({"t": np.arange(1, len(g) + 1, dtype=float), "grad": g})
+
+
+def units_frames(probe: Optional[dict], step: int):
+    """(histogram at the probed step nearest to 1-based ``step``, kurtosis curve over t)."""
+    units = (probe or {}).get("units")
+    if not units:
+        return _empty(*UNIT_COLS), _empty(*KURT_COLS)
+    steps = np.asarray(units["steps"], dtype=int)
+    edges = np.asarray(units["edges"], dtype=float)
+    i = int(np.argmin(np.abs(steps - (int(step) - 1))))
+    frame = pd.DataFrame({"x": 0.5 * (edges[1:] + edges[:-1]),
+                          "frac": np.asarray(units["frac"], dtype=float)[i]})
+    k = np.asarray(units["kurtosis"], dtype=float)
+    return frame, pd.DataFrame({"t": np.arange(1, len(k) + 1, dtype=float), "kurt": k})
 
 
 def hist_frame(probe: dict) -> pd.DataFrame:

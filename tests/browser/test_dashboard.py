@@ -291,17 +291,83 @@ NOTE_JS = """() => { const out = [];
   return out; }"""
 
 
-def test_tanh_rnn_preset_runs_and_notes_missing_cell(open_app):
+GRAD_JS = """() => {
+  const out = {};
+  for (const m of Bokeh.documents[0].all_models) {
+    if (m.name && /^(grad|units|kurt)-[0-9]$/.test(m.name) && m.data) {
+      const d = {}; for (const k of Object.keys(m.data)) d[k] = Array.from(m.data[k]);
+      out[m.name] = d;
+    }
+  }
+  return out;
+}"""
+
+
+def fig1a_sources(page, runs=2, T=49, timeout=60.0) -> dict:
+    """The gradient / batch-distribution / kurtosis sources of the first ``runs`` slots."""
+    end = time.time() + timeout
+    while time.time() < end:
+        d = page.evaluate(GRAD_JS)
+        if all(len(d.get(f"grad-{i}", {}).get("grad", [])) == T and
+               len(d.get(f"units-{i}", {}).get("frac", [])) == 40 for i in range(runs)):
+            return d
+        time.sleep(0.25)
+    raise AssertionError(f"no gradient curves of {T} steps; status: {status_text(page)}")
+
+
+def _log_fall(grad) -> float:
+    """Decades between the last step's gradient and the smallest one before it."""
+    import math
+    return math.log10(grad[-1]) - math.log10(min(grad))
+
+
+def test_tanh_rnn_preset_shows_figure_1a_at_the_first_probe(open_app):
+    """The teacher's demo: one click, and at step 1 gamma 1.0's gradient falls by orders of
+    magnitude going back in time while gamma 0.1's stays flat; the batch distribution shows
+    why (two spikes at +-tanh(1), kurtosis 1)."""
     page = open_app(FAST)
     page.get_by_role("button", name="tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", exact=True).click()
     wait_points(page, "loss,smooth,step", 3, runs=2)
-    wait_points(page, "grad,t", 28, runs=2)
-    wait_points(page, "g,x", 40, runs=2)
+    d = fig1a_sources(page)
+    fall01, fall10 = _log_fall(d["grad-0"]["grad"]), _log_fall(d["grad-1"]["grad"])
+    assert fall01 < 1.0 and fall10 > 4.0, (fall01, fall10)
+    x, f1 = d["units-1"]["x"], d["units-1"]["frac"]
+    near = sum(f for xi, f in zip(x, f1) if abs(abs(xi) - 0.7616) < 0.1)
+    assert near > 0.8, near
+    f0 = d["units-0"]["frac"]
+    assert sum(f for xi, f in zip(x, f0) if abs(xi) < 0.4) > 0.9
+    k1 = [k for k in d["kurt-1"]["kurt"][10:] if k == k]
+    assert k1 and max(k1) < 1.2, k1[:5]
+    # the step slider picks the step of the distribution shown
+    slider = page.locator(".w-unit-step").first
+    assert slider.is_visible()
+    labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
+    assert all("tanh" in x and "pixel7" in x for x in labels), labels
     labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
     assert all("tanh" in x for x in labels), labels
     end = time.time() + 30
     while not any("no cell state" in t for t in page.evaluate(NOTE_JS)) and time.time() < end:
         time.sleep(0.3)
     assert any("no cell state in a tanh RNN" in t for t in page.evaluate(NOTE_JS))
+    assert page.console_errors == [], page.console_errors[:3]
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+
+def test_init_preset_contrasts_identity_and_orthogonal(open_app):
+    """'why init matters': the same gamma 1.0, W_h identity vs orthogonal; at step 1 the
+    identity run's gradient falls going back while the orthogonal one's grows."""
+    page = open_app(FAST)
+    page.get_by_role("button", name="why init matters: W_h identity vs orthogonal",
+                     exact=True).click()
+    d = fig1a_sources(page)
+    g_id, g_orth = d["grad-0"]["grad"], d["grad-1"]["grad"]
+    assert _log_fall(g_id) > 4.0, g_id[:3]
+    assert g_orth[0] > 10 * g_orth[-1], (g_orth[0], g_orth[-1])
+    # 'latest probe' switches the plot to the live model; 'at step 1' brings the first back
+    page.get_by_role("button", name="latest probe (live)", exact=True).click()
+    page.get_by_role("button", name="at step 1 (initialization, as Fig. 1a)", exact=True).click()
+    time.sleep(1.0)
+    again = page.evaluate(GRAD_JS)["grad-0"]["grad"]
+    assert again == g_id
     assert page.console_errors == [], page.console_errors[:3]
     page.get_by_role("button", name="Stop", exact=True).click()
