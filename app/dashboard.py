@@ -729,15 +729,15 @@ class Dashboard(param.Parameterized):
         for panel in self.stats_panels:
             panel.show(frame)
 
-    def _fit_unit_step(self, probe) -> None:
+    def _fit_unit_step(self) -> None:
         """The step slider spans the longest sequence shown; at its end it follows the end."""
-        T = len(probe.get("t", [])) if probe else 0
-        if T > 1 and T != self.w_unit_step.end and T >= max(
-                (len(s.latest_probe.get("t", [])) for s in self.slots if s.latest_probe), default=0):
-            at_end = self.w_unit_step.value >= self.w_unit_step.end
-            self.w_unit_step.end = T
-            if at_end or self.w_unit_step.value > T:
-                self.w_unit_step.value = T
+        T = max((len(s.latest_probe["t"]) for s in self.slots if s.latest_probe), default=0)
+        w = self.w_unit_step
+        if T > 1 and T != w.end:
+            at_end = w.value >= w.end
+            w.end = T
+            if at_end or w.value > T:
+                w.value = T
 
     def _show_fig1a(self, slots=None) -> None:
         """Section 3 (gradient, batch distribution, kurtosis) from the probe chosen in
@@ -856,7 +856,7 @@ class Dashboard(param.Parameterized):
         if s.probe_pending and now - s.probe_shown_at >= PROBE_UI_S:
             s.probe_pending, s.probe_shown_at = False, now
             s.set_hist(views.hist_frame(s.latest_probe))
-            self._fit_unit_step(s.latest_probe)
+            self._fit_unit_step()
             self._show_fig1a([s])
             if s.sat_pending:
                 arr = np.asarray(s.sat_pending, dtype=float)

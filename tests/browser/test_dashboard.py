@@ -167,7 +167,7 @@ def test_preset_runs_two_runs_that_both_appear(open_app):
     labels = [rows.nth(i).inner_text() for i in range(2)]
     assert "g=0.1" in labels[0] and "g=1" in labels[1], labels
     items = page.locator(".plot-legend .legend-item")          # one legend per section
-    assert items.count() == 4, items.all_inner_texts()
+    assert items.count() == 6, items.all_inner_texts()
     assert "g=0.1" in items.nth(0).inner_text() and "g=1" in items.nth(1).inner_text()
     page.get_by_role("button", name="Stop", exact=True).click()
 
