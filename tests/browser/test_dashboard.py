@@ -364,10 +364,19 @@ def test_init_preset_contrasts_identity_and_orthogonal(open_app):
     assert _log_fall(g_id) > 4.0, g_id[:3]
     assert g_orth[0] > 10 * g_orth[-1], (g_orth[0], g_orth[-1])
     # 'latest probe' switches the plot to the live model; 'at step 1' brings the first back
+    def shown_changes_to(want, timeout=20.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            got = page.evaluate(GRAD_JS)["grad-0"]["grad"]
+            if want(got):
+                return got
+            time.sleep(0.25)
+        raise AssertionError(f"the gradient plot did not switch; status: {status_text(page)}")
+
+    time.sleep(3.0)                                   # a later probe exists by now (every 10)
     page.get_by_role("button", name="latest probe (live)", exact=True).click()
+    shown_changes_to(lambda g: len(g) == len(g_id) and g != g_id)
     page.get_by_role("button", name="at step 1 (initialization, as Fig. 1a)", exact=True).click()
-    time.sleep(1.0)
-    again = page.evaluate(GRAD_JS)["grad-0"]["grad"]
-    assert again == g_id
+    shown_changes_to(lambda g: g == g_id)
     assert page.console_errors == [], page.console_errors[:3]
     page.get_by_role("button", name="Stop", exact=True).click()
