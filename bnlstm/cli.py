@@ -1,4 +1,4 @@
-"""Command line: ``python -m bnlstm {train,data,eval,paper}``.
+"""Command line: ``python -m bnlstm {train,data,eval,sweep,paper}``.
 
 The flags of ``train`` are made from :class:`~bnlstm.config.TrainConfig`, so the
 command line, the dashboard and the notebooks share one table of settings.
@@ -76,6 +76,43 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="path to a checkpoint.pt written by 'train'")
     e.add_argument("--data-dir", default=None, help="directory with the MNIST files")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+    w = sub.add_parser(
+        "sweep", help="run a grid of settings x seeds on Dask (a LocalCluster, or --scheduler)",
+        description="Run a grid of TrainConfig settings times seeds, each run a Dask task, into "
+                    "one sweep folder (sweep.json, runs/<name>/, results.csv, groups.csv, "
+                    "curves.html). Running the same command again skips finished runs and goes "
+                    "on with the others from their last snapshot. Every setting of 'train' is a "
+                    "flag here too and applies to every run; probes are off unless "
+                    "--probe-every is given.",
+        epilog="example: python -m bnlstm sweep --grid model=lstm,bnlstm --grid gamma_init=0.1,1.0 "
+               "--seeds 3 --task row --steps 300 --out sweeps/demo")
+    w.add_argument("--grid", metavar="KEY=V1,V2,...", action="append", default=[],
+                   help="a setting and the values it takes (repeatable; the runs are all "
+                        "combinations)")
+    w.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 0..N-1 for every point")
+    w.add_argument("--preset", default=None, choices=["fig2", "fig6", "stats"],
+                   help="the paper's comparisons: fig2 (LSTM vs BN-input vs BN-LSTM), fig6 "
+                        "(gamma 0.1 ... 1.0), stats (per-step vs shared statistics); flags and "
+                        "--grid override its settings")
+    w.add_argument("--out", metavar="DIR", default=None,
+                   help="the sweep folder (default: sweeps/<time>); the same DIR resumes")
+    w.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="a running Dask scheduler (tcp://host:8786) instead of the embedded "
+                        "LocalCluster")
+    w.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="LocalCluster worker processes (default: cores / --threads)")
+    w.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads per run")
+    w.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="updates between resume snapshots of a run (default: --eval-every)")
+    w.add_argument("--gpus-per-run", type=int, default=0, metavar="N",
+                   help="ask Dask for N 'GPU' worker resources per run and train on CUDA "
+                        "(start workers with: dask worker ADDRESS --resources GPU=1)")
+    w.add_argument("--data-dir", default=None,
+                   help="directory with the four MNIST .gz files, readable by every worker "
+                        "(default: $BNLSTM_MNIST_DIR, then the user cache, then the bundled sample)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_args(w)
 
     from .paper import add_cli as _add_paper_cli      # python -m bnlstm paper NAME (bnlstm/paper.py)
     _add_paper_cli(sub)
@@ -170,6 +207,30 @@ def _eval(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .sweep import Sweep, SweepError, format_groups, group_rows, run_sweep
+    base = {k: getattr(args, k) for k in TrainConfig.param if k != "name"
+            and getattr(args, k, None) is not None}
+    try:
+        sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=base, preset=args.preset)
+        out = Path(args.out) if args.out else Path("sweeps") / _dt.datetime.now().strftime(
+            "%Y%m%d-%H%M%S")
+        rows = run_sweep(sweep, out, scheduler=args.scheduler, n_workers=args.workers,
+                         threads=args.threads, data_dir=args.data_dir,
+                         checkpoint_every=args.checkpoint_every, gpus_per_run=args.gpus_per_run,
+                         progress=not args.no_progress)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sweep interrupted: run the same command again to go on", file=sys.stderr)
+        return 130
+    print()
+    print(format_groups(group_rows(rows, sweep.keys), sweep.keys))
+    print(f"\nsweep folder: {out} (results.csv, groups.csv, curves.html)")
+    return 0 if all(r["state"] in ("finished", "diverged") for r in rows) else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -177,6 +238,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _train(args, parser)
     if args.command == "data":
         return _data(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "paper":
         from .paper import cli_main as _paper_main
         return _paper_main(args)

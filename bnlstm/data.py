@@ -539,12 +539,12 @@ class Batches:
                        device=self.device, seed=self.seed, shuffle=self.shuffle,
                        endless=self.endless, drop_last=self.drop_last)
 
-    def _one_pass(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def _one_pass(self, skip: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n, b = self.num_samples, self.batch_size
         if n == 0:
             return
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        for i in range(len(self)):
+        for i in range(skip, len(self)):
             if order is None:
                 imgs, y = self.images[i * b:(i + 1) * b], self.labels[i * b:(i + 1) * b]
             else:
@@ -553,11 +553,28 @@ class Batches:
             yield sequence_view(imgs, self.task), y
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """``iter(batches)``, but without the first ``start`` batches: the batches that come
+        out are exactly those an iterator that had already drawn ``start`` would give next
+        (the shuffling generator advances as if they had been drawn; none is built). Used
+        to resume a run where it stopped. ``start`` may pass the end of a pass only with
+        ``endless``."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0; got {start}")
+        per = len(self)
         if not self.endless:
-            yield from self._one_pass()
+            if start > per:
+                raise ValueError(f"start {start} is past the {per} batches of one pass")
+            yield from self._one_pass(skip=start)
             return
         if self.num_samples == 0:
             raise ValueError("endless Batches over an empty split")
+        for _ in range(start // per):              # whole passes: only their order is drawn
+            if self.shuffle:
+                torch.randperm(self.num_samples, generator=self.generator)
+        yield from self._one_pass(skip=start % per)
         while True:
             yield from self._one_pass()
 

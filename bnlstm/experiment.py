@@ -5,6 +5,7 @@ holds the probes: what a traced training step measures inside the LSTM.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Dict, Optional
 
@@ -197,6 +198,7 @@ class MNISTExperiment:
         self.splits = splits
         self._eval_batches: Dict[str, Any] = {}
         self._train_iter = iter(self.train_batches)
+        self._drawn = 0                        # training batches drawn so far (the data position)
         self.model = build_model(cfg, self.seq_len, self.input_size).to(self.device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.data_source, self.data_is_full = data.source, data.is_full
@@ -223,6 +225,7 @@ class MNISTExperiment:
         for group in opt.param_groups:         # lr applies live
             group["lr"] = cfg.lr
         x, y = next(self._train_iter)          # endless: a new shuffled pass after each epoch
+        self._drawn += 1
         model.train()
         trace = Trace() if probe else None
         logits = model(x, trace=trace)
@@ -278,6 +281,28 @@ class MNISTExperiment:
 
     def load_state_dict(self, sd: Dict[str, Tensor]) -> None:
         self.model.load_state_dict(sd)
+
+    def resume_state(self) -> Dict[str, Any]:
+        """Everything a run needs to go on exactly where it is (after :meth:`setup`): the
+        weights and running statistics, the optimizer's state, the data position and the
+        random number generators (h_0 noise, dropout). Tensors and plain values only, so
+        that it saves and loads with ``weights_only=True``."""
+        out = {"model": self.state_dict(),
+               "optimizer": copy.deepcopy(self.optimizer.state_dict()),   # a copy, not live tensors
+               "batches_drawn": self._drawn, "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            out["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return out
+
+    def load_resume_state(self, state: Dict[str, Any]) -> None:
+        """Go on from :meth:`resume_state` (call after :meth:`setup`, before training)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))   # never aliased
+        self._drawn = int(state["batches_drawn"])
+        self._train_iter = self.train_batches.iterate(start=self._drawn)
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     def checkpoint(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         from .records import make_checkpoint

@@ -88,6 +88,24 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     return config, model, ckpt
 
 
+def _rows_up_to(path: Path, step: int) -> list:
+    """The training and validation rows of a metrics.csv with step <= ``step``, in order."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or tuple(rows[0]) != METRIC_FIELDS:
+        return []
+    out = []
+    for r in rows[1:]:
+        try:
+            if r[1] in ("train", "val") and int(float(r[0])) <= step:
+                out.append(r)
+        except (ValueError, IndexError):      # a torn last line of a killed run
+            continue
+    return out
+
+
 def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
@@ -102,16 +120,24 @@ class RunRecorder:
     and the config when the run ends.
     """
 
-    def __init__(self, out_dir: Union[str, Path], trainer=None):
+    def __init__(self, out_dir: Union[str, Path], trainer=None, resume_step: Optional[int] = None,
+                 prior_wall_time: float = 0.0):
+        """``resume_step``: the run goes on from a snapshot taken after this step: the
+        ``metrics.csv`` already there keeps its rows up to that step and grows from there
+        (instead of starting afresh); ``prior_wall_time`` is added to the summary's."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.trainer = trainer
         self.info: Dict[str, Any] = {}
         self.summary: Dict[str, Any] = {}
-        self._csv = open(self.out_dir / "metrics.csv", "w", newline="")
+        path = self.out_dir / "metrics.csv"
+        kept = _rows_up_to(path, resume_step) if resume_step is not None else []
+        self._csv = open(path, "w", newline="")
         self._writer = csv.writer(self._csv)
         self._writer.writerow(METRIC_FIELDS)
-        self._t0 = time.time()
+        self._writer.writerows(kept)
+        self._csv.flush()
+        self._t0 = time.time() - float(prior_wall_time)
 
     def attach(self, trainer) -> "RunRecorder":
         self.trainer = trainer

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 Record = Dict[str, Any]
 Callback = Callable[[Record], None]
 TERMINAL = ("finished", "stopped", "diverged", "failed")
+SNAPSHOT_FORMAT = "bnlstm-run-snapshot"
 
 
 class Trainer:
@@ -34,13 +35,23 @@ class Trainer:
             ``evaluate(split)``, ``state_dict()``, ``load_state_dict()``, ``finalize()``;
             by default an MNIST experiment built from ``config``.
         callbacks: functions called with every record, on the worker thread.
+        checkpoint_every: every this many updates (0: never), after that step's validation
+            if any, call ``on_checkpoint(trainer.snapshot())``: a resumable state.
+        on_checkpoint: where the snapshot goes (a sweep saves it beside the run record).
+        resume: a :meth:`snapshot` to go on from: after ``setup()`` the run continues at
+            the snapshot's step with its weights, optimizer, data position, random
+            generators and best-so-far, and (seeded, on the CPU) ends exactly as the run
+            that was not interrupted would have.
 
     Control (thread-safe, from any thread): :meth:`start`, :meth:`pause`,
     :meth:`resume`, :meth:`step` (one update while paused), :meth:`stop`,
     :meth:`join`. :meth:`run` does the same work synchronously.
     """
 
-    def __init__(self, config, experiment=None, callbacks: Optional[List[Callback]] = None):
+    def __init__(self, config, experiment=None, callbacks: Optional[List[Callback]] = None,
+                 checkpoint_every: int = 0,
+                 on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 resume: Optional[Dict[str, Any]] = None):
         if experiment is None:
             from .experiment import MNISTExperiment
             experiment = MNISTExperiment(config)
@@ -61,6 +72,10 @@ class Trainer:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._t0 = 0.0
+        self.checkpoint_every = int(checkpoint_every)
+        self.on_checkpoint = on_checkpoint
+        self._resume = resume
+        self._prior_elapsed = 0.0          # training time before a resume
 
     # ---------------------------------------------------------------- control
     def add_callback(self, fn: Callback) -> None:
@@ -162,6 +177,9 @@ class Trainer:
         try:
             self._set_state("starting")
             self.info = dict(self.experiment.setup())
+            if self._resume is not None:
+                self._restore(self._resume)
+                self.info["resumed_from"] = self.step_count
             self._emit({"kind": "info", **self.info})
             self._set_state("paused" if self.paused else "running")
             rate, last_t = None, time.perf_counter()
@@ -192,6 +210,10 @@ class Trainer:
                 if n % cfg.eval_every == 0:
                     self._validate()
                     last_t = time.perf_counter()   # evaluation time is not training time
+                if self.checkpoint_every and self.on_checkpoint is not None \
+                        and n % self.checkpoint_every == 0 and n < cfg.steps:
+                    self.on_checkpoint(self.snapshot())
+                    last_t = time.perf_counter()
             if self._stop.is_set():
                 self._set_state("stopped", f"stopped at step {self.step_count}")
                 return self.state
@@ -225,6 +247,31 @@ class Trainer:
                         "acc": res["acc"], "n": res.get("n"), "best_step": self.final["best_step"],
                         "elapsed": time.perf_counter() - self._t0})
         self._set_state("finished", f"{self.step_count} updates")
+
+    # --------------------------------------------------------------- resuming
+    def snapshot(self) -> Dict[str, Any]:
+        """A resumable state of the run after the current step (tensors and plain values;
+        saves and loads with ``weights_only=True``): pass it as ``Trainer(resume=...)``."""
+        best = None
+        if self.best is not None:
+            best = {k: self.best[k] for k in ("step", "acc", "loss", "state")}
+        return {"format": SNAPSHOT_FORMAT, "version": 1, "config": self.config.to_dict(),
+                "step": self.step_count, "best": best,
+                "elapsed": time.perf_counter() - self._t0 + self._prior_elapsed,
+                "experiment": self.experiment.resume_state()}
+
+    def _restore(self, snap: Dict[str, Any]) -> None:
+        if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a bnlstm run snapshot")
+        now = self.config.to_dict()
+        live = getattr(self.config, "LIVE", ())
+        diff = sorted(k for k, v in snap["config"].items() if k not in live and now.get(k) != v)
+        if diff:     # settings that build the model or the data must match; live ones may change
+            raise ValueError(f"the snapshot is of a run with other settings ({', '.join(diff)})")
+        self.experiment.load_resume_state(snap["experiment"])
+        self.step_count = int(snap["step"])
+        self.best = dict(snap["best"]) if snap.get("best") else None
+        self._prior_elapsed = float(snap.get("elapsed", 0.0))
 
     def checkpoint(self) -> Dict[str, Any]:
         """The best weights so far (or the current ones) as a checkpoint dict."""

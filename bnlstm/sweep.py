@@ -1,0 +1,611 @@
+"""Sweeps: a grid of :class:`~bnlstm.config.TrainConfig` settings times seeds, each run a Dask task.
+
+::
+
+    python -m bnlstm sweep --grid model=lstm,bnlstm --grid gamma_init=0.1,1.0 --seeds 3 --out DIR
+
+or from Python::
+
+    from bnlstm.sweep import Sweep, run_sweep
+    sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], seeds=3, base={"task": "row", "steps": 300})
+    rows = run_sweep(sweep, "DIR")                 # an embedded LocalCluster
+    rows = run_sweep(sweep, "DIR", scheduler="tcp://host:8786")   # an existing cluster
+
+The engine is Dask (``dask.distributed``). Without ``scheduler`` it starts a
+``LocalCluster`` of worker processes sized to the machine (one torch thread per run
+unless asked), listening on loopback only. Every run is one task; a task trains one
+:class:`~bnlstm.trainer.Trainer` and writes its run record (:mod:`bnlstm.records`)
+under ``DIR/runs/<name>/``, plus ``resume.pt`` every ``checkpoint_every`` updates
+(weights, optimizer, data position, random generators, best so far), so that a run
+whose worker died, or whose sweep was interrupted, goes on from there and ends as
+if nothing had happened (seeded, CPU). A worker that dies (killed, out of memory)
+costs the attempt, not the sweep: Dask gives the task to another worker.
+
+The sweep folder::
+
+    DIR/sweep.json          the grid, the seeds, the common settings (written first)
+    DIR/runs/<name>/        config.json, metrics.csv, summary.json, checkpoint.pt (+ resume.pt)
+    DIR/results.csv         a row per run: state, swept settings, seed, best validation
+                            accuracy, test accuracy, updates, wall time, worker
+    DIR/groups.csv          mean, standard deviation and n over seeds, per group
+    DIR/curves.html         the groups' validation curves (mean and a band of one std)
+
+Running the same sweep again skips the runs that finished or diverged (a diverged run
+is a result, not retried) and redoes the others. Bad input (an unknown setting, a
+value out of bounds, an empty grid, another sweep in DIR, an unreachable scheduler)
+raises :class:`SweepError` before anything is written.
+
+This module never imports Panel; Dask and Bokeh are imported only when a sweep runs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .config import TrainConfig
+
+__all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_rows", "PRESETS",
+           "DONE_STATES"]
+
+SWEEP_FORMAT = "bnlstm-sweep"
+DONE_STATES = ("finished", "diverged")       # not run again; anything else is
+RESULT_FIELDS = ("name", "state", "reason", "seed", "best_val_acc", "best_step", "test_acc",
+                 "updates", "wall_time_s", "worker")
+METRICS = ("best_val_acc", "test_acc")       # what the grouped table summarizes
+
+# The paper's comparisons as sweeps (``--preset NAME``): a grid and the settings it runs
+# with, the same as bnlstm.paper's defaults for that figure. Flags and --grid override them.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "fig2": {"doc": "Figure 2: LSTM vs BN on the input only vs BN-LSTM (pixel7, 600 updates)",
+             "grid": {"model": ["lstm", "bnlstm-input", "bnlstm"]},
+             "base": {"task": "pixel7", "steps": 600, "eval_every": 50, "val_limit": 2000}},
+    "fig6": {"doc": "Figure 6: BN-LSTM for initial gamma 0.1 ... 1.0 (pixel7, 600 updates)",
+             "grid": {"gamma_init": [0.1, 0.3, 0.5, 0.7, 1.0]},
+             "base": {"model": "bnlstm", "task": "pixel7", "steps": 600, "eval_every": 50,
+                      "val_limit": 2000}},
+    "stats": {"doc": "per-step vs shared population statistics (row, 1000 updates); training is "
+                     "the same, so the test accuracy shows the statistics' effect",
+              "grid": {"stats": ["per_step", "shared"]},
+              "base": {"model": "bnlstm", "task": "row", "steps": 1000, "eval_every": 100,
+                       "reestimate": 100}},
+}
+# What a sweep changes in TrainConfig's defaults unless told otherwise: no probes (a sweep
+# records no probe) and the test at the end (results.csv has the test accuracy).
+SWEEP_DEFAULTS = {"probe_every": 0, "test_at_end": True, "device": "cpu"}
+
+
+class SweepError(ValueError):
+    """Bad sweep input: the message says what and how to fix it (the CLI exits with 2)."""
+
+
+# ------------------------------------------------------------------------------ the grid
+def _setting_names() -> List[str]:
+    return [k for k in TrainConfig.param if k != "name"]
+
+
+def _check_name(key: str) -> str:
+    key = key.strip().replace("-", "_")
+    if key not in _setting_names():
+        raise SweepError(f"unknown setting {key!r}; valid: {', '.join(_setting_names())}")
+    return key
+
+
+def _coerce(key: str, raw: Any) -> Any:
+    """A value from the command line (or JSON) -> the setting's type, checked against its bounds."""
+    par = TrainConfig.param[key]
+    value = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        import param as _param
+        try:
+            if isinstance(par, _param.Boolean):
+                low = text.lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError("expected true or false")
+                value = low in ("1", "true", "yes", "on")
+            elif isinstance(par, _param.Integer):
+                try:
+                    f = float(text)
+                except ValueError:
+                    f = math.nan
+                if not f.is_integer():
+                    raise ValueError("expected a whole number")
+                value = int(f)
+            elif isinstance(par, _param.Number):
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = math.nan
+                if not math.isfinite(value):
+                    raise ValueError("expected a finite number")
+            else:
+                value = text
+        except ValueError as exc:
+            raise SweepError(f"{key}={raw!r}: {exc}") from None
+    try:
+        TrainConfig(**{key: value})
+    except ValueError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SweepError(f"{key}={raw!r} is not valid: {first}") from None
+    return value
+
+
+def parse_grid(items: Iterable[str]) -> Dict[str, List[Any]]:
+    """``["model=lstm,bnlstm", "gamma_init=0.1,1.0"]`` -> ``{"model": [...], "gamma_init": [...]}``."""
+    grid: Dict[str, List[Any]] = {}
+    for item in items:
+        key, sep, values = str(item).partition("=")
+        if not sep:
+            raise SweepError(f"--grid expects KEY=V1,V2,...; got {item!r}")
+        key = _check_name(key)
+        if key == "seed":
+            raise SweepError("seeds are not a grid setting: use --seeds N (seeds 0..N-1)")
+        if key in grid:
+            raise SweepError(f"--grid {key} is given twice")
+        vals = [v for v in (s.strip() for s in values.split(",")) if v]
+        if not vals:
+            raise SweepError(f"--grid {key}= has no values: give at least one, e.g. {key}=A,B")
+        coerced = [_coerce(key, v) for v in vals]
+        if len(set(map(repr, coerced))) != len(coerced):
+            raise SweepError(f"--grid {key} repeats a value: {values}")
+        grid[key] = coerced
+    return grid
+
+
+def _slug(v: Any) -> str:
+    s = f"{v:g}" if isinstance(v, float) else str(v)
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", s)
+
+
+@dataclass
+class Sweep:
+    """A grid over settings, a list of seeds, and the settings common to every run."""
+
+    grid: Dict[str, List[Any]]
+    seeds: List[int]
+    base: Dict[str, Any] = field(default_factory=dict)
+    preset: Optional[str] = None
+
+    def __post_init__(self):
+        if not self.grid and len(self.seeds) < 2:
+            raise SweepError("an empty grid: give --grid KEY=V1,V2,... (or --seeds N with N > 1)")
+        if not self.seeds:
+            raise SweepError("--seeds must be at least 1")
+        both = sorted(set(self.grid) & set(self.base))
+        if both:
+            raise SweepError(f"{', '.join(both)} is both swept (--grid) and fixed (a flag)")
+        if "seed" in self.base:
+            raise SweepError("seeds come from --seeds, not --seed")
+        for name, _cfg in self.runs():           # every combination must be a valid config
+            pass
+
+    @classmethod
+    def from_args(cls, grid: Sequence[str] = (), seeds: int = 1, base: Optional[Dict[str, Any]] = None,
+                  preset: Optional[str] = None) -> "Sweep":
+        """From command-line shapes: ``grid`` as ``KEY=V1,V2`` strings, ``seeds`` a count."""
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise SweepError(f"--seeds must be a whole number >= 1; got {seeds!r}")
+        base = {_check_name(k): _coerce(_check_name(k), v) for k, v in (base or {}).items()}
+        g: Dict[str, List[Any]] = {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise SweepError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            g.update({k: list(v) for k, v in PRESETS[preset]["grid"].items()})
+            base = {**{k: v for k, v in PRESETS[preset]["base"].items() if k not in g}, **base}
+        extra = parse_grid(grid)
+        g.update(extra)
+        for k in list(g):                    # a flag fixes what a preset would sweep
+            if k in base and k not in extra:
+                del g[k]
+        return cls(grid=g, seeds=list(range(seeds)), base=base, preset=preset)
+
+    @property
+    def keys(self) -> List[str]:
+        return list(self.grid)
+
+    def settings(self) -> Dict[str, Any]:
+        """The settings every run shares: TrainConfig's defaults, the sweep's, the flags."""
+        return {**TrainConfig().to_dict(), **SWEEP_DEFAULTS, **self.base}
+
+    def runs(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """``[(name, config dict)]`` for every grid point and seed, in a fixed order."""
+        import itertools
+        out = []
+        common = self.settings()
+        for combo in itertools.product(*self.grid.values()):
+            point = dict(zip(self.grid, combo))
+            for seed in self.seeds:
+                d = {**common, **point, "seed": seed}
+                try:
+                    TrainConfig.from_dict(d)
+                except ValueError as exc:
+                    raise SweepError(f"the run {point} seed {seed} is not a valid config: {exc}") from None
+                name = "-".join(f"{k}={_slug(v)}" for k, v in point.items())
+                out.append(((name + "-" if name else "") + f"seed={seed}", d))
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": SWEEP_FORMAT, "version": 1, "grid": self.grid, "seeds": self.seeds,
+                "base": self.base, "preset": self.preset, "settings": self.settings(),
+                "runs": [n for n, _ in self.runs()]}
+
+    def same_as(self, d: Dict[str, Any]) -> bool:
+        mine = json.loads(json.dumps(self.to_dict()))
+        return all(mine.get(k) == d.get(k) for k in ("grid", "seeds", "settings"))
+
+
+# ------------------------------------------------------------------------------ one run
+_DATA_CACHE: Dict[Any, Any] = {}
+
+
+def _data(data_dir):
+    """MNIST once per worker process (every run on a worker shares it)."""
+    from . import data as data_mod
+    key = str(data_dir) if data_dir else None
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = data_mod.load_mnist(data_dir)
+    return _DATA_CACHE[key]
+
+
+def _read_json(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except Exception:
+        return "local"
+
+
+def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
+            checkpoint_every: int = 100, threads: int = 1) -> Dict[str, Any]:
+    """Train one run of a sweep into ``run_dir`` (the body of a Dask task; also callable as is).
+
+    A run already done there (summary.json says finished or diverged) is returned as it is;
+    a run with a ``resume.pt`` goes on from it. Returns the run's summary plus ``worker``.
+    """
+    import torch
+
+    from .experiment import MNISTExperiment
+    from .records import RunRecorder, save_checkpoint
+    from .trainer import SNAPSHOT_FORMAT, Trainer
+
+    run_dir = Path(run_dir)
+    done = _read_json(run_dir / "summary.json")
+    if done is not None and done.get("state") in DONE_STATES:
+        return {**done, "worker": done.get("worker", _worker_address()), "skipped": True}
+    if threads:
+        torch.set_num_threads(int(threads))
+    cfg = TrainConfig.from_dict(config)
+    resume_path = run_dir / "resume.pt"
+    snap = None
+    if resume_path.is_file():
+        try:
+            snap = torch.load(resume_path, map_location="cpu", weights_only=True)
+            if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
+                snap = None
+        except Exception:                    # a torn file of a killed worker: start over
+            snap = None
+    worker = _worker_address()
+    trainer = Trainer(cfg, MNISTExperiment(cfg, data=_data(data_dir)),
+                      checkpoint_every=checkpoint_every,
+                      on_checkpoint=lambda s: save_checkpoint(s, resume_path),
+                      resume=snap)
+    recorder = RunRecorder(run_dir, resume_step=snap["step"] if snap else None,
+                           prior_wall_time=snap.get("elapsed", 0.0) if snap else 0.0)
+    recorder.attach(trainer)
+    try:
+        state = trainer.run()
+    finally:
+        recorder.close()
+    summary = dict(recorder.summary) or {"state": state, "reason": trainer.reason}
+    summary.update(worker=worker, resumed_from=snap["step"] if snap else None)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if state in DONE_STATES and resume_path.exists():
+        resume_path.unlink()
+    return summary
+
+
+# ------------------------------------------------------------------------------ the engine
+def _client(scheduler: Optional[str], n_workers: int, threads: int, memory_limit):
+    """A Dask client: an existing cluster's, or an embedded LocalCluster's (loopback only)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:            # pragma: no cover - a dependency
+        raise SweepError(f"dask.distributed is not installed ({exc}); pip install 'dask[distributed]'")
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except Exception as exc:
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address="127.0.0.1:8787",
+                           memory_limit=memory_limit,
+                           env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    return Client(cluster), cluster
+
+
+def _row(name: str, sweep: Sweep, cfg: Dict[str, Any], summary: Optional[Dict[str, Any]],
+         fallback_state: str = "missing", reason: str = "") -> Dict[str, Any]:
+    s = summary or {}
+    row = {"name": name, "state": s.get("state", fallback_state),
+           "reason": s.get("reason", reason), "seed": cfg["seed"],
+           "best_val_acc": s.get("best_val_acc"), "best_step": s.get("best_step"),
+           "test_acc": s.get("test_acc"), "updates": s.get("steps"),
+           "wall_time_s": s.get("wall_time_s"), "worker": s.get("worker", "")}
+    row.update({k: cfg[k] for k in sweep.keys})
+    return row
+
+
+def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] = None,
+              n_workers: Optional[int] = None, threads: int = 1, data_dir=None,
+              checkpoint_every: Optional[int] = None, gpus_per_run: int = 0,
+              memory_limit: Union[str, float] = "auto", progress: bool = True,
+              echo: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Run every missing run of ``sweep`` on Dask; write the sweep folder; return its rows.
+
+    ``scheduler``: an address (``tcp://host:8786``) of an existing cluster; default an
+    embedded ``LocalCluster`` of ``n_workers`` processes (default: the machine's cores
+    divided by ``threads``). ``threads``: torch threads per run. ``checkpoint_every``:
+    updates between resume snapshots (default: ``eval_every``). ``gpus_per_run``: ask
+    Dask for that many ``GPU`` worker resources per run (workers started with
+    ``--resources GPU=N``). Raises :class:`SweepError` on bad input, before writing.
+    """
+    from .data import DataError
+    out = Path(out_dir)
+    plan = sweep.runs()
+    meta_path = out / "sweep.json"
+    if meta_path.exists():
+        old = _read_json(meta_path)
+        if old is None or old.get("format") != SWEEP_FORMAT:
+            raise SweepError(f"{out}: sweep.json is not a bnlstm sweep; choose another --out")
+        if not sweep.same_as(old):
+            raise SweepError(f"{out} holds a different sweep (its grid, seeds or settings differ); "
+                             "run that one again as it was, or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise SweepError(f"{out} exists and is not a sweep folder; choose another --out")
+    try:
+        _data(data_dir)                       # bad data fails here, not on every worker
+    except DataError as exc:
+        raise SweepError(f"data: {exc}") from None
+    todo, rows = [], {}
+    for name, cfg in plan:
+        s = _read_json(out / "runs" / name / "summary.json")
+        if s is not None and s.get("state") in DONE_STATES:
+            rows[name] = _row(name, sweep, cfg, s)
+        else:
+            todo.append((name, cfg))
+    threads = max(1, int(threads))
+    workers = n_workers or max(1, (os.cpu_count() or 1) // threads)
+    workers = max(1, min(workers, len(todo))) if todo else 1
+    client = cluster = None
+    if todo:
+        client, cluster = _client(scheduler, workers, threads, memory_limit)
+    out.mkdir(parents=True, exist_ok=True)
+    if not meta_path.exists():
+        meta_path.write_text(json.dumps(sweep.to_dict(), indent=2) + "\n")
+    echo(f"sweep: {len(plan)} runs ({len(plan) - len(todo)} already done, {len(todo)} to run) "
+         f"in {out}")
+    t0 = time.perf_counter()
+    try:
+        if todo:
+            _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
+                         gpus_per_run, progress, echo, cluster is not None, workers)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    ordered = [rows.get(name) or _row(name, sweep, cfg, None) for name, cfg in plan]
+    write_results(out, sweep, ordered)
+    echo(f"sweep: {sum(r['state'] in DONE_STATES for r in ordered)} of {len(ordered)} runs done "
+         f"in {time.perf_counter() - t0:.1f} s")
+    return ordered
+
+
+def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
+                 gpus_per_run, progress, echo, local, workers) -> None:
+    from distributed import wait
+    from tqdm.auto import tqdm
+    where = (f"a LocalCluster of {workers} worker process(es), {threads} torch thread(s) each"
+             if local else f"the cluster at {client.scheduler.address}")
+    echo(f"engine: Dask, {where}; dashboard: {client.dashboard_link}")
+    resources = {"GPU": gpus_per_run} if gpus_per_run else None
+    futures = {}
+    for name, cfg in todo:
+        run_dir = out / "runs" / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        every = checkpoint_every or int(cfg["eval_every"])
+        if gpus_per_run and cfg.get("device") == "cpu":
+            cfg = {**cfg, "device": "cuda"}
+        fut = client.submit(run_one, cfg, str(run_dir.resolve()), data_dir, every, threads,
+                            key=f"bnlstm-run-{name}-{time.time_ns()}", pure=False,
+                            resources=resources)
+        futures[fut] = (name, cfg)
+    bar = tqdm(total=len(futures), unit="run", disable=not progress, dynamic_ncols=True)
+    failed = 0
+    pending = set(futures)
+    try:
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                name, cfg = futures[fut]
+                try:
+                    summary = fut.result()
+                    row = _row(name, sweep, cfg, summary)
+                except Exception as exc:            # the task failed on every attempt
+                    row = _row(name, sweep, cfg, None, "failed", f"{type(exc).__name__}: {exc}")
+                rows[name] = row
+                failed += row["state"] not in DONE_STATES
+                bar.update(1)
+                acc = row["best_val_acc"]
+                bar.write(f"{row['state']:8s} {name}: best val acc "
+                          f"{acc if acc is None else f'{acc:.4f}'}, test acc "
+                          f"{row['test_acc'] if row['test_acc'] is None else format(row['test_acc'], '.4f')}"
+                          f", {row['updates']} updates, {row['wall_time_s']} s on {row['worker']}"
+                          + (f" ({row['reason']})" if row["state"] not in DONE_STATES else ""))
+            try:       # tasks on workers, at most one per worker thread: the ones training
+                running = min(sum(len(v) for v in client.processing().values()),
+                              sum(client.nthreads().values()))
+            except Exception:
+                running = 0
+            bar.set_postfix(done=bar.n - failed, running=running, failed=failed)
+    except KeyboardInterrupt:
+        bar.write("interrupted: finished runs are kept; run the same command again to go on")
+        for fut in pending:
+            fut.cancel()
+        raise
+    finally:
+        bar.close()
+
+
+# ------------------------------------------------------------------------------ results
+def _num(v) -> Optional[float]:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str]) -> List[Dict[str, Any]]:
+    """Rows grouped by the swept settings (over seeds): mean, std (n - 1) and n per metric,
+    over the runs that finished or diverged."""
+    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for point, rs in groups.items():
+        g = dict(zip(keys, point))
+        done = [r for r in rs if r["state"] in DONE_STATES]
+        g["runs"] = len(rs)
+        g["diverged"] = sum(r["state"] == "diverged" for r in rs)
+        for m in METRICS:
+            vals = [v for v in (_num(r[m]) for r in done) if v is not None]
+            n = len(vals)
+            mean = sum(vals) / n if n else None
+            std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else
+                   (0.0 if n == 1 else None))
+            g[f"{m}_mean"], g[f"{m}_std"], g[f"{m}_n"] = mean, std, n
+        out.append(g)
+    return out
+
+
+def format_groups(groups: List[Dict[str, Any]], keys: Sequence[str]) -> str:
+    """The grouped table as text (what the command prints at the end)."""
+    head = list(keys) + [f"{m} (mean ± std, n)" for m in METRICS]
+    lines = []
+    for g in groups:
+        cells = [str(g[k]) for k in keys]
+        for m in METRICS:
+            mean, std, n = g[f"{m}_mean"], g[f"{m}_std"], g[f"{m}_n"]
+            cells.append("-" if mean is None else f"{mean:.4f} ± {std:.4f} (n={n})")
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*c) for c in lines])
+
+
+def write_results(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> None:
+    """results.csv, groups.csv and curves.html (written whole, then renamed into place)."""
+    fields = ["name", "state"] + sweep.keys + [f for f in RESULT_FIELDS if f not in ("name", "state")]
+    _write_csv(out / "results.csv", fields, rows)
+    groups = group_rows(rows, sweep.keys)
+    gfields = list(sweep.keys) + ["runs", "diverged"] + [f"{m}_{s}" for m in METRICS
+                                                         for s in ("mean", "std", "n")]
+    _write_csv(out / "groups.csv", gfields, groups)
+    try:
+        write_curves_html(out, sweep, rows)
+    except Exception as exc:                  # a plot must never cost the results
+        print(f"curves.html not written: {type(exc).__name__}: {exc}")
+
+
+def _write_csv(path: Path, fields: Sequence[str], rows: List[Dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    os.replace(tmp, path)
+
+
+def read_val_curve(run_dir: Path) -> Tuple[List[int], List[float]]:
+    """The validation accuracy curve of one run record (steps, accuracies)."""
+    steps, accs = [], []
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                if r.get("kind") == "val" and _num(r.get("acc")) is not None:
+                    steps.append(int(float(r["step"])))
+                    accs.append(float(r["acc"]))
+    except OSError:
+        pass
+    return steps, accs
+
+
+def group_curves(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per group: ``label``, ``step`` and the ``mean`` / ``std`` / ``n`` of the validation
+    accuracy at each step that all of its runs reached so far."""
+    import numpy as np
+    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in sweep.keys), []).append(r)
+    out_curves = []
+    for point, rs in groups.items():
+        curves = [read_val_curve(out / "runs" / r["name"]) for r in rs]
+        curves = [c for c in curves if c[0]]
+        if not curves:
+            continue
+        common = sorted(set.intersection(*(set(c[0]) for c in curves)))
+        if not common:
+            continue
+        mat = np.array([[dict(zip(*c))[s] for s in common] for c in curves])
+        label = ", ".join(f"{k}={v}" for k, v in zip(sweep.keys, point)) or "all runs"
+        out_curves.append({"label": label, "step": np.array(common), "mean": mat.mean(0),
+                           "std": mat.std(0, ddof=1) if len(mat) > 1 else np.zeros(len(common)),
+                           "n": len(mat)})
+    return out_curves
+
+
+def write_curves_html(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> Optional[Path]:
+    """curves.html: each group's validation curve, mean with a band of one std (self-contained:
+    Bokeh's JavaScript is inlined, so it opens offline)."""
+    curves = group_curves(out, sweep, rows)
+    if not curves:
+        return None
+    from bokeh.embed import file_html
+    from bokeh.palettes import Category10_10
+    from bokeh.plotting import figure
+    from bokeh.resources import INLINE
+    p = figure(title=f"Validation accuracy: mean over seeds, band: one std ({out.name})",
+               x_axis_label="update", y_axis_label="validation accuracy", height=450,
+               sizing_mode="stretch_width")
+    for i, c in enumerate(curves):
+        color = Category10_10[i % 10]
+        p.varea(c["step"], c["mean"] - c["std"], c["mean"] + c["std"], color=color, alpha=0.2)
+        p.line(c["step"], c["mean"], color=color, line_width=3,
+               legend_label=f"{c['label']} (n={c['n']})")
+    p.legend.location = "bottom_right"
+    path = out / "curves.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(file_html(p, INLINE, title="bnlstm sweep"))
+    os.replace(tmp, path)
+    return path
