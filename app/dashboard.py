@@ -25,6 +25,7 @@ from bnlstm.config import MODEL_LABELS, TASK_NAMES
 from . import views
 from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
+from .sweeps import SweepBrowser
 
 DRAIN_MS = 200
 STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
@@ -396,6 +397,7 @@ class Dashboard(param.Parameterized):
 
     # --------------------------------------------------------------------- layout
     def _build_layout(self) -> None:
+        self.sweeps = SweepBrowser()
         self.p_loss = pn.pane.Bokeh(views.loss_plot(self.slots), sizing_mode="stretch_width",
                             css_classes=["plot-loss"])
         self.p_val = pn.pane.Bokeh(views.val_plot(self.slots), sizing_mode="stretch_width",
@@ -475,6 +477,11 @@ class Dashboard(param.Parameterized):
             section("Export", "The metrics of a run as CSV, and its run record (config, "
                     "metrics, summary, best checkpoint) as a zip.",
                     pn.Row(self.w_export_run, self.d_csv, self.d_zip)),
+            section("Sweeps (many seeds, run with python -m bnlstm sweep)",
+                    "The sweeps in the server's sweep folder: each group's validation curve "
+                    "(mean over seeds, band: one standard deviation) and every run's result; "
+                    "a running sweep fills in as its runs progress.",
+                    self.sweeps.view()),
         ]
         self.sidebar = [
             pn.pane.HTML("<div style='font-size:15px'>Settings marked <b>needs a new run</b> "
@@ -678,6 +685,8 @@ class Dashboard(param.Parameterized):
         if self._destroyed:
             return
         self._destroyed = True
+        if hasattr(self, "sweeps"):
+            self.sweeps.dispose()
         n = len([r for r in self.runs if r.live])
         for r in self.runs:
             r.dispose()

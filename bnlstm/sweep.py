@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from .config import TrainConfig
 
 __all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_rows", "PRESETS",
-           "DONE_STATES"]
+           "DONE_STATES", "read_sweep", "list_sweeps"]
 
 SWEEP_FORMAT = "bnlstm-sweep"
 DONE_STATES = ("finished", "diverged")       # not run again; anything else is
@@ -609,3 +609,41 @@ def write_curves_html(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> Op
     tmp.write_text(file_html(p, INLINE, title="bnlstm sweep"))
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------------------ reading a sweep
+def list_sweeps(folder: Union[str, Path]) -> List[str]:
+    """The names of the sweep folders directly inside ``folder`` (those with a sweep.json)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and (p / "sweep.json").is_file())
+
+
+def read_sweep(out: Union[str, Path]) -> Dict[str, Any]:
+    """A sweep folder as it is now, also while it runs: ``keys`` (the swept settings),
+    ``rows`` (one per planned run; ``state`` is the run's, or ``running`` while it has
+    metrics but no summary, or ``pending``), ``groups`` (:func:`group_rows`) and
+    ``curves`` (:func:`group_curves`, over the steps every run of a group has reached)."""
+    out = Path(out)
+    meta = _read_json(out / "sweep.json")
+    if meta is None or meta.get("format") != SWEEP_FORMAT:
+        raise SweepError(f"{out.name}: not a bnlstm sweep folder")
+    sweep = Sweep(grid=meta["grid"], seeds=meta["seeds"], base=meta.get("base", {}),
+                  preset=meta.get("preset"))
+    rows = []
+    for name, cfg in sweep.runs():
+        run = out / "runs" / name
+        summary = _read_json(run / "summary.json")
+        if summary is not None:
+            rows.append(_row(name, sweep, cfg, summary))
+        else:
+            steps = [s for s, _ in zip(*read_val_curve(run))]
+            state = "running" if (run / "metrics.csv").is_file() else "pending"
+            row = _row(name, sweep, cfg, None, state)
+            if steps:
+                row["updates"] = steps[-1]              # validated so far
+            rows.append(row)
+    return {"name": out.name, "keys": sweep.keys, "seeds": sweep.seeds, "rows": rows,
+            "groups": group_rows(rows, sweep.keys), "curves": group_curves(out, sweep, rows)}

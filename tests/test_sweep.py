@@ -269,3 +269,26 @@ def test_a_killed_worker_costs_an_attempt_not_the_sweep(tmp_path, mnist_dir):
     assert victim["resumed_from"] is not None and victim["resumed_from"] % 20 == 0
     steps = [int(r["step"]) for r in _metrics(out / "runs" / killed["run"]) if r["kind"] == "train"]
     assert steps == list(range(1, 121))                     # every update once, in order
+
+
+def test_sweep_browser_offers_names_only_and_refuses_others(tmp_path, mnist_dir):
+    """The dashboard's sweeps view (no browser): names from the configured folder only."""
+    from bnlstm_app.sweeps import SweepBrowser
+    sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], base={**TINY, "steps": 10})
+    for name in ("b-sweep", "a-sweep"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text(json.dumps(sweep.to_dict()))
+    (tmp_path / "not-a-sweep").mkdir()
+    name, cfg = sweep.runs()[0]
+    run_one(cfg, tmp_path / "a-sweep" / "runs" / name, str(mnist_dir))
+    b = SweepBrowser(folder=tmp_path)
+    assert b.param.sweep.objects == ["a-sweep", "b-sweep"]
+    b.sweep = "a-sweep"
+    assert "2 runs" in b.note.object and "1 finished" in b.note.object and "1 pending" in b.note.object
+    assert len(b.sources[0]["line"].data["step"]) == 1          # lstm: its one validation
+    for bad in ("../a-sweep", str(tmp_path / "a-sweep"), "not-a-sweep"):
+        with pytest.raises(ValueError):
+            b.sweep = bad
+    assert str(tmp_path) not in b.note.object + b.table.object + b.legend.object
+    none = SweepBrowser(folder=None)
+    assert none.param.sweep.objects == [] and "BNLSTM_SWEEPS_DIR" in none.note.object

@@ -76,7 +76,9 @@ def server(tmp_path_factory):
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} not found: apt-get install -y chromium"
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
+    sweeps_dir = tmp_path_factory.mktemp("sweeps")        # the server's sweep folder (empty)
     env = {**os.environ, "BNLSTM_MNIST_DIR": str(SHARED_MNIST_DIR), "BNLSTM_APP_LOG": "1",
+           "BNLSTM_SWEEPS_DIR": str(sweeps_dir),
            "BNLSTM_MAX_RUNS": "4", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
@@ -86,6 +88,7 @@ def server(tmp_path_factory):
     with open(log_path, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}/app", log_path, proc)
+    srv.sweeps_dir = sweeps_dir
     try:
         end = time.time() + 60
         while True:

@@ -380,3 +380,49 @@ def test_init_preset_contrasts_identity_and_orthogonal(open_app):
     shown_changes_to(lambda g: g == g_id)
     assert page.console_errors == [], page.console_errors[:3]
     page.get_by_role("button", name="Stop", exact=True).click()
+
+
+ALL_HTML_JS = """() => { let out = ''; const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) { out += el.shadowRoot.innerHTML; walk(el.shadowRoot); } } };
+  out += document.documentElement.outerHTML; walk(document); return out; }"""
+
+
+def test_sweeps_view_lists_the_servers_sweeps_by_name_and_fills_in(open_app, server):
+    """A sweep written into the server's sweep folder (here run in this process, without Dask)
+    appears by name; its group curves and its runs' table show; no server path reaches the page."""
+    from bnlstm.sweep import Sweep, run_one
+    SHARED_MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+    page = open_app()
+    sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], seeds=2,
+                            base={"task": "row", "hidden": 8, "batch_size": 16, "steps": 20,
+                                  "eval_every": 10, "val_limit": 100, "test_at_end": False})
+    out = server.sweeps_dir / "demo-sweep"
+    out.mkdir()
+    import json
+    (out / "sweep.json").write_text(json.dumps(sweep.to_dict()))
+    runs = sweep.runs()
+    for name, cfg in runs[:3]:                    # three done, one not started: "pending"
+        run_one(cfg, out / "runs" / name, str(SHARED_MNIST_DIR), checkpoint_every=10)
+    page.get_by_role("button", name="Refresh the list", exact=True).click()
+    note = page.locator(".sweeps-note .sweeps-note-body")
+    end = time.time() + 30
+    while "demo-sweep" not in note.inner_text() and time.time() < end:
+        time.sleep(0.3)
+    text = note.inner_text()
+    assert "4 runs" in text and "3 finished" in text and "1 pending" in text, text
+    legend = page.locator(".sweeps-legend .sweeps-legend-body").inner_text()
+    assert "model=lstm (n=2)" in legend and "model=bnlstm (n=1)" in legend, legend
+    assert page.locator(".sweeps-table tr.sweep-run").count() == 4
+    d = page.evaluate("""() => { const o = {}; for (const m of Bokeh.documents[0].all_models)
+        if (m.name && m.name.startsWith('sweep-mean-')) o[m.name] = m.data.step.length; return o; }""")
+    assert d["sweep-mean-0"] == 2 and d["sweep-mean-1"] == 2, d
+    # the last run finishes: the page picks it up by itself
+    run_one(runs[3][1], out / "runs" / runs[3][0], str(SHARED_MNIST_DIR), checkpoint_every=10)
+    end = time.time() + 30
+    while "4 finished" not in note.inner_text() and time.time() < end:
+        time.sleep(0.3)
+    assert "4 finished" in note.inner_text()
+    html_text = page.evaluate(ALL_HTML_JS)
+    assert "demo-sweep" in html_text
+    assert str(server.sweeps_dir) not in html_text and str(SHARED_MNIST_DIR) not in html_text
+    assert page.console_errors == [], page.console_errors[:3]
