@@ -20,7 +20,7 @@ import panel as pn
 import param
 
 from bnlstm import TrainConfig
-from bnlstm.config import MODEL_LABELS, TASK_NAMES
+from bnlstm.config import MODEL_LABELS, TASK_NAMES, parse_setting
 
 from . import views
 from .runs import DashboardRun, preload_data_in_background
@@ -85,32 +85,10 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 # ----------------------------------------------------------------------------- URL handling
 def _coerce(par: param.Parameter, raw: str):
     """A URL string -> the parameter's type (raises ValueError with a reason)."""
-    if isinstance(par, param.Boolean):
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if isinstance(par, param.Integer):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-        if not value.is_integer():
-            raise ValueError("expected a whole number")
-        return int(value)
-    if isinstance(par, param.Number):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError("expected a number") from None
-        if not math.isfinite(value):
-            raise ValueError("expected a finite number")
-        return value
-    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:   # Panel JSON-quotes strings
+    if not isinstance(par, (param.Boolean, param.Number)) and len(raw) >= 2 \
+            and raw.startswith('"') and raw.endswith('"'):      # Panel JSON-quotes strings
         raw = raw[1:-1]
-    return raw
+    return parse_setting(par.name, raw)
 
 
 def validate_query(query: Dict[str, Any]) -> "tuple[Dict[str, Any], List[str]]":

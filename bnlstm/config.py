@@ -12,6 +12,7 @@ the others take effect when a new run starts (they change the model or data).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Dict
 
 import param
@@ -119,3 +120,34 @@ class TrainConfig(param.Parameterized):
             if self.stats != "per_step":
                 s += " shared-stats"
         return s + f" seed {self.seed}"
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """A setting's value written as text (a command line, a URL) -> the setting's type.
+
+    Booleans take true/false, yes/no, on/off, 1/0; integers a whole number (``1e3`` too);
+    numbers a finite number; selectors the text as is. Raises ``ValueError`` with the
+    reason. Bounds and choices are checked by ``TrainConfig`` itself, not here.
+    """
+    par = TrainConfig.param[name]
+    text = str(text).strip()
+    if isinstance(par, param.Boolean):
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(par, (param.Integer, param.Number)):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if isinstance(par, param.Integer):
+            if not value.is_integer():
+                raise ValueError("expected a whole number")
+            return int(value)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    return text

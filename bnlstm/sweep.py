@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .config import TrainConfig
+from .config import TrainConfig, parse_setting
 
 __all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_rows", "PRESETS",
            "DONE_STATES", "read_sweep", "list_sweeps"]
@@ -99,34 +99,10 @@ def _check_name(key: str) -> str:
 
 def _coerce(key: str, raw: Any) -> Any:
     """A value from the command line (or JSON) -> the setting's type, checked against its bounds."""
-    par = TrainConfig.param[key]
     value = raw
     if isinstance(raw, str):
-        text = raw.strip()
-        import param as _param
         try:
-            if isinstance(par, _param.Boolean):
-                low = text.lower()
-                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError("expected true or false")
-                value = low in ("1", "true", "yes", "on")
-            elif isinstance(par, _param.Integer):
-                try:
-                    f = float(text)
-                except ValueError:
-                    f = math.nan
-                if not f.is_integer():
-                    raise ValueError("expected a whole number")
-                value = int(f)
-            elif isinstance(par, _param.Number):
-                try:
-                    value = float(text)
-                except ValueError:
-                    value = math.nan
-                if not math.isfinite(value):
-                    raise ValueError("expected a finite number")
-            else:
-                value = text
+            value = parse_setting(key, raw)
         except ValueError as exc:
             raise SweepError(f"{key}={raw!r}: {exc}") from None
     try:
