@@ -198,7 +198,11 @@ def _eval(args) -> int:
         return 2
     cfg.device = args.device
     exp = MNISTExperiment(cfg, data_dir=args.data_dir)
-    info = exp.setup()
+    try:
+        info = exp.setup()
+    except (data_mod.DataError, ValueError) as exc:       # bad data folder, missing device
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     exp.load_state_dict(ckpt["model"])
     res = {"checkpoint_step": ckpt.get("step"), "data_source": info["data_source"]}
     for split in ("val", "test"):

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -67,8 +68,8 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     except Exception as exc:
         raise CheckpointError(
             f"{path}: refused to load: it is corrupt, truncated, or holds objects other than "
-            f"tensors and plain values (checkpoints load with weights_only=True). "
-            f"Details: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            f"tensors and plain values (checkpoints load with weights_only=True, always). "
+            f"Details: {_load_failure(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a bnlstm checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -104,6 +105,18 @@ def _rows_up_to(path: Path, step: int) -> list:
         except (ValueError, IndexError):      # a torn last line of a killed run
             continue
     return out
+
+
+def _load_failure(exc: Exception) -> str:
+    """torch.load's reason, without its advice to load the file unsafely (never taken here)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which is never unpickled"
+    if "Weights only load failed" in text:
+        return "it holds pickled Python objects, which are never unpickled"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def _clean(v):

@@ -349,3 +349,28 @@ def test_bn_tanh_rnn_is_invariant_to_recurrent_weight_scale_in_training():
         plain.weight_hh_l0.mul_(3.0)
     d, _ = plain(x)
     assert not torch.allclose(c, d, atol=1e-3)
+
+
+class PickledThing:
+    """A class a checkpoint must never be allowed to bring in."""
+
+
+def test_cli_eval_refuses_pickled_objects_without_unsafe_advice(tmp_path, capsys):
+    p = tmp_path / "pickled.pt"
+    torch.save({"format": "bnlstm-checkpoint", "obj": PickledThing()}, p)
+    assert cli_main(["eval", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "PickledThing" in err and "never unpickled" in err
+    assert "weights_only=False" not in err and "can still be loaded" not in err
+
+
+def test_cli_eval_with_a_bad_data_dir_is_a_message_not_a_traceback(tmp_path, capsys, mnist):
+    cfg = TrainConfig(task="row", model="lstm", hidden=8, steps=1, eval_every=1, val_limit=20,
+                      probe_every=0, test_at_end=False)
+    exp = MNISTExperiment(cfg, data=mnist)
+    exp.setup()
+    from bnlstm.records import save_checkpoint
+    save_checkpoint(exp.checkpoint(), tmp_path / "c.pt")
+    assert cli_main(["eval", str(tmp_path / "c.pt"), "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "does not exist" in err and "Traceback" not in err
