@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -16,7 +17,9 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .config import TrainConfig
-from .model import BNLSTM, BNTanhRNN, Trace
+from .model import BNLSTM, BNTanhRNN, Trace, set_noise_generator
+
+_SEEDED = threading.Lock()    # torch.manual_seed + building a model, one run at a time
 
 # A tanh unit counts as saturated when it passes less than a tenth of its gradient:
 # tanh'(x) = 1 - tanh(x)^2 < 0.1, i.e. |x| > atanh(sqrt(0.9)) ~= 1.818.
@@ -187,7 +190,6 @@ class MNISTExperiment:
     def setup(self) -> Dict[str, Any]:
         cfg = self.config
         self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
         data = self._data if self._data is not None else data_mod.load_mnist(
             self._data_dir, download=self._download)
         splits = data_mod.make_splits(data)
@@ -199,7 +201,12 @@ class MNISTExperiment:
         self._eval_batches: Dict[str, Any] = {}
         self._train_iter = iter(self.train_batches)
         self._drawn = 0                        # training batches drawn so far (the data position)
-        self.model = build_model(cfg, self.seq_len, self.input_size).to(self.device)
+        with _SEEDED:        # runs set up side by side in threads: each builds from its own seed
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg, self.seq_len, self.input_size).to(self.device)
+        # the h_0 noise from the run's own generator, not torch's global one (threads share that)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        set_noise_generator(self.model, self.noise_generator)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.data_source, self.data_is_full = data.source, data.is_full
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -289,7 +296,8 @@ class MNISTExperiment:
         that it saves and loads with ``weights_only=True``."""
         out = {"model": self.state_dict(),
                "optimizer": copy.deepcopy(self.optimizer.state_dict()),   # a copy, not live tensors
-               "batches_drawn": self._drawn, "rng": torch.get_rng_state()}
+               "batches_drawn": self._drawn, "rng": torch.get_rng_state(),
+               "noise_rng": self.noise_generator.get_state()}
         if self.device.type == "cuda":
             out["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return out
@@ -301,6 +309,7 @@ class MNISTExperiment:
         self._drawn = int(state["batches_drawn"])
         self._train_iter = self.train_batches.iterate(start=self._drawn)
         torch.set_rng_state(state["rng"])
+        self.noise_generator.set_state(state["noise_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 

@@ -11,6 +11,7 @@ evaluation mode, steps beyond ``max_length`` reusing the last step's). See
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Iterable, List, Optional, Tuple
 
 import torch
@@ -25,6 +26,31 @@ __all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stat
 NORMS = ("none", "input", "full")
 STATS = ("per_step", "shared")
 INITS = ("paper", "authors", "orthogonal", "pytorch")
+
+
+# A module's own generator for its h_0 noise (set_noise_generator); kept outside the module so
+# that copying or pickling a model never has to copy a generator (a copy uses the global one).
+_NOISE_GENERATORS: "weakref.WeakKeyDictionary[nn.Module, torch.Generator]" = weakref.WeakKeyDictionary()
+
+
+def set_noise_generator(module: nn.Module, generator: Optional[torch.Generator]) -> None:
+    """Draw the h_0 noise of every BNLSTM / BNTanhRNN in ``module`` from ``generator``
+    (``None``: torch's global generator, the default). Runs that train side by side in
+    threads of one process then draw their noise independently and repeat exactly."""
+    for m in module.modules():
+        if hasattr(m, "h0_noise"):
+            if generator is None:
+                _NOISE_GENERATORS.pop(m, None)
+            else:
+                _NOISE_GENERATORS[m] = generator
+
+
+def h0_noise_like(module: nn.Module, h: Tensor) -> Tensor:
+    """Standard Gaussian noise shaped like ``h``, from the module's generator if it has one."""
+    gen = _NOISE_GENERATORS.get(module)
+    if gen is None:
+        return torch.randn_like(h)
+    return torch.randn(h.shape, generator=gen, dtype=h.dtype, device=h.device)
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -431,7 +457,7 @@ class BNLSTM(nn.Module):
                 raise ValueError(f"BNLSTM: expected hidden state of shape {(L, B, H)}; "
                                  f"got {tuple(h0.shape)} and {tuple(c0.shape)}")
         if self.training and self.h0_noise > 0:
-            h0 = h0 + self.h0_noise * torch.randn_like(h0)
+            h0 = h0 + self.h0_noise * h0_noise_like(self, h0)
 
         # nothing needs the per-step path with norm="none": nn.LSTM's own kernel
         res = (_fused.lstm_none(self, x, h0, c0)
@@ -658,7 +684,7 @@ class BNTanhRNN(nn.Module):
                              f"(batch first: (B, T, {self.input_size})); got {tuple(input.shape)}")
         h = x.new_zeros(x.shape[1], self.hidden_size) if hx is None else hx[0]
         if self.training and self.h0_noise > 0:
-            h = h + self.h0_noise * torch.randn_like(h)
+            h = h + self.h0_noise * h0_noise_like(self, h)
         bn_sum = getattr(self, "bn_l0", None)
         bn_ih, bn_hh = getattr(self, "bn_ih_l0", None), getattr(self, "bn_hh_l0", None)
         rec = trace._new_layer() if trace is not None else None

@@ -374,3 +374,26 @@ def test_cli_eval_with_a_bad_data_dir_is_a_message_not_a_traceback(tmp_path, cap
     assert cli_main(["eval", str(tmp_path / "c.pt"), "--data-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "does not exist" in err and "Traceback" not in err
+
+
+def test_runs_training_side_by_side_in_threads_repeat_exactly(mnist):
+    """The dashboard trains runs as threads of one process: each must draw its weights and its
+    h_0 noise from its own seed, so that a run repeats exactly whatever trains beside it."""
+    def make(seed, model="bnlstm"):
+        cfg = TrainConfig(task="row", model=model, hidden=16, batch_size=16, steps=15,
+                          eval_every=15, val_limit=50, probe_every=0, test_at_end=False,
+                          h0_noise=0.5, seed=seed)
+        tr = Trainer(cfg, MNISTExperiment(cfg, data=mnist))
+        losses = []
+        tr.add_callback(lambda r: losses.append(r["loss"]) if r["kind"] == "train" else None)
+        return tr, losses
+
+    alone, want = make(0)
+    alone.run()
+    runs = [make(0), make(1), make(0, "bn-tanh-rnn")]
+    for tr, _ in runs:
+        tr.start()
+    for tr, _ in runs:
+        assert tr.join(60)
+    assert runs[0][1] == want
+    assert runs[1][1] != want

@@ -330,7 +330,7 @@ def test_tanh_rnn_preset_shows_figure_1a_at_the_first_probe(open_app):
     wait_points(page, "loss,smooth,step", 3, runs=2)
     d = fig1a_sources(page)
     fall01, fall10 = _log_fall(d["grad-0"]["grad"]), _log_fall(d["grad-1"]["grad"])
-    assert fall01 < 1.0 and fall10 > 4.0, (fall01, fall10)
+    assert fall01 < 1.0 and fall10 > 3.0, (fall01, fall10)          # measured: 0.23 and 5.4
     x, f1 = d["units-1"]["x"], d["units-1"]["frac"]
     near = sum(f for xi, f in zip(x, f1) if abs(abs(xi) - 0.7616) < 0.1)
     assert near > 0.8, near
@@ -361,7 +361,7 @@ def test_init_preset_contrasts_identity_and_orthogonal(open_app):
                      exact=True).click()
     d = fig1a_sources(page)
     g_id, g_orth = d["grad-0"]["grad"], d["grad-1"]["grad"]
-    assert _log_fall(g_id) > 4.0, g_id[:3]
+    assert _log_fall(g_id) > 3.0, g_id[:3]
     assert g_orth[0] > 10 * g_orth[-1], (g_orth[0], g_orth[-1])
     # 'latest probe' switches the plot to the live model; 'at step 1' brings the first back
     def shown_changes_to(want, timeout=20.0):
