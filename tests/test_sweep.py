@@ -292,3 +292,23 @@ def test_sweep_browser_offers_names_only_and_refuses_others(tmp_path, mnist_dir)
     assert str(tmp_path) not in b.note.object + b.table.object + b.legend.object
     none = SweepBrowser(folder=None)
     assert none.param.sweep.objects == [] and "BNLSTM_SWEEPS_DIR" in none.note.object
+
+
+def test_diverged_runs_are_results_not_retried(tmp_path):
+    """A run recorded as diverged (or finished) is not run again; the sweep needs no cluster
+    when nothing is left, and the table counts the divergence."""
+    sweep = _sweep()
+    out = tmp_path / "s"
+    (out / "runs").mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps(sweep.to_dict()))
+    for i, (name, cfg) in enumerate(sweep.runs()):
+        (out / "runs" / name).mkdir()
+        state = "diverged" if i == 3 else "finished"
+        (out / "runs" / name / "summary.json").write_text(json.dumps(
+            {"state": state, "best_val_acc": 0.5 if state == "finished" else None, "steps": 40}))
+    lines = []
+    rows = run_sweep(sweep, out, scheduler="tcp://127.0.0.1:9", progress=False, echo=lines.append)
+    assert "(4 already done, 0 to run)" in lines[0]          # no scheduler was needed
+    assert [r["state"] for r in rows] == ["finished"] * 3 + ["diverged"]
+    g = {x["model"]: x for x in group_rows(rows, ["model"])}
+    assert g["bnlstm"]["diverged"] == 1 and g["bnlstm"]["best_val_acc_n"] == 1
