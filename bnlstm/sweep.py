@@ -353,10 +353,6 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
                              "run that one again as it was, or choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise SweepError(f"{out} exists and is not a sweep folder; choose another --out")
-    try:
-        _data(data_dir)                       # bad data fails here, not on every worker
-    except DataError as exc:
-        raise SweepError(f"data: {exc}") from None
     todo, rows = [], {}
     for name, cfg in plan:
         s = _read_json(out / "runs" / name / "summary.json")
@@ -369,6 +365,10 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     workers = max(1, min(workers, len(todo))) if todo else 1
     client = cluster = None
     if todo:
+        try:
+            _data(data_dir)                   # bad data fails here, not on every worker
+        except DataError as exc:
+            raise SweepError(f"data: {exc}") from None
         client, cluster = _client(scheduler, workers, threads, memory_limit)
     out.mkdir(parents=True, exist_ok=True)
     if not meta_path.exists():
