@@ -3,8 +3,8 @@
 The server is told where its sweeps are (``BNLSTM_SWEEPS_DIR``, or ``SweepBrowser(folder=...)``
 in a notebook); the page lists the sweeps there by name only, and a name chosen in the
 browser is looked up among those names: no path ever comes from the browser or goes to it.
-While a sweep is shown its folder is read again every ``REFRESH_S`` seconds, so a sweep
-that is running (``python -m bnlstm sweep --out $BNLSTM_SWEEPS_DIR/NAME``) fills in live.
+While a sweep is shown its folder is read again every ``REFRESH_S`` seconds (every
+``IDLE_REFRESH_S`` once all its runs are done), so a sweep that is running (``python -m bnlstm sweep --out $BNLSTM_SWEEPS_DIR/NAME``) fills in live.
 Reading is :func:`bnlstm.sweep.read_sweep`; this module only draws.
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.plotting import figure
 
-from bnlstm.sweep import SweepError, list_sweeps, read_sweep
+from bnlstm.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
 from .scheduler import log
 
-REFRESH_S = 2.0
+REFRESH_S = 2.0                    # a sweep with runs left is read again this often
+IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often
 N_GROUPS = 10                      # groups drawn (one fixed layer each); more are listed only
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -64,6 +65,7 @@ class SweepBrowser(param.Parameterized):
         super().__init__(**params)
         self.folder = Path(folder) if folder is not None else sweeps_dir()
         self._last_read = 0.0
+        self._all_done = False
         self._callback = None
         self.sources = [{"line": ColumnDataSource({"step": [], "mean": [], "n": []},
                                                   name=f"sweep-mean-{i}"),
@@ -156,14 +158,19 @@ class SweepBrowser(param.Parameterized):
             self._show(None)
             return
         self._last_read = time.monotonic()
+        self._all_done = all(r["state"] in DONE_STATES for r in state["rows"])
         self._show(state)
 
     def _say(self, text: str) -> None:
         self.note.object = f"<div class='sweeps-note-body' style='font-size:15px'>{text}</div>"
 
     def tick(self) -> None:
-        """Periodic: read the shown sweep again while it has runs that are not done."""
-        if self.sweep is None or time.monotonic() - self._last_read < REFRESH_S * 0.9:
+        """Periodic: read the shown sweep again every REFRESH_S while it has runs that are not
+        done, and every IDLE_REFRESH_S once all are (a rerun of the sweep may add more)."""
+        if self.sweep is None:
+            return
+        wait = IDLE_REFRESH_S if self._all_done else REFRESH_S * 0.9
+        if time.monotonic() - self._last_read < wait:
             return
         self.show_sweep()
 
