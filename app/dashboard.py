@@ -444,7 +444,9 @@ class Dashboard(param.Parameterized):
                     "around 0 (kurtosis near 3). After <b>why init matters</b>: the same gamma "
                     "1.0 with an orthogonal W_h keeps mixing the units, its batch stays spread "
                     "out and its gradient grows going back instead: the identity W_h makes the "
-                    "collapse.",
+                    "collapse. (These presets use pixel 7x7. On the row task, 28 pixels a step, "
+                    "it turns round: the inputs then outweigh the recurrent term inside the one "
+                    "BN, and gamma 0.1's gradient is the one that falls.)",
                     self.legends[2], self.w_when, self.p_grad, self.w_unit_step,
                     pn.GridBox(self.p_units, self.p_kurt, ncols=2, sizing_mode="stretch_width")),
             section("4. Why statistics are kept per time step (paper Fig. 5)",
