@@ -451,26 +451,21 @@ def _shared_twin(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _ema_stats(model: nn.Module, batches: Iterable, momentum: float = 0.1) -> None:
-    """Update running statistics as training would (momentum ``momentum``, train mode, no
-    h_0 noise, no weight change): what a BatchNorm1d reused at every step holds at the end."""
+    """Update running statistics as training would (momentum ``momentum``, train mode, h_0
+    noise as in training, no weight change): what a BatchNorm1d reused at every step holds
+    at the end."""
     norms = [m for m in model.modules() if isinstance(m, SequenceBatchNorm)]
-    lstms = [m for m in model.modules() if isinstance(m, BNLSTM)]
-    saved = [(m, m.momentum) for m in norms] + [(m, m.h0_noise) for m in lstms]
+    saved = [(m, m.momentum) for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = momentum
-    for m in lstms:
-        m.h0_noise = 0.0
     was = model.training
     model.train()
     for x in batches:
         model(x)
     model.train(was)
     for m, v in saved:
-        if isinstance(m, SequenceBatchNorm):
-            m.momentum = v
-        else:
-            m.h0_noise = v
+        m.momentum = v
 
 
 def stats_ablation(task: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,

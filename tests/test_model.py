@@ -485,7 +485,7 @@ def test_reestimate_stats_is_the_plain_average(was_training):
             probe(xb, trace=tr)
             recs.append((tr.layers[0], xb.shape[1]))
     m.train(was_training)
-    n = reestimate_stats(m, iter(batches))
+    n = reestimate_stats(m, iter(batches), h0_noise=False)
     assert n == 3
     assert m.training == was_training
     assert all(mod.training == was_training for mod in m.modules())
@@ -498,6 +498,20 @@ def test_reestimate_stats_is_the_plain_average(was_training):
         torch.testing.assert_close(bn.running_var[:T], var, atol=1e-12, rtol=1e-10)
         assert torch.all(bn.running_mean[T:] == 0) and torch.all(bn.running_var[T:] == 1)
         assert bn.num_batches_tracked.tolist() == [3] * T + [0] * (10 - T)
+
+
+def test_reestimate_stats_keeps_the_training_noise_by_default():
+    """By default the statistics are those of the training computation (h_0 noise on): the
+    recurrent term's first step then has the noise's variance, not zero; off on request."""
+    batches = [_rand(T, 16, I, seed=90 + k) for k in range(3)]
+    torch.manual_seed(0)
+    m = BNLSTM(I, H, max_length=10, h0_noise=0.5, dtype=torch.float64)
+    quiet = copy.deepcopy(m)
+    reestimate_stats(m, iter(batches))
+    reestimate_stats(quiet, iter(batches), h0_noise=False)
+    assert m.h0_noise == 0.5 and quiet.h0_noise == 0.5
+    assert float(quiet.bn_hh_l0.running_var[0].max()) == 0.0       # W_h h_0 = 0 for every example
+    assert float(m.bn_hh_l0.running_var[0].min()) > 1e-3
 
 
 def test_reestimate_stats_with_forward_and_wrapper_restores_on_error():
