@@ -441,7 +441,7 @@ class Dashboard(param.Parameterized):
                     "0.1's stays flat. Why: at gamma 1.0 the batch piles up on two spikes near "
                     "&plusmn;tanh(1) and the kurtosis drops to 1, where each step passes only "
                     "about tanh'(1)/tanh(1) = 0.55 of the gradient; gamma 0.1 keeps one bell "
-                    "around 0 (kurtosis near 3). After <b>why init matters</b>: the same gamma "
+                    "around 0 (kurtosis 2 to 3). After <b>why init matters</b>: the same gamma "
                     "1.0 with an orthogonal W_h keeps mixing the units, its batch stays spread "
                     "out and its gradient grows going back instead: the identity W_h makes the "
                     "collapse. (These presets use pixel 7x7. On the row task, 28 pixels a step, "
