@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -98,6 +99,25 @@ _RUN_IDS = itertools.count(1)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
+# An absolute file path inside a message (not part of a URL): the browser is never shown one.
+_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"()\[\],;:<>]+/)*([^\s'\"()\[\],;:<>/]+)/?")
+_PUBLIC_FIELDS = ("data_source", "reason", "message", "traceback")
+
+
+def redact_paths(text: str) -> str:
+    """Every absolute path in ``text`` -> ``.../`` and its last part (``/srv/data/mnist`` ->
+    ``.../mnist``): what the page and the downloads say about where the server keeps things."""
+    return _PATH.sub(lambda m: ".../" + m.group(1), text)
+
+
+def public_record(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """A record as a browser session may see it: its messages without server paths."""
+    if not any(isinstance(rec.get(k), str) for k in _PUBLIC_FIELDS):
+        return rec
+    return {k: (redact_paths(v) if k in _PUBLIC_FIELDS and isinstance(v, str) else v)
+            for k, v in rec.items()}
+
+
 class DashboardRun:
     """A run of one session: a :class:`Trainer` fed to a queue, admitted by the scheduler.
 
@@ -114,7 +134,7 @@ class DashboardRun:
         self.queue: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self.dir = Path(tempfile.mkdtemp(prefix=f"bnlstm-run{self.id}-"))
         self.trainer = Trainer(self.config, experiment=SharedDataExperiment(self.config),
-                               callbacks=[self.queue.put])
+                               callbacks=[lambda rec, q=self.queue: q.put(public_record(rec))])
         self.recorder = RunRecorder(self.dir).attach(self.trainer)
         self.trainer.add_callback(self._on_record)
         self.scheduler = get_scheduler()
@@ -233,8 +253,9 @@ class DashboardRun:
         return path.read_bytes() if path.exists() else b""
 
     def record_zip(self) -> bytes:
+        """The run record as a zip, its texts without server paths."""
         from bnlstm.records import zip_run_dir
-        return zip_run_dir(self.dir)
+        return zip_run_dir(self.dir, redact=redact_paths)
 
 
 def count_trainer_threads() -> int:

@@ -197,12 +197,20 @@ class RunRecorder:
             self._csv.close()
 
 
-def zip_run_dir(out_dir: Union[str, Path]) -> bytes:
-    """The run directory as a zip archive in memory (for a download button)."""
+def zip_run_dir(out_dir: Union[str, Path], redact=None) -> bytes:
+    """The run directory as a zip archive in memory (for a download button).
+
+    ``redact``: a function applied to the text of the ``.json`` and ``.txt`` files on the
+    way (the dashboard takes the server's paths out of what a browser downloads).
+    """
     out_dir = Path(out_dir)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted(out_dir.iterdir()):
-            if p.is_file() and not p.name.endswith(".tmp"):
+            if not p.is_file() or p.name.endswith(".tmp"):
+                continue
+            if redact is not None and p.suffix in (".json", ".txt"):
+                z.writestr(p.name, redact(p.read_text(errors="replace")))
+            else:
                 z.write(p, p.name)
     return buf.getvalue()
