@@ -125,6 +125,18 @@ def validate_query(query: Dict[str, Any]) -> "tuple[Dict[str, Any], List[str]]":
     return good, problems
 
 
+def _show_on_log_slider(slider, value: float) -> None:
+    """Put ``value`` on a log10 slider, widening its range when the value (from a link or the
+    settings) lies outside it: the slider never shows another value than the one in use."""
+    v = float(np.log10(value))
+    if v < slider.start:
+        slider.start = float(np.floor(v))
+    if v > slider.end:
+        slider.end = float(np.ceil(v))
+    if abs(slider.value - v) > 1e-9:
+        slider.value = v
+
+
 def _fmt(v, digits=3):
     if v is None:
         return "-"
@@ -211,9 +223,9 @@ class Dashboard(param.Parameterized):
             P.task, name="Task (sequential MNIST)",
             options={TASK_LABELS[t]: t for t in TASK_NAMES}, css_classes=["w-task"], **big)
         self.w_gamma = pn.widgets.FloatSlider(
-            name="Gamma init (log scale, 0.01 .. 1)", start=-2.0, end=0.0, step=0.01,
-            value=float(np.log10(np.clip(cfg.gamma_init, 0.01, 1.0))),
+            name="Gamma init (log scale)", start=-2.0, end=0.0, step=0.01, value=-1.0,
             format=_log_formatter(), css_classes=["w-gamma"], **big)
+        _show_on_log_slider(self.w_gamma, cfg.gamma_init)
         self.w_gamma_value = pn.pane.HTML(self._gamma_text(), css_classes=["w-gamma-value"],
                                           margin=(0, 10))
         self.w_gamma.param.watch(self._on_gamma_slider, "value_throttled")
@@ -262,9 +274,9 @@ class Dashboard(param.Parameterized):
                                          styles={"color": "#8a5300", "font-size": "14px"})
 
         self.w_lr = pn.widgets.FloatSlider(
-            name="Learning rate (log scale)", start=-5.0, end=-1.0, step=0.05,
-            value=float(np.log10(np.clip(cfg.lr, 1e-5, 1e-1))), format=_log_formatter(),
-            css_classes=["w-lr"], **big)
+            name="Learning rate (log scale)", start=-5.0, end=-1.0, step=0.05, value=-3.0,
+            format=_log_formatter(), css_classes=["w-lr"], **big)
+        _show_on_log_slider(self.w_lr, cfg.lr)
         self.w_lr.param.watch(lambda e: setattr(self.config, "lr", float(round(10 ** e.new, 8))),
                               "value_throttled")
         cfg.param.watch(self._on_lr_config, "lr")
@@ -510,15 +522,11 @@ class Dashboard(param.Parameterized):
             self.config.gamma_init = value
 
     def _on_gamma_config(self, event) -> None:
-        v = float(np.log10(np.clip(event.new, 0.01, 1.0)))
-        if abs(self.w_gamma.value - v) > 1e-9:
-            self.w_gamma.value = v
+        _show_on_log_slider(self.w_gamma, event.new)
         self.w_gamma_value.object = self._gamma_text()
 
     def _on_lr_config(self, event) -> None:
-        v = float(np.log10(np.clip(event.new, 1e-5, 1e-1)))
-        if abs(self.w_lr.value - v) > 1e-9:
-            self.w_lr.value = v
+        _show_on_log_slider(self.w_lr, event.new)
 
     def _on_live_setting(self, *events) -> None:
         for run in self.runs:

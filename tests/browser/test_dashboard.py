@@ -426,3 +426,17 @@ def test_sweeps_view_lists_the_servers_sweeps_by_name_and_fills_in(open_app, ser
     assert "demo-sweep" in html_text
     assert str(server.sweeps_dir) not in html_text and str(SHARED_MNIST_DIR) not in html_text
     assert page.console_errors == [], page.console_errors[:3]
+
+
+def test_a_link_value_outside_a_sliders_range_is_shown_as_it_is(open_app):
+    """?lr=10 trains at 10: the learning-rate slider must stand at 10 (it used to show 0.1)."""
+    page = open_app("?lr=10&gamma_init=2")
+    assert page.locator(".url-alert").is_hidden()
+    assert page.locator(".w-gamma-value .gamma-value").inner_text() == "2"
+    js = """(cls) => { for (const m of Bokeh.documents[0].all_models)
+        if (m.css_classes && m.css_classes.includes(cls) && m.start !== undefined)
+            return [m.value, m.start, m.end]; return null; }"""
+    lr, gamma = page.evaluate(js, "w-lr"), page.evaluate(js, "w-gamma")
+    assert lr is not None and abs(10 ** lr[0] - 10) < 1e-6 and lr[2] >= lr[0], lr
+    assert gamma is not None and abs(10 ** gamma[0] - 2) < 1e-6 and gamma[2] >= gamma[0], gamma
+    assert page.console_errors == [], page.console_errors[:3]
