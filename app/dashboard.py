@@ -197,6 +197,7 @@ class Dashboard(param.Parameterized):
             loc.search = ("?" + urlencode({k: str(query[k]) for k in good})) if good else ""
         names = [k for k in TrainConfig.param if k != "name"]
         loc.sync(self.config, names, on_error=self._on_url_error)
+        self._show_url_problems()            # also when nothing in the link could be used
 
     def _on_url_error(self, bad: Dict[str, Any]) -> None:
         msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())

@@ -440,3 +440,10 @@ def test_a_link_value_outside_a_sliders_range_is_shown_as_it_is(open_app):
     assert lr is not None and abs(10 ** lr[0] - 10) < 1e-6 and lr[2] >= lr[0], lr
     assert gamma is not None and abs(10 ** gamma[0] - 2) < 1e-6 and gamma[2] >= gamma[0], gamma
     assert page.console_errors == [], page.console_errors[:3]
+
+
+def test_an_unknown_url_parameter_alone_is_reported(open_app):
+    page = open_app("?bogus=1")
+    alert = page.locator(".url-alert")
+    alert.wait_for(state="visible", timeout=15_000)
+    assert "bogus" in " ".join(page.locator(".url-alert li").all_inner_texts())
