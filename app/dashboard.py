@@ -83,6 +83,32 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 
 
 # ----------------------------------------------------------------------------- URL handling
+def _tolerate_extra_question_marks() -> None:
+    """Read a second '?' in the page's address as '&' ("?steps=200?x=1" is steps=200 and x=1).
+
+    Panel splits the request URI on every '?' and fails on more than one: the page was
+    blank and the server logged a traceback. Its parser is private, so this wraps it only
+    where it has the expected form, and leaves Panel as it is otherwise."""
+    try:
+        from panel.io import location as _location
+    except ImportError:              # pragma: no cover
+        return
+    parse = getattr(_location, "_get_location_params", None)
+    if parse is None or getattr(parse, "_bnlstm_wrapped", False):
+        return
+
+    def tolerant(protocol, host, uri):
+        if uri and uri.count("?") > 1:
+            path, _, query = uri.partition("?")
+            uri = path + "?" + query.replace("?", "&")
+        return parse(protocol, host, uri)
+
+    tolerant._bnlstm_wrapped = True
+    _location._get_location_params = tolerant
+
+
+_tolerate_extra_question_marks()
+
 def _coerce(par: param.Parameter, raw: str):
     """A URL string -> the parameter's type (raises ValueError with a reason)."""
     if not isinstance(par, (param.Boolean, param.Number)) and len(raw) >= 2 \
