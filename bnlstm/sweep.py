@@ -159,8 +159,7 @@ class Sweep:
             raise SweepError(f"{', '.join(both)} is both swept (--grid) and fixed (a flag)")
         if "seed" in self.base:
             raise SweepError("seeds come from --seeds, not --seed")
-        for name, _cfg in self.runs():           # every combination must be a valid config
-            pass
+        self.runs()                  # every combination must be a valid config (or SweepError)
 
     @classmethod
     def from_args(cls, grid: Sequence[str] = (), seeds: int = 1, base: Optional[Dict[str, Any]] = None,
