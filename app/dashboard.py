@@ -766,13 +766,21 @@ class Dashboard(param.Parameterized):
     def _show_fig1a(self, slots=None) -> None:
         """Section 3 (gradient, batch distribution, kurtosis) from the probe chosen in
         ``w_when`` (at initialization, or the latest), for ``slots`` (default: all)."""
+        changed = False
         for s in (self.slots if slots is None else slots):
             probe = s.probe_at(self.w_when.value)
             if probe is None and s.run is None:
                 continue                      # an empty slot stays empty
+            shown = (probe.get("step") if probe else None, self.w_when.value,
+                     self.w_unit_step.value)
+            if s.fig1a_shown == shown:        # e.g. "at step 1": the same probe as before
+                continue
+            s.fig1a_shown = shown
             s.set_grad(views.grad_frame(probe))
             s.set_units(probe, self.w_unit_step.value)
-        views.fit_grad_range(self.grad_figure, self.slots)
+            changed = True
+        if changed:
+            views.fit_grad_range(self.grad_figure, self.slots)
 
     def _on_export_run(self, *events) -> None:
         run = self._run_by_id(self.w_export_run.value)

@@ -71,6 +71,7 @@ class RunStreams:
     def _reset_state(self) -> None:
         self.latest_probe: Optional[dict] = None
         self.first_probe: Optional[dict] = None     # step 1: the model at initialization
+        self.fig1a_shown = None                     # (probe, step) now in the section-3 plots
         self.probe_pending = False
         self.probe_shown_at = 0.0
         self.sat_pending: list = []
