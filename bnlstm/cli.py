@@ -40,11 +40,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=name, type=float, default=None, metavar="X", help=helptext)
 
 
+def _settings_from_args(args) -> dict:
+    """The TrainConfig settings given as flags (the others keep their defaults)."""
+    return {k: getattr(args, k) for k in TrainConfig.param if k != "name"
+            and getattr(args, k, None) is not None}
+
+
 def _config_from_args(args, parser) -> TrainConfig:
-    values = {k: getattr(args, k) for k in TrainConfig.param if k != "name"
-              and getattr(args, k, None) is not None}
     try:
-        return TrainConfig(**values)
+        return TrainConfig(**_settings_from_args(args))
     except ValueError as exc:            # param names the setting and its bounds
         parser.error(str(exc))
 
@@ -212,11 +216,10 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .sweep import Sweep, SweepError, format_groups, group_rows, run_sweep
-    base = {k: getattr(args, k) for k in TrainConfig.param if k != "name"
-            and getattr(args, k, None) is not None}
+    from .sweep import DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep
     try:
-        sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=base, preset=args.preset)
+        sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=_settings_from_args(args),
+                                preset=args.preset)
         out = Path(args.out) if args.out else Path("sweeps") / _dt.datetime.now().strftime(
             "%Y%m%d-%H%M%S")
         rows = run_sweep(sweep, out, scheduler=args.scheduler, n_workers=args.workers,
@@ -232,7 +235,7 @@ def _sweep(args) -> int:
     print()
     print(format_groups(group_rows(rows, sweep.keys), sweep.keys))
     print(f"\nsweep folder: {out} (results.csv, groups.csv, curves.html)")
-    return 0 if all(r["state"] in ("finished", "diverged") for r in rows) else 1
+    return 0 if all(r["state"] in DONE_STATES for r in rows) else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
