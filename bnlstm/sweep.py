@@ -167,7 +167,8 @@ class Sweep:
         """From command-line shapes: ``grid`` as ``KEY=V1,V2`` strings, ``seeds`` a count."""
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise SweepError(f"--seeds must be a whole number >= 1; got {seeds!r}")
-        base = {_check_name(k): _coerce(_check_name(k), v) for k, v in (base or {}).items()}
+        names = {k: _check_name(k) for k in (base or {})}
+        base = {names[k]: _coerce(names[k], v) for k, v in (base or {}).items()}
         g: Dict[str, List[Any]] = {}
         if preset is not None:
             if preset not in PRESETS:
@@ -391,6 +392,10 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     return ordered
 
 
+def _acc(v) -> str:
+    return "None" if v is None else f"{v:.4f}"
+
+
 def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
                  gpus_per_run, progress, echo, local, workers) -> None:
     from distributed import wait
@@ -429,11 +434,9 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
                 rows[name] = row
                 failed += row["state"] not in DONE_STATES
                 bar.update(1)
-                acc = row["best_val_acc"]
-                bar.write(f"{row['state']:8s} {name}: best val acc "
-                          f"{acc if acc is None else f'{acc:.4f}'}, test acc "
-                          f"{row['test_acc'] if row['test_acc'] is None else format(row['test_acc'], '.4f')}"
-                          f", {row['updates']} updates, {row['wall_time_s']} s on {row['worker']}"
+                bar.write(f"{row['state']:8s} {name}: best val acc {_acc(row['best_val_acc'])}, "
+                          f"test acc {_acc(row['test_acc'])}, {row['updates']} updates, "
+                          f"{row['wall_time_s']} s on {row['worker']}"
                           + (f" ({row['reason']})" if row["state"] not in DONE_STATES else ""))
             try:       # tasks on workers, at most one per worker thread: the ones training
                 running = min(sum(len(v) for v in client.processing().values()),
@@ -614,7 +617,7 @@ def read_sweep(out: Union[str, Path]) -> Dict[str, Any]:
         if summary is not None:
             rows.append(_row(name, sweep, cfg, summary))
         else:
-            steps = [s for s, _ in zip(*read_val_curve(run))]
+            steps, _ = read_val_curve(run)
             state = "running" if (run / "metrics.csv").is_file() else "pending"
             row = _row(name, sweep, cfg, None, state)
             if steps:
