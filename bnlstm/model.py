@@ -53,6 +53,16 @@ def h0_noise_like(module: nn.Module, h: Tensor) -> Tensor:
     return torch.randn(h.shape, generator=gen, dtype=h.dtype, device=h.device)
 
 
+def _sizes_and_changed(module: nn.Module, defaults: dict) -> str:
+    """``extra_repr`` of a recurrent layer: its sizes, then the arguments not at their default."""
+    s = f"{module.input_size}, {module.hidden_size}"
+    for name, d in defaults.items():
+        v = getattr(module, name)
+        if v != d:
+            s += f", {name}={v!r}"
+    return s
+
+
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
@@ -422,15 +432,10 @@ class BNLSTM(nn.Module):
         pass
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        defaults = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
-                        stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
-                        init="paper", forget_bias=1.0, h0_noise=0.0)
-        for name, d in defaults.items():
-            v = getattr(self, name)
-            if v != d:
-                s += f", {name}={v!r}"
-        return s
+        return _sizes_and_changed(self, dict(
+            num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
+            stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
+            init="paper", forget_bias=1.0, h0_noise=0.0))
 
     # ---------------------------------------------------------------- forward
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
@@ -677,14 +682,9 @@ class BNTanhRNN(nn.Module):
             m.reset_parameters()
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        defaults = dict(batch_first=False, norm="sum", init="paper", stats="per_step",
-                        gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5, h0_noise=0.0)
-        for name, d in defaults.items():
-            v = getattr(self, name)
-            if v != d:
-                s += f", {name}={v!r}"
-        return s
+        return _sizes_and_changed(self, dict(
+            batch_first=False, norm="sum", init="paper", stats="per_step", gamma_init=0.1,
+            max_length=784, momentum=0.1, eps=1e-5, h0_noise=0.0))
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None, *, trace: Optional[Trace] = None):
         x = input.transpose(0, 1) if self.batch_first else input       # (T, B, I)
