@@ -16,31 +16,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from bnlstm import RunRecorder, TrainConfig, Trainer
-from bnlstm.experiment import MNISTExperiment
+from bnlstm import RunRecorder, TrainConfig, Trainer, tasks
 from bnlstm.trainer import TERMINAL
 
 from .scheduler import get_scheduler, log
 
 # ------------------------------------------------------------------ shared data (one per server)
-_DATA = None
-_DATA_ERROR: Optional[BaseException] = None
-_DATA_LOCK = threading.Lock()
-
-
-def shared_data():
-    """MNIST, loaded once per server process and shared (read-only) by every run."""
-    global _DATA, _DATA_ERROR
-    with _DATA_LOCK:
-        if _DATA is None:
-            from bnlstm import data as data_mod
-            try:
-                _DATA = data_mod.load_mnist()
-                _DATA_ERROR = None
-            except Exception as exc:     # reported by the run that needed it; retried next time
-                _DATA_ERROR = exc
-                raise
-        return _DATA
+def shared_data(task: str = "row"):
+    """The task's data, loaded once per server process and shared (read-only) by every run;
+    a failure is reported by the run that needed it and retried next time."""
+    return tasks.shared_data(task)
 
 
 _PRELOADED = threading.Event()
@@ -85,15 +70,6 @@ def preload_data_in_background() -> None:
     threading.Thread(target=_load, name="bnlstm-data-preload", daemon=True).start()
 
 
-class SharedDataExperiment(MNISTExperiment):
-    """The MNIST experiment, on the server's shared copy of the data."""
-
-    def setup(self) -> Dict[str, Any]:
-        if self._data is None:
-            self._data = shared_data()
-        return super().setup()
-
-
 # ------------------------------------------------------------------------------- one run
 _RUN_IDS = itertools.count(1)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -133,7 +109,8 @@ class DashboardRun:
         self.mode = mode
         self.queue: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self.dir = Path(tempfile.mkdtemp(prefix=f"bnlstm-run{self.id}-"))
-        self.trainer = Trainer(self.config, experiment=SharedDataExperiment(self.config),
+        self.trainer = Trainer(self.config, experiment=tasks.get(self.config.task).experiment(
+                                   self.config, data=lambda: shared_data(self.config.task)),
                                callbacks=[lambda rec, q=self.queue: q.put(public_record(rec))])
         self.recorder = RunRecorder(self.dir).attach(self.trainer)
         self.trainer.add_callback(self._on_record)

@@ -47,29 +47,54 @@ def _settings_from_args(args) -> dict:
 
 
 def _config_from_args(args, parser) -> TrainConfig:
+    """The flags' settings on top of the task's recipe (``Task.defaults``)."""
+    settings = _settings_from_args(args)
     try:
-        return TrainConfig(**_settings_from_args(args))
+        return TrainConfig.for_task(settings.pop("task", TrainConfig.param["task"].default),
+                                    **settings)
     except ValueError as exc:            # param names the setting and its bounds
         parser.error(str(exc))
+
+
+def _data_options(args) -> dict:
+    """The data flags a task may take besides --data-dir and --download."""
+    return {"text_file": args.text_file} if getattr(args, "text_file", None) else {}
+
+
+def _add_data_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST tasks: the directory with the four MNIST .gz files (default: "
+                        "$BNLSTM_MNIST_DIR, then the user cache, then the bundled sample); "
+                        "text: the directory with ptb.char.{train,valid,test}.txt (default: "
+                        "$BNLSTM_PTB_DIR, then the user cache, then a text that ships with "
+                        "Python)" + what)
+    p.add_argument("--text-file", default=None, metavar="FILE",
+                   help="text task: train on this UTF-8 text file instead (split 90/5/5 "
+                        "in order, deterministically)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bnlstm",
         description="Recurrent Batch Normalization (Cooijmans et al., ICLR 2017): "
-                    "train LSTMs and BN-LSTMs on sequential MNIST.")
+                    "train LSTMs and BN-LSTMs on sequential MNIST and character-level "
+                    "language modelling.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one model and print its validation and test accuracy")
+    t = sub.add_parser(
+        "train", help="train one model and print its validation and test scores",
+        description="Train one model. A task's own recipe sets the defaults it changes (the "
+                    "text task: Adam 2e-3, batch 64, no h_0 noise, ...); flags override them.",
+        epilog="examples: python -m bnlstm train --task row --model bnlstm --steps 2000; "
+               "python -m bnlstm train --task text --model bnlstm --hidden 128 --steps 300")
     _add_config_args(t)
     t.add_argument("--out", metavar="RUN_DIR", default=None,
                    help="run directory for config.json, metrics.csv, summary.json, checkpoint.pt "
                         "(default: runs/<time>-<task>-<model>)")
-    t.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST .gz files (default: $BNLSTM_MNIST_DIR, "
-                        "then the user cache, then the bundled sample)")
+    _add_data_args(t)
     t.add_argument("--download", action="store_true",
-                   help="download MNIST into the user cache if it is not there")
+                   help="download the task's data (MNIST, Penn Treebank) into the user cache "
+                        "if it is not there")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     d = sub.add_parser("data", help="say which MNIST files are present; verify or download them")
@@ -78,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on the validation and test sets")
     e.add_argument("checkpoint", help="path to a checkpoint.pt written by 'train'")
-    e.add_argument("--data-dir", default=None, help="directory with the MNIST files")
+    _add_data_args(e)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
     w = sub.add_parser(
@@ -112,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-run", type=int, default=0, metavar="N",
                    help="ask Dask for N 'GPU' worker resources per run and train on CUDA "
                         "(start workers with: dask worker ADDRESS --resources GPU=1)")
-    w.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST .gz files, readable by every worker "
-                        "(default: $BNLSTM_MNIST_DIR, then the user cache, then the bundled sample)")
+    _add_data_args(w, "; readable by every worker")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_args(w)
 
@@ -128,20 +151,21 @@ def _train(args, parser) -> int:
 
     from tqdm.auto import tqdm
 
-    from . import data as data_mod
-    from .experiment import MNISTExperiment
+    from . import tasks
     from .records import RunRecorder
     from .trainer import Trainer
 
+    task = tasks.get(cfg.task)
     try:
-        data = data_mod.load_mnist(args.data_dir, download=args.download)
-    except data_mod.DataError as exc:
+        data = task.load_data(args.data_dir, download=args.download, **_data_options(args))
+    except (OSError, ValueError) as exc:          # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / (
         _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.task}-{cfg.model}")
     print(f"data: {data.source}")
-    trainer = Trainer(cfg, MNISTExperiment(cfg, data=data))
+    trainer = Trainer(cfg, task.experiment(cfg, data=data))
+    metric = trainer.metric
     recorder = RunRecorder(out).attach(trainer)
     bar = tqdm(total=cfg.steps, unit="upd", disable=args.no_progress, dynamic_ncols=True)
     last_val = {}
@@ -149,8 +173,8 @@ def _train(args, parser) -> int:
     def progress(rec):
         if rec["kind"] == "train":
             bar.update(rec["step"] - bar.n)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", **({"val": f"{last_val['acc']:.3f}"}
-                                                          if last_val else {}))
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", **(
+                {"val": metric.format(last_val[metric.key])} if last_val else {}))
         elif rec["kind"] == "val":
             last_val.update(rec)
         elif rec["kind"] == "info":
@@ -170,10 +194,15 @@ def _train(args, parser) -> int:
         recorder.close()
     s = recorder.summary
     print(f"state: {state}" + (f" ({trainer.reason})" if trainer.reason else ""))
-    if s.get("best_val_acc") is not None:
-        print(f"validation accuracy (best, step {s['best_step']}): {s['best_val_acc']:.4f}")
-    if s.get("test_acc") is not None:
-        print(f"test accuracy: {s['test_acc']:.4f}")
+    k = metric.key
+    if s.get(f"best_val_{k}") is not None:
+        print(f"validation {metric.label} (best, step {s['best_step']}): "
+              f"{metric.format(s[f'best_val_{k}'])}")
+        if s.get(f"val_{k}") is not None and s[f"val_{k}"] != s[f"best_val_{k}"]:
+            print(f"validation {metric.label} after re-estimating the statistics: "
+                  f"{metric.format(s[f'val_{k}'])}")
+    if s.get(f"test_{k}") is not None:
+        print(f"test {metric.label}: {metric.format(s[f'test_{k}'])}")
     print(f"run record: {out}")
     return 0 if state == "finished" else 1
 
@@ -192,8 +221,7 @@ def _data(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import data as data_mod
-    from .experiment import MNISTExperiment
+    from . import tasks
     from .records import CheckpointError, load_checkpoint
     try:
         cfg, model, ckpt = load_checkpoint(args.checkpoint)
@@ -201,10 +229,10 @@ def _eval(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg.device = args.device
-    exp = MNISTExperiment(cfg, data_dir=args.data_dir)
     try:
+        exp = tasks.get(cfg.task).experiment(cfg, data_dir=args.data_dir, **_data_options(args))
         info = exp.setup()
-    except (data_mod.DataError, ValueError) as exc:       # bad data folder, missing device
+    except (OSError, ValueError) as exc:       # bad data folder, missing device (DataError too)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     exp.load_state_dict(ckpt["model"])
@@ -224,6 +252,7 @@ def _sweep(args) -> int:
             "%Y%m%d-%H%M%S")
         rows = run_sweep(sweep, out, scheduler=args.scheduler, n_workers=args.workers,
                          threads=args.threads, data_dir=args.data_dir,
+                         data_options=_data_options(args),
                          checkpoint_every=args.checkpoint_every, gpus_per_run=args.gpus_per_run,
                          progress=not args.no_progress)
     except SweepError as exc:
@@ -239,6 +268,12 @@ def _sweep(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import tasks
+    try:
+        tasks.discover()                   # plug-in tasks ($BNLSTM_TASKS, entry points) first
+    except tasks.TaskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "train":

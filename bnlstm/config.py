@@ -30,9 +30,14 @@ class TrainConfig(param.Parameterized):
 
     # --- what is trained (needs a new run) -------------------------------------------
     task = param.Selector(default="row", objects=list(TASK_NAMES), doc=(
-        "Sequential MNIST view: row (28 steps x 28 pixels), pixel14 / pixel7 (the 14x14 or 7x7 "
-        "image pixel by pixel: 196 or 49 steps), pixel (784 steps, the paper), permuted "
-        "(784 steps in a fixed random order, the paper's pMNIST)."))
+        "What is learned (the registry bnlstm.tasks lists them). Sequential MNIST views: row "
+        "(28 steps x 28 pixels), pixel14 / pixel7 (the 14x14 or 7x7 image pixel by pixel: 196 or "
+        "49 steps), pixel (784 steps, the paper), permuted (784 steps in a fixed random order, "
+        "the paper's pMNIST). text: character-level language modelling (Penn Treebank, a text "
+        "file, or a text that ships with Python), bits per character."))
+    seq_len = param.Integer(default=100, bounds=(2, 100000), softbounds=(10, 400), doc=(
+        "Text task: characters per training sequence (paper: 100); the population statistics "
+        "keep this many steps, and longer test sequences reuse the last step's (T_max rule)."))
     model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
         "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
         "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell); bn-tanh-rnn: the batch-"
@@ -90,6 +95,18 @@ class TrainConfig(param.Parameterized):
         "every N-th update; 0 turns them off. A probed update takes the slower per-step path."))
 
     LIVE = ("lr", "clip", "steps", "eval_every", "probe_every")
+
+    @classmethod
+    def for_task(cls, task: str, **settings) -> "TrainConfig":
+        """A config for ``task`` with that task's recipe (``Task.defaults``) where
+        ``settings`` do not say otherwise. Raises ``ValueError`` for a setting that does
+        not apply to the task."""
+        from . import tasks
+        t = tasks.get(task)
+        wrong = sorted(k for k in settings if not t.applies(k))
+        if wrong:
+            raise ValueError(f"setting(s) {', '.join(wrong)} do not apply to the task {task!r}")
+        return cls(**{**t.defaults, **settings, "task": task})
 
     @property
     def norm(self) -> str:
@@ -151,3 +168,13 @@ def parse_setting(name: str, text: str) -> Any:
             raise ValueError("expected a finite number")
         return value
     return text
+
+
+def _register_builtin_tasks() -> None:
+    """``task``'s choices are the registry's (``bnlstm.tasks``); plug-ins add theirs later."""
+    from . import tasks
+    tasks._load_builtin()
+    tasks._sync_config()
+
+
+_register_builtin_tasks()

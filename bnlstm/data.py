@@ -66,7 +66,7 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """MNIST could not be found, downloaded or verified. The message says what and where."""
 
 

@@ -669,7 +669,7 @@ class _SuffixBatches:
 
 
 def _suffix_experiment_class():
-    from .experiment import MNISTExperiment, build_model, make_optimizer
+    from .tasks.mnist import MNISTExperiment
 
     class SuffixExperiment(MNISTExperiment):
         """MNIST rows then ``suffix`` noise steps; the class is read from the last h."""
@@ -678,21 +678,16 @@ def _suffix_experiment_class():
             super().__init__(config, data=data)
             self.suffix, self.noise_std = suffix, noise_std
 
-        def setup(self):
-            info = super().setup()
-            cfg = self.config
-            self.seq_len = 28 + self.suffix
-            torch.manual_seed(cfg.seed)
-            self.model = build_model(cfg, self.seq_len, self.input_size).to(self.device)
-            self.optimizer = make_optimizer(cfg, self.model.parameters())
+        def prepare(self, data):
+            info = super().prepare(data)
+            self.seq_len = 28 + self.suffix        # the model's T_max (built after prepare)
             self.train_batches = _SuffixBatches(self.train_batches, self.suffix, self.noise_std,
-                                                seed=cfg.seed + 100)
-            self._train_iter = iter(self.train_batches)
+                                                seed=self.config.seed + 100)
             info["seq_len"] = self.seq_len
             return info
 
-        def _eval_batches_for(self, split):
-            b = super()._eval_batches_for(split)
+        def eval_batches(self, split):
+            b = super().eval_batches(split)
             if not isinstance(b, _SuffixBatches):
                 b = self._eval_batches[split] = _SuffixBatches(b, self.suffix, self.noise_std,
                                                                seed=12345, fixed=True)

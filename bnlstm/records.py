@@ -3,15 +3,21 @@
 A run directory holds:
 
 - ``config.json``: every setting of the run (``TrainConfig.to_dict()``);
-- ``metrics.csv``: one row per record, ``step,kind,loss,acc,grad_norm,lr,elapsed``
-  where ``kind`` is ``train``, ``val`` (population statistics) or ``test``;
-- ``summary.json``: final state and reason, best validation accuracy and its
-  step, test accuracy, data source, device, steps, wall time;
+- ``metrics.csv``: one row per record, ``step,kind,loss,<metrics>,grad_norm,lr,elapsed``
+  where ``kind`` is ``train``, ``val`` (population statistics) or ``test`` and
+  ``<metrics>`` are the task's metric keys (``acc`` for MNIST: :data:`METRIC_FIELDS`;
+  ``bpc,acc`` for text);
+- ``summary.json``: final state and reason, ``metric`` (the key that chose the best
+  weights), ``best_val_<key>`` and ``best_step``, ``val_<key>`` (the tested weights on
+  validation, after re-estimating statistics if asked), ``test_<key>``, data source,
+  device, steps, wall time;
 - ``checkpoint.pt``: the best weights, loadable with ``weights_only=True``.
 
-Checkpoints are plain dicts of tensors and JSON-able values and are always
-loaded with ``torch.load(..., weights_only=True)``: a file that needs pickled
-objects is refused.
+Checkpoints are plain dicts of tensors and JSON-able values (the task's name, every
+setting, the weights and ``meta``, what the task needs to rebuild its model, such as a
+vocabulary) and are always loaded with ``torch.load(..., weights_only=True)``: a file
+that needs pickled objects is refused. :func:`load_checkpoint` rebuilds the model
+through the task registry (:mod:`bnlstm.tasks`); this module imports no task.
 """
 from __future__ import annotations
 
@@ -30,16 +36,23 @@ import torch
 
 CHECKPOINT_FORMAT = "bnlstm-checkpoint"
 CHECKPOINT_VERSION = 1
-METRIC_FIELDS = ("step", "kind", "loss", "acc", "grad_norm", "lr", "elapsed")
+METRIC_FIELDS = ("step", "kind", "loss", "acc", "grad_norm", "lr", "elapsed")   # MNIST's
+
+
+def metric_fields(keys=("acc",)) -> tuple:
+    """The columns of ``metrics.csv`` for a task whose metrics have these keys."""
+    return ("step", "kind", "loss", *keys, "grad_norm", "lr", "elapsed")
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used, with the reason."""
 
 
-def make_checkpoint(config, state_dict: Dict[str, torch.Tensor], **extra) -> Dict[str, Any]:
-    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "config": config.to_dict(), "model": state_dict, **extra}
+def make_checkpoint(config, state_dict: Dict[str, torch.Tensor], meta=None,
+                    **extra) -> Dict[str, Any]:
+    """``meta``: plain values the task needs to rebuild the model (``checkpoint_meta()``)."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": config.task,
+            "config": config.to_dict(), "model": state_dict, "meta": dict(meta or {}), **extra}
 
 
 def save_checkpoint(ckpt: Dict[str, Any], path: Union[str, Path]) -> Path:
@@ -56,9 +69,8 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     Raises :class:`CheckpointError` naming the file and the problem when the file is
     missing, corrupt, holds pickled objects, or does not fit the model its config builds.
     """
+    from . import tasks
     from .config import TrainConfig
-    from .data import TASKS
-    from .experiment import build_model
 
     path = Path(path)
     if not path.is_file():
@@ -75,10 +87,15 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}; "
                               f"this bnlstm reads version {CHECKPOINT_VERSION}")
+    name = ckpt.get("task") or (ckpt.get("config") or {}).get("task")
+    try:
+        task = tasks.get(name)
+    except tasks.TaskError as exc:
+        raise CheckpointError(f"{path}: a checkpoint of the task {name!r}, which is not "
+                              f"registered here ({exc})") from None
     try:
         config = TrainConfig.from_dict(ckpt["config"])
-        seq_len, input_size = TASKS[config.task]
-        model = build_model(config, seq_len, input_size)
+        model = task.build_model(config, ckpt.get("meta") or {})
         model.load_state_dict(ckpt["model"])
     except Exception as exc:
         raise CheckpointError(f"{path}: its weights do not fit its config: "
@@ -89,14 +106,14 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     return config, model, ckpt
 
 
-def _rows_up_to(path: Path, step: int) -> list:
-    """The training and validation rows of a metrics.csv with step <= ``step``, in order."""
+def _rows_up_to(path: Path, step: int) -> tuple:
+    """(header, the training and validation rows of a metrics.csv with step <= ``step``)."""
     if not path.is_file():
-        return []
+        return None, []
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    if not rows or tuple(rows[0]) != METRIC_FIELDS:
-        return []
+    if not rows or tuple(rows[0][:3]) != METRIC_FIELDS[:3]:
+        return None, []
     out = []
     for r in rows[1:]:
         try:
@@ -104,7 +121,7 @@ def _rows_up_to(path: Path, step: int) -> list:
                 out.append(r)
         except (ValueError, IndexError):      # a torn last line of a killed run
             continue
-    return out
+    return tuple(rows[0]), [r for r in out if len(r) == len(rows[0])]
 
 
 def _load_failure(exc: Exception) -> str:
@@ -143,14 +160,26 @@ class RunRecorder:
         self.trainer = trainer
         self.info: Dict[str, Any] = {}
         self.summary: Dict[str, Any] = {}
-        path = self.out_dir / "metrics.csv"
-        kept = _rows_up_to(path, resume_step) if resume_step is not None else []
-        self._csv = open(path, "w", newline="")
+        self._kept = (_rows_up_to(self.out_dir / "metrics.csv", resume_step)
+                      if resume_step is not None else (None, []))
+        self._csv = None                 # opened when the run's info names its metrics
+        self.fields = METRIC_FIELDS
+        self._t0 = time.time() - float(prior_wall_time)
+
+    def _open(self, fields=None) -> None:
+        """Start metrics.csv with these columns (default: those of the kept rows, or MNIST's),
+        and the rows kept from before a resume."""
+        if self._csv is not None:
+            return
+        header, kept = self._kept
+        self.fields = tuple(fields or header or METRIC_FIELDS)
+        if header is not None and header != self.fields:
+            kept = []                    # another task's rows: not this run's
+        self._csv = open(self.out_dir / "metrics.csv", "w", newline="")
         self._writer = csv.writer(self._csv)
-        self._writer.writerow(METRIC_FIELDS)
+        self._writer.writerow(self.fields)
         self._writer.writerows(kept)
         self._csv.flush()
-        self._t0 = time.time() - float(prior_wall_time)
 
     def attach(self, trainer) -> "RunRecorder":
         self.trainer = trainer
@@ -161,11 +190,13 @@ class RunRecorder:
         kind = rec["kind"]
         if kind == "info":
             self.info = {k: v for k, v in rec.items() if k != "kind"}
+            self._open(metric_fields(rec["metrics"]) if rec.get("metrics") else None)
             if self.trainer is not None:
                 (self.out_dir / "config.json").write_text(self.trainer.config.to_json() + "\n")
         elif kind in ("train", "val", "test"):
+            self._open()
             self._writer.writerow([_clean(rec.get(f, "")) if f != "kind" else kind
-                                   for f in METRIC_FIELDS])
+                                   for f in self.fields])
             if kind != "train":
                 self._csv.flush()
         elif kind == "error":
@@ -174,6 +205,7 @@ class RunRecorder:
             self._close(rec)
 
     def _close(self, rec: Dict[str, Any]) -> None:
+        self._open()
         self._csv.flush()
         tr = self.trainer
         summary = {"state": rec["state"], "reason": rec.get("reason", ""),
@@ -183,9 +215,13 @@ class RunRecorder:
                    "device": self.info.get("device"), "n_params": self.info.get("n_params")}
         if tr is not None:
             best = tr.best or {}
-            summary.update(best_val_acc=best.get("acc"), best_step=best.get("step"),
-                           test_acc=tr.final.get("test_acc"), test_loss=tr.final.get("test_loss"),
-                           config=tr.config.to_dict())
+            keys = [m.key for m in tr.metrics]
+            summary.update(task=tr.config.task, metric=tr.metric.key,
+                           **{f"best_val_{k}": best.get(k) for k in keys},
+                           best_step=best.get("step"),
+                           **{f"val_{k}": tr.final.get(f"val_{k}") for k in keys},
+                           **{f"test_{k}": tr.final.get(f"test_{k}") for k in keys},
+                           test_loss=tr.final.get("test_loss"), config=tr.config.to_dict())
             if getattr(tr.experiment, "model", None) is not None:
                 save_checkpoint(tr.checkpoint(), self.out_dir / "checkpoint.pt")
                 summary["checkpoint"] = "checkpoint.pt"
@@ -193,6 +229,7 @@ class RunRecorder:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
     def close(self) -> None:
+        self._open()
         if not self._csv.closed:
             self._csv.close()
 

@@ -195,10 +195,17 @@ class Sweep:
         import itertools
         out = []
         common = self.settings()
+        from . import tasks
         for combo in itertools.product(*self.grid.values()):
             point = dict(zip(self.grid, combo))
+            task = point.get("task", common["task"])
+            try:                          # the task's recipe, where the sweep does not say
+                recipe = {k: v for k, v in tasks.get(task).defaults.items()
+                          if k not in self.base and k not in point}
+            except tasks.TaskError as exc:
+                raise SweepError(str(exc)) from None
             for seed in self.seeds:
-                d = {**common, **point, "seed": seed}
+                d = {**common, **recipe, **point, "seed": seed}
                 try:
                     TrainConfig.from_dict(d)
                 except ValueError as exc:
@@ -218,16 +225,10 @@ class Sweep:
 
 
 # ------------------------------------------------------------------------------ one run
-_DATA_CACHE: Dict[Any, Any] = {}
-
-
-def _data(data_dir):
-    """MNIST once per worker process (every run on a worker shares it)."""
-    from . import data as data_mod
-    key = str(data_dir) if data_dir else None
-    if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = data_mod.load_mnist(data_dir)
-    return _DATA_CACHE[key]
+def _data(task: str, data_dir, data_options=None):
+    """A task's data once per worker process (every run on a worker shares it)."""
+    from . import tasks
+    return tasks.shared_data(task, data_dir, **(data_options or {}))
 
 
 def _read_json(path: Path) -> Optional[Dict[str, Any]]:
@@ -246,7 +247,8 @@ def _worker_address() -> str:
 
 
 def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
-            checkpoint_every: int = 100, threads: int = 1) -> Dict[str, Any]:
+            checkpoint_every: int = 100, threads: int = 1,
+            data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train one run of a sweep into ``run_dir`` (the body of a Dask task; also callable as is).
 
     A run already done there (summary.json says finished or diverged) is returned as it is;
@@ -254,7 +256,7 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
     """
     import torch
 
-    from .experiment import MNISTExperiment
+    from . import tasks
     from .records import RunRecorder, save_checkpoint
     from .trainer import SNAPSHOT_FORMAT, Trainer
 
@@ -275,7 +277,8 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
         except Exception:                    # a torn file of a killed worker: start over
             snap = None
     worker = _worker_address()
-    trainer = Trainer(cfg, MNISTExperiment(cfg, data=_data(data_dir)),
+    task = tasks.get(cfg.task)
+    trainer = Trainer(cfg, task.experiment(cfg, data=_data(cfg.task, data_dir, data_options)),
                       checkpoint_every=checkpoint_every,
                       on_checkpoint=lambda s: save_checkpoint(s, resume_path),
                       resume=snap)
@@ -330,6 +333,7 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
               n_workers: Optional[int] = None, threads: int = 1, data_dir=None,
               checkpoint_every: Optional[int] = None, gpus_per_run: int = 0,
               memory_limit: Union[str, float] = "auto", progress: bool = True,
+              data_options: Optional[Dict[str, Any]] = None,
               echo: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Run every missing run of ``sweep`` on Dask; write the sweep folder; return its rows.
 
@@ -340,7 +344,6 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     Dask for that many ``GPU`` worker resources per run (workers started with
     ``--resources GPU=N``). Raises :class:`SweepError` on bad input, before writing.
     """
-    from .data import DataError
     out = Path(out_dir)
     plan = sweep.runs()
     meta_path = out / "sweep.json"
@@ -365,9 +368,10 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     workers = max(1, min(workers, len(todo))) if todo else 1
     client = cluster = None
     if todo:
-        try:
-            _data(data_dir)                   # bad data fails here, not on every worker
-        except DataError as exc:
+        try:                                  # bad data fails here, not on every worker
+            for task in sorted({cfg["task"] for _, cfg in todo}):
+                _data(task, data_dir, data_options)
+        except (OSError, ValueError) as exc:  # DataError is a ValueError
             raise SweepError(f"data: {exc}") from None
         client, cluster = _client(scheduler, workers, threads, memory_limit)
     out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +383,8 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     try:
         if todo:
             _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
-                         gpus_per_run, progress, echo, cluster is not None, workers)
+                         gpus_per_run, progress, echo, cluster is not None, workers,
+                         data_options)
     finally:
         if client is not None:
             client.close()
@@ -397,7 +402,7 @@ def _acc(v) -> str:
 
 
 def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
-                 gpus_per_run, progress, echo, local, workers) -> None:
+                 gpus_per_run, progress, echo, local, workers, data_options=None) -> None:
     from distributed import wait
     from tqdm.auto import tqdm
     where = (f"a LocalCluster of {workers} worker process(es), {threads} torch thread(s) each"
@@ -412,6 +417,7 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
         if gpus_per_run and cfg.get("device") == "cpu":
             cfg = {**cfg, "device": "cuda"}
         fut = client.submit(run_one, cfg, str(run_dir.resolve()), data_dir, every, threads,
+                            data_options,
                             key=f"bnlstm-run-{name}-{time.time_ns()}", pure=False,
                             resources=resources)
         futures[fut] = (name, cfg)

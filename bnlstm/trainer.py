@@ -1,7 +1,7 @@
 """A training loop in a background thread that talks to the outside only through records.
 
-The trainer knows nothing of LSTMs or MNIST: it drives an *experiment* (see
-:class:`bnlstm.experiment.MNISTExperiment` for the interface) and emits plain
+The trainer knows nothing of LSTMs or tasks: it drives an *experiment* (the contract:
+:class:`bnlstm.tasks.Experiment`) and emits plain
 records (dicts of Python numbers, strings and numpy arrays, never tensors) to
 its callbacks, on the worker thread. A callback must be quick: the dashboard's
 puts the record on a ``queue.Queue``; the command line's moves a progress bar.
@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+from .tasks import ACCURACY
+
 Record = Dict[str, Any]
 Callback = Callable[[Record], None]
 TERMINAL = ("finished", "stopped", "diverged", "failed")
@@ -31,9 +33,10 @@ class Trainer:
     Args:
         config: read live every step for ``steps``, ``eval_every``, ``probe_every``
             (and by the experiment for ``lr``, ``clip``); the rest is fixed at start.
-        experiment: an object with ``setup()``, ``train_step(probe)``,
-            ``evaluate(split)``, ``state_dict()``, ``load_state_dict()``, ``finalize()``;
-            by default an MNIST experiment built from ``config``.
+        experiment: a :class:`bnlstm.tasks.Experiment`; by default the one the task
+            ``config.task`` makes (``bnlstm.tasks.get(config.task).experiment(config)``).
+            Its first metric (``experiment.metrics[0]``, e.g. accuracy or bits per
+            character, with its direction) chooses the best weights.
         callbacks: functions called with every record, on the worker thread.
         checkpoint_every: every this many updates (0: never), after that step's validation
             if any, call ``on_checkpoint(trainer.snapshot())``: a resumable state.
@@ -53,15 +56,17 @@ class Trainer:
                  on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
                  resume: Optional[Dict[str, Any]] = None):
         if experiment is None:
-            from .experiment import MNISTExperiment
-            experiment = MNISTExperiment(config)
+            from . import tasks
+            experiment = tasks.get(config.task).experiment(config)
         self.config = config
         self.experiment = experiment
+        self.metrics = tuple(getattr(experiment, "metrics", None) or (ACCURACY,))
+        self.metric = self.metrics[0]                   # chooses the best weights
         self.callbacks: List[Callback] = list(callbacks or [])
         self.state = "idle"
         self.reason = ""
         self.step_count = 0
-        self.best: Optional[Dict[str, Any]] = None      # {"step", "acc", "loss", "state"}
+        self.best: Optional[Dict[str, Any]] = None      # {"step", "loss", <metric keys>, "state"}
         self.info: Dict[str, Any] = {}
         self.final: Dict[str, Any] = {}
         self._thread: Optional[threading.Thread] = None
@@ -159,12 +164,19 @@ class Trainer:
                 self._wake.wait(0.5)
             return False
 
+    def _scores(self, res: Dict[str, Any]) -> Dict[str, Any]:
+        """The loss and every metric of an experiment's result, as plain floats."""
+        return {"loss": float(res["loss"]), **{m.key: float(res[m.key]) for m in self.metrics}}
+
     def _validate(self) -> Record:
         res = self.experiment.evaluate("val")
-        rec = {"kind": "val", "step": self.step_count, "loss": res["loss"], "acc": res["acc"],
-               "n": res.get("n"), "elapsed": time.perf_counter() - self._t0}
-        if math.isfinite(res["loss"]) and (self.best is None or res["acc"] > self.best["acc"]):
-            self.best = {"step": self.step_count, "acc": res["acc"], "loss": res["loss"],
+        scores = self._scores(res)
+        rec = {"kind": "val", "step": self.step_count, **scores, "n": res.get("n"),
+               "elapsed": time.perf_counter() - self._t0}
+        key = self.metric.key
+        if math.isfinite(scores["loss"]) and math.isfinite(scores[key]) and self.metric.better(
+                scores[key], None if self.best is None else self.best[key]):
+            self.best = {"step": self.step_count, **scores,
                          "state": self.experiment.state_dict()}   # a copy on the CPU
             rec["best"] = True
         self._emit(rec)
@@ -194,7 +206,8 @@ class Trainer:
                 dt, last_t = now - last_t, now
                 if self.state == "running" and dt > 0:   # an EMA of updates per second
                     rate = 1.0 / dt if rate is None else 0.9 * rate + 0.1 / dt
-                rec = {"kind": "train", "step": n, "loss": out["loss"], "acc": out["acc"],
+                rec = {"kind": "train", "step": n, "loss": out["loss"],
+                       **{m.key: out[m.key] for m in self.metrics},
                        "grad_norm": out["grad_norm"], "lr": cfg.lr,
                        "updates_per_s": rate or 0.0, "elapsed": now - self._t0}
                 self._emit(rec)
@@ -237,14 +250,21 @@ class Trainer:
             self._validate()
         if self.best is not None:                      # early stopping: test the best weights
             self.experiment.load_state_dict(self.best["state"])
-        self.experiment.finalize()
-        self.final = {"val_acc": self.best["acc"] if self.best else None,
-                      "best_step": self.best["step"] if self.best else None}
+        changed = self.experiment.finalize()
+        keys = [m.key for m in self.metrics]
+        # final: the tested weights' validation scores (measured again when finalize
+        # re-estimated the statistics), and the test scores: val_<key>, test_<key>
+        self.final = {"best_step": self.best["step"] if self.best else None,
+                      **{f"val_{k}": self.best[k] if self.best else None for k in keys}}
+        if changed:
+            res = self._scores(self.experiment.evaluate("val"))
+            self.final.update({f"val_{k}": res[k] for k in keys}, val_loss=res["loss"])
         if getattr(self.config, "test_at_end", True):
             res = self.experiment.evaluate("test")
-            self.final.update(test_acc=res["acc"], test_loss=res["loss"])
-            self._emit({"kind": "test", "step": self.step_count, "loss": res["loss"],
-                        "acc": res["acc"], "n": res.get("n"), "best_step": self.final["best_step"],
+            scores = self._scores(res)
+            self.final.update({f"test_{k}": scores[k] for k in keys}, test_loss=scores["loss"])
+            self._emit({"kind": "test", "step": self.step_count, **scores, "n": res.get("n"),
+                        "best_step": self.final["best_step"],
                         "elapsed": time.perf_counter() - self._t0})
         self._set_state("finished", f"{self.step_count} updates")
 
@@ -252,9 +272,7 @@ class Trainer:
     def snapshot(self) -> Dict[str, Any]:
         """A resumable state of the run after the current step (tensors and plain values;
         saves and loads with ``weights_only=True``): pass it as ``Trainer(resume=...)``."""
-        best = None
-        if self.best is not None:
-            best = {k: self.best[k] for k in ("step", "acc", "loss", "state")}
+        best = dict(self.best) if self.best is not None else None
         return {"format": SNAPSHOT_FORMAT, "version": 1, "config": self.config.to_dict(),
                 "step": self.step_count, "best": best,
                 "elapsed": time.perf_counter() - self._t0 + self._prior_elapsed,
@@ -274,10 +292,15 @@ class Trainer:
         self._prior_elapsed = float(snap.get("elapsed", 0.0))
 
     def checkpoint(self) -> Dict[str, Any]:
-        """The best weights so far (or the current ones) as a checkpoint dict."""
-        extra = {"step": self.step_count}
+        """The best weights so far (or the current ones) as a checkpoint dict: the task and
+        settings, the weights, what the task needs to rebuild the model, the step and the
+        validation scores of those weights (``val_<key>``)."""
+        from .records import make_checkpoint
+        meta_fn = getattr(self.experiment, "checkpoint_meta", None)
+        meta = meta_fn() if meta_fn is not None else {}
         if self.best is not None:
-            extra.update(step=self.best["step"], val_acc=self.best["acc"])
-            from .records import make_checkpoint
-            return make_checkpoint(self.config, self.best["state"], **extra)
-        return self.experiment.checkpoint(extra)
+            extra = {"step": self.best["step"],
+                     **{f"val_{m.key}": self.best[m.key] for m in self.metrics}}
+            return make_checkpoint(self.config, self.best["state"], meta=meta, **extra)
+        return make_checkpoint(self.config, self.experiment.state_dict(), meta=meta,
+                               step=self.step_count)

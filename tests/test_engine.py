@@ -15,7 +15,7 @@ import bnlstm
 from bnlstm import TrainConfig, Trainer
 from bnlstm.cli import main as cli_main
 from bnlstm.experiment import MNISTExperiment, SATURATION_X
-from bnlstm.records import CheckpointError, RunRecorder, load_checkpoint, save_checkpoint
+from bnlstm.records import CheckpointError, RunRecorder, load_checkpoint, make_checkpoint, save_checkpoint
 
 
 class ToyExperiment:
@@ -252,12 +252,12 @@ def test_checkpoint_refuses_pickled_objects_and_corruption(tmp_path, mnist):
     cfg = TrainConfig(task="pixel7", hidden=8, steps=1)
     exp = MNISTExperiment(cfg, data=mnist)
     exp.setup()
-    good = save_checkpoint(exp.checkpoint({"step": 0}), tmp_path / "good.pt")
+    good = save_checkpoint(make_checkpoint(cfg, exp.state_dict(), step=0), tmp_path / "good.pt")
     cfg2, model, _ = load_checkpoint(good)
     assert cfg2.hidden == 8
     # a pickled arbitrary object is refused (weights_only=True)
     evil = tmp_path / "evil.pt"
-    ck = exp.checkpoint({"step": 0})
+    ck = make_checkpoint(cfg, exp.state_dict(), step=0)
     ck["payload"] = NotAWeight()           # any object that needs unpickling code
     torch.save(ck, evil)
     with pytest.raises(CheckpointError, match="weights_only"):
@@ -271,7 +271,7 @@ def test_checkpoint_refuses_pickled_objects_and_corruption(tmp_path, mnist):
     with pytest.raises(CheckpointError, match="not a bnlstm checkpoint"):
         load_checkpoint(plain)
     wrong = tmp_path / "wrong.pt"
-    ck = exp.checkpoint({"step": 0})
+    ck = make_checkpoint(cfg, exp.state_dict(), step=0)
     ck["config"]["hidden"] = 9
     torch.save(ck, wrong)
     with pytest.raises(CheckpointError, match="do not fit"):
@@ -370,7 +370,7 @@ def test_cli_eval_with_a_bad_data_dir_is_a_message_not_a_traceback(tmp_path, cap
     exp = MNISTExperiment(cfg, data=mnist)
     exp.setup()
     from bnlstm.records import save_checkpoint
-    save_checkpoint(exp.checkpoint(), tmp_path / "c.pt")
+    save_checkpoint(make_checkpoint(exp.config, exp.state_dict()), tmp_path / "c.pt")
     assert cli_main(["eval", str(tmp_path / "c.pt"), "--data-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "does not exist" in err and "Traceback" not in err
