@@ -244,7 +244,8 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .sweep import DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep
+    from .sweep import (DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep,
+                        summary_metrics)
     try:
         sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=_settings_from_args(args),
                                 preset=args.preset)
@@ -262,7 +263,8 @@ def _sweep(args) -> int:
         print("sweep interrupted: run the same command again to go on", file=sys.stderr)
         return 130
     print()
-    print(format_groups(group_rows(rows, sweep.keys), sweep.keys))
+    metrics = summary_metrics(sweep.metric_keys())
+    print(format_groups(group_rows(rows, sweep.keys, metrics), sweep.keys, metrics))
     print(f"\nsweep folder: {out} (results.csv, groups.csv, curves.html)")
     return 0 if all(r["state"] in DONE_STATES for r in rows) else 1
 

@@ -94,7 +94,11 @@ class TrainConfig(param.Parameterized):
         "Run the probes (per-step statistics, tanh saturation, gradient norm through time) on "
         "every N-th update; 0 turns them off. A probed update takes the slower per-step path."))
 
-    LIVE = ("lr", "clip", "steps", "eval_every", "probe_every")
+    temperature = param.Number(default=0.8, bounds=(0.0, 5.0), softbounds=(0.0, 2.0), doc=(
+        "Text task: the temperature of the samples the probes generate (0: always the likeliest "
+        "character; 1: the model's own distribution; higher: more random)."))
+
+    LIVE = ("lr", "clip", "steps", "eval_every", "probe_every", "temperature")
 
     @classmethod
     def for_task(cls, task: str, **settings) -> "TrainConfig":
@@ -124,6 +128,9 @@ class TrainConfig(param.Parameterized):
             raise ValueError(f"unknown setting(s): {', '.join(unknown)}; "
                              f"valid: {', '.join(k for k in cls.param if k != 'name')}")
         d.pop("name", None)
+        if "task" in d and d["task"] not in cls.param["task"].objects:
+            from . import tasks         # a plug-in task ($BNLSTM_TASKS, entry points) not loaded yet
+            tasks.discover()
         return cls(**d)
 
     def to_json(self) -> str:

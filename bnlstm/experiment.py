@@ -90,7 +90,9 @@ class SequenceExperiment:
 
     - :meth:`load_data` -> the data set (an object with ``source``), unless one is given;
     - :meth:`prepare(data) <prepare>` -> info: sets ``self.train_batches`` (an endless,
-      seeded iterable with ``iterate(start)``) and whatever evaluation needs;
+      seeded iterable: each ``iter`` starts the same stream again; with ``iterate(start)``
+      a resumed run skips the batches drawn before without building them) and whatever
+      evaluation needs; ``self.seq_len`` if the task has one;
     - :meth:`build_model` -> the ``nn.Module`` (its recurrent core as ``.rnn``);
     - :meth:`train_loss(batch, trace) <train_loss>` -> (loss tensor, {metric key: value});
     - :meth:`evaluate` and, to re-estimate statistics, :meth:`stat_batches`.
@@ -224,7 +226,12 @@ class SequenceExperiment:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))   # never aliased
         self._drawn = int(state["batches_drawn"])
-        self._train_iter = self.train_batches.iterate(start=self._drawn)
+        if hasattr(self.train_batches, "iterate"):     # skips without building the batches
+            self._train_iter = self.train_batches.iterate(start=self._drawn)
+        else:                                          # any re-iterable, seeded stream
+            self._train_iter = iter(self.train_batches)
+            for _ in range(self._drawn):
+                next(self._train_iter)
         torch.set_rng_state(state["rng"])
         self.noise_generator.set_state(state["noise_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":

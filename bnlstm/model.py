@@ -439,7 +439,10 @@ class BNLSTM(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
-                trace: Optional[Trace] = None):
+                trace: Optional[Trace] = None, t0: int = 0):
+        """``t0``: the time step of the input's first step (default 0): with ``hx`` from a
+        previous call, a sequence goes on where it stopped and each step is normalized
+        with its own step's statistics (generating text one character at a time)."""
         batched = input.dim() == 3
         if input.dim() not in (2, 3):
             raise ValueError(f"BNLSTM: expected input of 2 or 3 dimensions; got shape {tuple(input.shape)}")
@@ -461,7 +464,10 @@ class BNLSTM(nn.Module):
             if h0.shape != (L, B, H) or c0.shape != (L, B, H):
                 raise ValueError(f"BNLSTM: expected hidden state of shape {(L, B, H)}; "
                                  f"got {tuple(h0.shape)} and {tuple(c0.shape)}")
-        if self.training and self.h0_noise > 0:
+        t0 = int(t0)
+        if t0 < 0:
+            raise ValueError(f"BNLSTM: t0 must be >= 0; got {t0}")
+        if self.training and self.h0_noise > 0 and t0 == 0:
             h0 = h0 + self.h0_noise * h0_noise_like(self, h0)
 
         # nothing needs the per-step path with norm="none": nn.LSTM's own kernel
@@ -470,19 +476,20 @@ class BNLSTM(nn.Module):
         if res is not None:
             output, (h_n, c_n) = res
         else:
-            output, (h_n, c_n) = self._layers_forward(x, h0, c0, trace)
+            output, (h_n, c_n) = self._layers_forward(x, h0, c0, trace, t0)
         if batched and self.batch_first:
             output = output.transpose(0, 1)
         if not batched:
             output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)
 
-    def _layers_forward(self, x: Tensor, h0: Tensor, c0: Tensor, trace: Optional[Trace]):
+    def _layers_forward(self, x: Tensor, h0: Tensor, c0: Tensor, trace: Optional[Trace],
+                        t0: int = 0):
         """Every layer, with dropout between them: x (T, B, I) -> (T, B, H), ((L, B, H), (L, B, H))."""
         h_n, c_n = [], []
         layer_in = x
         for k in range(self.num_layers):
-            out, (h, c) = self._layer_forward(k, layer_in, h0[k], c0[k], trace)
+            out, (h, c) = self._layer_forward(k, layer_in, h0[k], c0[k], trace, t0)
             h_n.append(h)
             c_n.append(c)
             layer_in = out
@@ -490,21 +497,22 @@ class BNLSTM(nn.Module):
                 layer_in = F.dropout(layer_in, self.dropout, True)
         return layer_in, (torch.stack(h_n), torch.stack(c_n))
 
-    def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace]):
+    def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace],
+                       t0: int = 0):
         """One layer over the whole sequence: x (T, B, I_k) -> output (T, B, H), (h_T, c_T)."""
-        if trace is None and _fused.ENABLED:
+        if trace is None and _fused.ENABLED and t0 == 0:
             res = _fused.layer_forward(self, k, x, h, c)
             if res is not None:
                 return res
-        return self._layer_forward_reference(k, x, h, c, trace)
+        return self._layer_forward_reference(k, x, h, c, trace, t0)
 
     def _layer_forward_reference(self, k: int, x: Tensor, h: Tensor, c: Tensor,
-                                 trace: Optional[Trace]):
+                                 trace: Optional[Trace], t0: int = 0):
         """The straightforward per-step loop: the definition the fast paths are tested against."""
         w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = self._layer(k)
         rec = trace._new_layer() if trace is not None else None
         outputs = []
-        for t, x_t in enumerate(x.unbind(0)):
+        for t, x_t in enumerate(x.unbind(0), start=t0):
             wx = x_t @ w_ih.t()                              # (B, 4H)
             wh = h @ w_hh.t()                                # (B, 4H)
             if rec is not None:

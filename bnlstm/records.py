@@ -213,6 +213,9 @@ class RunRecorder:
                    "data_source": self.info.get("data_source"),
                    "data_is_full": self.info.get("data_is_full"),
                    "device": self.info.get("device"), "n_params": self.info.get("n_params")}
+        for key in ("data_kind", "vocab_size", "unigram_bits"):      # what some tasks add
+            if self.info.get(key) is not None:
+                summary[key] = self.info[key]
         if tr is not None:
             best = tr.best or {}
             keys = [m.key for m in tr.metrics]

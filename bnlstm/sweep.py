@@ -26,7 +26,8 @@ The sweep folder::
     DIR/sweep.json          the grid, the seeds, the common settings (written first)
     DIR/runs/<name>/        config.json, metrics.csv, summary.json, checkpoint.pt (+ resume.pt)
     DIR/results.csv         a row per run: state, swept settings, seed, best validation
-                            accuracy, test accuracy, updates, wall time, worker
+                            and test score of each of the tasks' metrics (MNIST: best_val_acc,
+                            test_acc; text: best_val_bpc, ...), updates, wall time, worker
     DIR/groups.csv          mean, standard deviation and n over seeds, per group
     DIR/curves.html         the groups' validation curves (mean and a band of one std)
 
@@ -57,8 +58,19 @@ __all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_r
 SWEEP_FORMAT = "bnlstm-sweep"
 DONE_STATES = ("finished", "diverged")       # not run again; anything else is
 RESULT_FIELDS = ("name", "state", "reason", "seed", "best_val_acc", "best_step", "test_acc",
-                 "updates", "wall_time_s", "worker")
-METRICS = ("best_val_acc", "test_acc")       # what the grouped table summarizes
+                 "updates", "wall_time_s", "worker")                  # an MNIST sweep's
+METRICS = ("best_val_acc", "test_acc")       # what an MNIST sweep's grouped table summarizes
+
+
+def result_fields(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:
+    """results.csv's columns for tasks whose metrics have these keys."""
+    return ("name", "state", "reason", "seed", *(f"best_val_{k}" for k in keys), "best_step",
+            *(f"test_{k}" for k in keys), "updates", "wall_time_s", "worker")
+
+
+def summary_metrics(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:
+    """The columns the grouped table summarizes (mean, std and n over seeds)."""
+    return (*(f"best_val_{k}" for k in keys), *(f"test_{k}" for k in keys))
 
 # The paper's comparisons as sweeps (``--preset NAME``): a grid and the settings it runs
 # with, the same as bnlstm.paper's defaults for that figure. Flags and --grid override them.
@@ -214,6 +226,20 @@ class Sweep:
                 out.append(((name + "-" if name else "") + f"seed={seed}", d))
         return out
 
+    def metric_keys(self) -> List[str]:
+        """The metrics of the sweep's tasks, each task's first metric first (MNIST: acc)."""
+        from . import tasks
+        names = [self.settings()["task"]] + [t for t in self.grid.get("task", [])]
+        firsts, rest = [], []
+        for name in dict.fromkeys(names):
+            try:
+                ms = [m.key for m in tasks.get(name).metrics]
+            except tasks.TaskError:
+                continue
+            firsts.append(ms[0])
+            rest.extend(ms[1:])
+        return list(dict.fromkeys(firsts + rest)) or ["acc"]
+
     def to_dict(self) -> Dict[str, Any]:
         return {"format": SWEEP_FORMAT, "version": 1, "grid": self.grid, "seeds": self.seeds,
                 "base": self.base, "preset": self.preset, "settings": self.settings(),
@@ -322,8 +348,9 @@ def _row(name: str, sweep: Sweep, cfg: Dict[str, Any], summary: Optional[Dict[st
     s = summary or {}
     row = {"name": name, "state": s.get("state", fallback_state),
            "reason": s.get("reason", reason), "seed": cfg["seed"],
-           "best_val_acc": s.get("best_val_acc"), "best_step": s.get("best_step"),
-           "test_acc": s.get("test_acc"), "updates": s.get("steps"),
+           **{f: s.get(f) for f in result_fields(sweep.metric_keys()) if f.startswith(
+               ("best_val_", "test_"))},
+           "best_step": s.get("best_step"), "updates": s.get("steps"),
            "wall_time_s": s.get("wall_time_s"), "worker": s.get("worker", "")}
     row.update({k: cfg[k] for k in sweep.keys})
     return row
@@ -440,8 +467,9 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
                 rows[name] = row
                 failed += row["state"] not in DONE_STATES
                 bar.update(1)
-                bar.write(f"{row['state']:8s} {name}: best val acc {_acc(row['best_val_acc'])}, "
-                          f"test acc {_acc(row['test_acc'])}, {row['updates']} updates, "
+                k = sweep.metric_keys()[0]
+                bar.write(f"{row['state']:8s} {name}: best val {k} {_acc(row[f'best_val_{k}'])}, "
+                          f"test {k} {_acc(row[f'test_{k}'])}, {row['updates']} updates, "
                           f"{row['wall_time_s']} s on {row['worker']}"
                           + (f" ({row['reason']})" if row["state"] not in DONE_STATES else ""))
             try:       # tasks on workers, at most one per worker thread: the ones training
@@ -468,9 +496,10 @@ def _num(v) -> Optional[float]:
     return f if math.isfinite(f) else None
 
 
-def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str]) -> List[Dict[str, Any]]:
-    """Rows grouped by the swept settings (over seeds): mean, std (n - 1) and n per metric,
-    over the runs that finished or diverged."""
+def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str],
+               metrics: Sequence[str] = METRICS) -> List[Dict[str, Any]]:
+    """Rows grouped by the swept settings (over seeds): mean, std (n - 1) and n per metric
+    (``summary_metrics(sweep.metric_keys())``), over the runs that finished or diverged."""
     groups: Dict[Tuple, List[Dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
@@ -480,8 +509,8 @@ def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str]) -> List[Dict[str
         done = [r for r in rs if r["state"] in DONE_STATES]
         g["runs"] = len(rs)
         g["diverged"] = sum(r["state"] == "diverged" for r in rs)
-        for m in METRICS:
-            vals = [v for v in (_num(r[m]) for r in done) if v is not None]
+        for m in metrics:
+            vals = [v for v in (_num(r.get(m)) for r in done) if v is not None]
             n = len(vals)
             mean = sum(vals) / n if n else None
             std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else
@@ -491,13 +520,14 @@ def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str]) -> List[Dict[str
     return out
 
 
-def format_groups(groups: List[Dict[str, Any]], keys: Sequence[str]) -> str:
+def format_groups(groups: List[Dict[str, Any]], keys: Sequence[str],
+                  metrics: Sequence[str] = METRICS) -> str:
     """The grouped table as text (what the command prints at the end)."""
-    head = list(keys) + [f"{m} (mean ± std, n)" for m in METRICS]
+    head = list(keys) + [f"{m} (mean ± std, n)" for m in metrics]
     lines = []
     for g in groups:
         cells = [str(g[k]) for k in keys]
-        for m in METRICS:
+        for m in metrics:
             mean, std, n = g[f"{m}_mean"], g[f"{m}_std"], g[f"{m}_n"]
             cells.append("-" if mean is None else f"{mean:.4f} ± {std:.4f} (n={n})")
         lines.append(cells)
@@ -509,10 +539,13 @@ def format_groups(groups: List[Dict[str, Any]], keys: Sequence[str]) -> str:
 
 def write_results(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> None:
     """results.csv, groups.csv and curves.html (written whole, then renamed into place)."""
-    fields = ["name", "state"] + sweep.keys + [f for f in RESULT_FIELDS if f not in ("name", "state")]
+    keys = sweep.metric_keys()
+    fields = ["name", "state"] + sweep.keys + [f for f in result_fields(keys)
+                                               if f not in ("name", "state")]
     _write_csv(out / "results.csv", fields, rows)
-    groups = group_rows(rows, sweep.keys)
-    gfields = list(sweep.keys) + ["runs", "diverged"] + [f"{m}_{s}" for m in METRICS
+    metrics = summary_metrics(keys)
+    groups = group_rows(rows, sweep.keys, metrics)
+    gfields = list(sweep.keys) + ["runs", "diverged"] + [f"{m}_{s}" for m in metrics
                                                          for s in ("mean", "std", "n")]
     _write_csv(out / "groups.csv", gfields, groups)
     try:
@@ -531,15 +564,15 @@ def _write_csv(path: Path, fields: Sequence[str], rows: List[Dict[str, Any]]) ->
     os.replace(tmp, path)
 
 
-def read_val_curve(run_dir: Path) -> Tuple[List[int], List[float]]:
-    """The validation accuracy curve of one run record (steps, accuracies)."""
+def read_val_curve(run_dir: Path, key: str = "acc") -> Tuple[List[int], List[float]]:
+    """The validation curve of one metric of one run record (steps, values)."""
     steps, accs = [], []
     try:
         with open(run_dir / "metrics.csv", newline="") as f:
             for r in csv.DictReader(f):
-                if r.get("kind") == "val" and _num(r.get("acc")) is not None:
+                if r.get("kind") == "val" and _num(r.get(key)) is not None:
                     steps.append(int(float(r["step"])))
-                    accs.append(float(r["acc"]))
+                    accs.append(float(r[key]))
     except OSError:
         pass
     return steps, accs
@@ -554,7 +587,7 @@ def group_curves(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> List[Di
         groups.setdefault(tuple(r[k] for k in sweep.keys), []).append(r)
     out_curves = []
     for point, rs in groups.items():
-        curves = [read_val_curve(out / "runs" / r["name"]) for r in rs]
+        curves = [read_val_curve(out / "runs" / r["name"], sweep.metric_keys()[0]) for r in rs]
         curves = [c for c in curves if c[0]]
         if not curves:
             continue
@@ -579,8 +612,10 @@ def write_curves_html(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> Op
     from bokeh.palettes import Category10_10
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
-    p = figure(title=f"Validation accuracy: mean over seeds, band: one std ({out.name})",
-               x_axis_label="update", y_axis_label="validation accuracy", height=450,
+    key = sweep.metric_keys()[0]
+    what = {"acc": "accuracy", "bpc": "bits per character"}.get(key, key)
+    p = figure(title=f"Validation {what}: mean over seeds, band: one std ({out.name})",
+               x_axis_label="update", y_axis_label=f"validation {what}", height=450,
                sizing_mode="stretch_width")
     for i, c in enumerate(curves):
         color = Category10_10[i % 10]
@@ -630,4 +665,5 @@ def read_sweep(out: Union[str, Path]) -> Dict[str, Any]:
                 row["updates"] = steps[-1]              # validated so far
             rows.append(row)
     return {"name": out.name, "keys": sweep.keys, "seeds": sweep.seeds, "rows": rows,
-            "groups": group_rows(rows, sweep.keys), "curves": group_curves(out, sweep, rows)}
+            "groups": group_rows(rows, sweep.keys, summary_metrics(sweep.metric_keys())),
+            "curves": group_curves(out, sweep, rows)}

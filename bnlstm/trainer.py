@@ -256,9 +256,11 @@ class Trainer:
         # re-estimated the statistics), and the test scores: val_<key>, test_<key>
         self.final = {"best_step": self.best["step"] if self.best else None,
                       **{f"val_{k}": self.best[k] if self.best else None for k in keys}}
-        if changed:
+        if changed:      # the checkpoint keeps what is tested: the re-estimated statistics
             res = self._scores(self.experiment.evaluate("val"))
             self.final.update({f"val_{k}": res[k] for k in keys}, val_loss=res["loss"])
+            if self.best is not None:
+                self.best["state"] = self.experiment.state_dict()
         if getattr(self.config, "test_at_end", True):
             res = self.experiment.evaluate("test")
             scores = self._scores(res)
@@ -300,7 +302,8 @@ class Trainer:
         meta = meta_fn() if meta_fn is not None else {}
         if self.best is not None:
             extra = {"step": self.best["step"],
-                     **{f"val_{m.key}": self.best[m.key] for m in self.metrics}}
+                     **{f"val_{m.key}": self.final.get(f"val_{m.key}", self.best[m.key])
+                        for m in self.metrics}}
             return make_checkpoint(self.config, self.best["state"], meta=meta, **extra)
         return make_checkpoint(self.config, self.experiment.state_dict(), meta=meta,
                                step=self.step_count)

@@ -22,3 +22,16 @@ def mnist_dir() -> Path:
                if not (SHARED_MNIST_DIR / n).is_file()]
     assert not missing, f"MNIST test files missing from {SHARED_MNIST_DIR}: {missing}"
     return SHARED_MNIST_DIR
+
+
+SHARED_PTB_DIR = SHARED_MNIST_DIR.parent / "ptb"
+
+
+@pytest.fixture(scope="session")
+def ptb_dir() -> Path:
+    """The Penn Treebank character-level validation and test files (no training file
+    exists here; see shared/data/ptb/SOURCE.md). A hard requirement: no skip."""
+    missing = [n for n in ("ptb.char.valid.txt", "ptb.char.test.txt")
+               if not (SHARED_PTB_DIR / n).is_file()]
+    assert not missing, f"Penn Treebank test files missing from {SHARED_PTB_DIR}: {missing}"
+    return SHARED_PTB_DIR

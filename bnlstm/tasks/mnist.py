@@ -98,7 +98,7 @@ class MNISTTask(Task):
     family = "mnist"
     metrics = (ACCURACY,)
     views = ("probes", "digits")
-    excludes = frozenset({"seq_len"})      # the text task's
+    excludes = frozenset({"seq_len", "temperature"})      # the text task's
     experiment_class = MNISTExperiment
 
     def __init__(self, name: str):

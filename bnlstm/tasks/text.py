@@ -1,0 +1,264 @@
+"""Character-level language modelling: the paper's Penn Treebank setting (Table 2, Fig. 3b).
+
+As the authors' ``penntreebank.py``: the text is cut into sequences of ``seq_len``
+characters (100), each character one-hot, a target at every step (the next character),
+the vocabulary from the training text, Adam at 2e-3 on batches of 64 (the paper used
+1000 units; the default here is CPU-sized, ``--hidden`` raises it), population
+statistics with the T_max rule for longer sequences, re-estimated over training batches
+before the test. The metric is bits per character: the mean cross-entropy / ln 2, on
+validation and test with population statistics. Data: :mod:`bnlstm.textdata`.
+
+A probed update also reports ``probe["text"]``: a sample the model generates at the
+config's ``temperature`` and, over a fixed excerpt of the validation text, each
+character's loss (bits) and the hidden units' activations -- what the dashboard colours.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import textdata
+from ..experiment import SequenceExperiment, build_rnn
+from ..model import Trace
+from . import BITS_PER_CHAR, Metric, Task, register
+
+LN2 = math.log(2.0)
+NEXT_CHAR = Metric("acc", "next-character accuracy", higher_is_better=True)
+SAMPLE_CHARS = 240            # characters a probe generates
+EXCERPT_CHARS = 400           # validation characters a probe scores one by one
+SHOW_UNITS = 16               # units whose activations a probe reports over the excerpt
+
+
+class CharLM(nn.Module):
+    """One-hot characters -> recurrent core -> a softmax over the vocabulary at every step.
+
+    Shape: ``ids`` (B, T) int64 -> logits (B, T, V); ``forward`` also returns the final
+    hidden state so that a sequence can go on (``hx``, ``t0``: see ``BNLSTM.forward``).
+    """
+
+    def __init__(self, rnn: nn.Module, vocab_size: int):
+        super().__init__()
+        self.rnn = rnn
+        self.vocab_size = int(vocab_size)
+        self.head = nn.Linear(rnn.hidden_size, self.vocab_size)
+
+    def forward(self, ids: Tensor, hx=None, t0: int = 0, trace: Optional[Trace] = None,
+                return_hidden: bool = False):
+        x = F.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)    # (B, T, V)
+        out, hidden = self.rnn(x, hx, trace=trace, t0=t0)                   # (B, T, H)
+        logits = self.head(out)
+        if return_hidden:
+            return logits, hidden, out
+        return logits
+
+
+def build_char_model(config, vocab_size: int) -> CharLM:
+    if config.model == "bn-tanh-rnn":
+        raise ValueError("the text task trains LSTMs (lstm, bnlstm-input, bnlstm); "
+                         "bn-tanh-rnn is the paper's Figure 1a model on MNIST")
+    return CharLM(build_rnn(config, config.seq_len, vocab_size), vocab_size)
+
+
+@torch.no_grad()
+def generate(model: CharLM, text: textdata.Text, prime: str = "the ", n: int = SAMPLE_CHARS,
+             temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> str:
+    """``n`` characters the model writes after ``prime``, one at a time, in eval mode
+    (population statistics of each step; past T_max those of the last step). ``temperature``
+    divides the logits (toward 0: the likeliest character; 1: the model's distribution)."""
+    was = model.training
+    model.eval()
+    device = model.head.weight.device
+    try:
+        prime = prime or text.decode([0])
+        ids = torch.as_tensor(text.encode(prime), device=device)[None]       # (1, P)
+        logits, hidden, _ = model(ids, return_hidden=True)
+        t, out = ids.shape[1], []
+        for _ in range(n):
+            last = logits[0, -1].double()
+            if temperature <= 1e-3:
+                nxt = int(last.argmax())
+            else:
+                p = torch.softmax(last / temperature, 0)
+                nxt = int(torch.multinomial(p.cpu(), 1, generator=generator))
+            out.append(nxt)
+            logits, hidden, _ = model(torch.tensor([[nxt]], device=device), hidden, t0=t,
+                                      return_hidden=True)
+            t += 1
+        return prime + text.decode(out)
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def score_chars(model: CharLM, text: textdata.Text, excerpt: str,
+                units: int = SHOW_UNITS) -> Dict[str, Any]:
+    """Each character of ``excerpt`` with the bits the model (eval mode) paid to predict it
+    from the ones before, and ``units`` hidden units' activations ``h`` at that step.
+    ``chars`` (N,), ``bits`` (N,) (NaN for the first, which has no context), ``h`` (N, U)."""
+    was = model.training
+    model.eval()
+    try:
+        device = model.head.weight.device
+        ids = torch.as_tensor(text.encode(excerpt), device=device)[None]     # (1, N)
+        logits, _, out = model(ids, return_hidden=True)
+        logp = torch.log_softmax(logits[0, :-1].double(), -1)                # predicts 1..N-1
+        bits = -logp.gather(1, ids[0, 1:, None])[:, 0] / LN2
+        bits = torch.cat([bits.new_full((1,), float("nan")), bits]).cpu().numpy()
+        h = out[0, :, :units].double().cpu().numpy()                          # h_t after char t
+        # h of the step that read char t-1 is what predicted char t: shift to align with bits
+        h_aligned = np.vstack([np.zeros((1, h.shape[1])), h[:-1]])
+        return {"chars": list(excerpt), "bits": bits, "h": h_aligned}
+    finally:
+        model.train(was)
+
+
+class TextExperiment(SequenceExperiment):
+    """Character-level language modelling (the contract: :class:`bnlstm.tasks.Experiment`)."""
+
+    metrics = (BITS_PER_CHAR, NEXT_CHAR)
+
+    def load_data(self):
+        return textdata.load_text(self._data_dir, download=self._download, **self._options)
+
+    def prepare(self, data: textdata.Text) -> Dict[str, Any]:
+        cfg = self.config
+        self.text = data
+        self.seq_len = cfg.seq_len
+        self.ids = {"train": data.encode(data.train), "val": data.encode(data.valid),
+                    "test": data.encode(data.test)}
+        self.train_batches = textdata.TextBatches(self.ids["train"], cfg.seq_len, cfg.batch_size,
+                                                  device=self.device, seed=cfg.seed,
+                                                  shuffle=True, endless=True)
+        self._eval: Dict[Any, textdata.TextBatches] = {}
+        self.excerpt = data.valid[:EXCERPT_CHARS]
+        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 7)
+        return {"seq_len": cfg.seq_len, "vocab_size": len(data.vocab), "data_kind": data.kind,
+                "data_is_full": data.is_paper, "n_train": len(data.train),
+                "n_val": len(data.valid), "n_test": len(data.test),
+                "unigram_bits": data.unigram_bits("valid")}
+
+    def build_model(self):
+        return build_char_model(self.config, len(self.text.vocab))
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        return {"vocab": self.text.vocab, "data_source": self.text.source}
+
+    def train_loss(self, batch, trace: Optional[Trace]) -> Tuple[Tensor, Dict[str, float]]:
+        x, y = batch                                           # (B, T) each
+        logits = self.model(x, trace=trace)                    # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        acc = float((logits.argmax(-1) == y).float().mean())
+        return loss, {"bpc": loss.item() / LN2, "acc": acc}
+
+    def eval_batches(self, split: str, length: Optional[int] = None,
+                     batch_size: int = 100) -> textdata.TextBatches:
+        """Non-overlapping windows of ``length`` (default ``seq_len``) in order, batches of
+        100 (the authors' evaluation); ``val_limit`` keeps that many validation windows."""
+        length = int(length or self.config.seq_len)
+        key = (split, length, batch_size)
+        if key not in self._eval:
+            limit = self.config.val_limit if split == "val" and self.config.val_limit else None
+            self._eval[key] = textdata.TextBatches(self.ids[split], length, batch_size,
+                                                   device=self.device, shuffle=False, limit=limit)
+        return self._eval[key]
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val", length: Optional[int] = None,
+                 batch_stats: bool = False, batch_size: int = 100) -> Dict[str, Any]:
+        """``loss`` (nats), ``bpc`` and ``acc`` over ``split`` cut into windows of ``length``.
+        ``batch_stats``: normalize each batch with its own statistics (training mode,
+        no running average updated) instead of the population statistics."""
+        model = self.model
+        was = model.training
+        model.train(batch_stats)
+        kept = {}
+        if batch_stats:                  # batch statistics; the population's are put back after
+            kept = {k: v.clone() for k, v in model.state_dict().items()
+                    if k.rsplit(".", 1)[-1] in ("running_mean", "running_var",
+                                                "num_batches_tracked")}
+            noise = getattr(model.rnn, "h0_noise", 0.0)
+            model.rnn.h0_noise = 0.0
+        total, correct, loss_sum = 0, 0, 0.0
+        try:
+            for x, y in self.eval_batches(split, length, batch_size):
+                if batch_stats and x.shape[0] < 2:
+                    continue                 # batch statistics need two sequences
+                logits = model(x)
+                loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                  y.reshape(-1), reduction="sum"))
+                correct += int((logits.argmax(-1) == y).sum())
+                total += y.numel()
+        finally:
+            if batch_stats:
+                model.load_state_dict(kept, strict=False)
+                model.rnn.h0_noise = noise
+            model.train(was)
+        loss = loss_sum / max(total, 1)
+        return {"loss": loss, "bpc": loss / LN2, "acc": correct / max(total, 1), "n": total}
+
+    def stat_batches(self, n: int) -> Iterator[Tensor]:
+        batches = textdata.TextBatches(self.ids["train"], self.config.seq_len,
+                                       self.config.batch_size, device=self.device,
+                                       seed=self.config.seed + 1, shuffle=True, endless=True)
+        it = iter(batches)
+        return (next(it)[0] for _ in range(n))
+
+    def train_step(self, probe: bool = False) -> Dict[str, Any]:
+        out = super().train_step(probe)
+        if probe and "probe" in out:
+            out["probe"]["text"] = self.text_probe()
+        return out
+
+    def text_probe(self) -> Dict[str, Any]:
+        """A generated sample and the validation excerpt's per-character bits and units."""
+        temp = float(getattr(self.config, "temperature", 1.0))
+        sample = generate(self.model, self.text, prime=self.excerpt[:4] or "the ",
+                          temperature=temp, generator=self.sample_generator)
+        return {"sample": sample, "temperature": temp,
+                **score_chars(self.model, self.text, self.excerpt)}
+
+
+class TextTask(Task):
+    """Character-level language modelling on Penn Treebank, a text file, or Python's docs."""
+
+    name = "text"
+    family = "text"
+    label = "text (characters)"
+    description = ("character-level language modelling: predict the next character "
+                   "(the paper's Penn Treebank; bits per character)")
+    metrics = (BITS_PER_CHAR, NEXT_CHAR)
+    views = ("probes", "text")
+    data_options = ("text_file",)
+    excludes = frozenset()
+    # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
+    defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
+                "seq_len": 100, "h0_noise": 0.0, "momentum": 0.05, "steps": 2000,
+                "eval_every": 100, "reestimate": 50}
+
+    def load_data(self, data_dir=None, download: bool = False, text_file=None, **options):
+        if options:
+            raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
+        return textdata.load_text(data_dir, download=download, text_file=text_file)
+
+    def experiment(self, config, data=None, data_dir=None, download: bool = False,
+                   text_file=None, **options):
+        if options:
+            raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
+        if config.model == "bn-tanh-rnn":
+            build_char_model(config, 2)           # the same message, before any work
+        opts = {"text_file": text_file} if text_file else {}
+        return TextExperiment(config, data=data, data_dir=data_dir, download=download, **opts)
+
+    def build_model(self, config, meta: Dict[str, Any]):
+        vocab = meta.get("vocab")
+        if not vocab:
+            raise ValueError("a text checkpoint must hold its vocabulary (meta['vocab'])")
+        return build_char_model(config, len(vocab))
+
+
+register(TextTask())

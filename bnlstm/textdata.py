@@ -1,0 +1,418 @@
+"""Text for character-level language modelling: locate, verify, download, fall back; batches.
+
+Where the text comes from, in this order:
+
+1. ``text_file``: any UTF-8 text file a user names (``--text-file``); it is split in
+   order, deterministically: the first 90% of its characters train, the next 5%
+   validate, the last 5% test.
+2. an explicit directory: the ``root`` argument, else ``$BNLSTM_PTB_DIR``. It must hold
+   the character-level Penn Treebank of Mikolov's simple-examples,
+   ``ptb.char.{train,valid,test}.txt`` (:data:`PTB_FILES`; with ``download=True`` the
+   missing ones are downloaded into it). Nothing falls back from an explicit
+   directory: missing files raise :class:`TextDataError` naming the folder and files.
+3. the user cache, ``$BNLSTM_CACHE_DIR/ptb`` (default the platform's user cache
+   ``bnlstm/ptb``), used when it holds all three files;
+4. with ``download=True``: the three files from the mirrors in :data:`PTB_URLS` (or
+   ``$BNLSTM_PTB_URL``: base URLs separated by commas or spaces) into the cache: each to a
+   temporary file, verified, then renamed into place, with a progress bar;
+5. with ``fallback=True`` (the default): a real English text that ships with every
+   Python, the text of the Python Language Reference's topics in ``pydoc_data`` (about
+   465,000 characters), split 90/5/5 like a text file. ``Text.source`` says so, and so do
+   the run record and the page.
+
+Every Penn Treebank file is verified: the validation and test files by their sha256,
+the training file by its git blob id (the one public fingerprint of it; see
+``shared/data/ptb/SOURCE.md``); a corrupt or wrong file raises :class:`TextDataError`
+naming the file, the expected and the actual checksum.
+
+The Penn Treebank files have one sentence per line and characters separated by
+spaces, ``_`` between words. :func:`parse_ptb` turns a line into its characters with
+``_`` as a space and the line's end as ``"\\n"``: 50 symbols, the authors' 50 classes.
+The vocabulary is the training text's characters (sorted); a character of the
+validation or test text that training never saw becomes :data:`UNKNOWN`.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = ["TextDataError", "Text", "PTB_FILES", "PTB_URLS", "load_text", "parse_ptb",
+           "split_text", "TextBatches", "UNKNOWN", "ptb_cache_dir"]
+
+
+class TextDataError(ValueError):
+    """Text could not be found, read, downloaded or verified. The message names the file."""
+
+
+# name -> (kind of checksum, value, size in bytes or None). From shared/data/ptb/SOURCE.md.
+PTB_FILES: Dict[str, Tuple[str, str, Optional[int]]] = {
+    "ptb.char.train.txt": ("git-blob", "84b890a87aed6ad2989aa12d03f1129c41d727b2", None),
+    "ptb.char.valid.txt": ("sha256", "21661f63ec355085879458b6524644d4add5573541b4be14fb52ab2e2e995eb8", 786084),
+    "ptb.char.test.txt": ("sha256", "1ef5607ac3c463b16e38bfe7900dd3bfc91de5a96e0f21e7eab5188b465b8ebe", 884846),
+}
+_TRAIN, _VALID, _TEST = PTB_FILES
+# A public copy of simple-examples' data folder; every file is verified, so a wrong or
+# changed mirror fails loudly rather than training on something else.
+PTB_URLS: Tuple[str, ...] = (
+    "https://raw.githubusercontent.com/arthurdehgan/IFT6135_assignment_2/master/data/",
+)
+UNKNOWN = "\ufffd"             # a validation/test character the training text lacks
+SPLIT = (0.90, 0.05, 0.05)     # a text file's train / validation / test fractions, in order
+_CHUNK = 1 << 16
+
+
+@dataclass(repr=False)
+class Text:
+    """Train, validation and test text (str), the vocabulary, and where it came from."""
+    train: str
+    valid: str
+    test: str
+    source: str
+    kind: str                    # "ptb", "file" or "python-docs"
+    where: Optional[str] = None
+    vocab: str = ""
+
+    def __post_init__(self):
+        if not self.vocab:
+            chars = sorted(set(self.train))
+            if (set(self.valid) | set(self.test)) - set(chars):
+                chars.append(UNKNOWN)
+            self.vocab = "".join(chars)
+        self.index = {ch: i for i, ch in enumerate(self.vocab)}
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's data (Penn Treebank with its training file)."""
+        return self.kind == "ptb"
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters -> int64 ids (unseen characters -> :data:`UNKNOWN`'s id, or an error)."""
+        unk = self.index.get(UNKNOWN)
+        try:
+            if unk is None:
+                return np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
+            return np.fromiter((self.index.get(c, unk) for c in text), dtype=np.int64,
+                               count=len(text))
+        except KeyError as exc:
+            raise ValueError(f"the character {exc.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.vocab[int(i)] for i in ids)
+
+    def unigram_bits(self, split: str = "valid") -> float:
+        """The entropy (bits per character) of ``split``'s characters under the training
+        text's character frequencies: what a model that ignores context scores."""
+        counts = np.bincount(self.encode(self.train), minlength=len(self.vocab)) + 1.0
+        p = counts / counts.sum()
+        ids = self.encode(getattr(self, split))
+        return float(-np.log2(p[ids]).mean())
+
+    def __repr__(self) -> str:
+        return (f"Text(train={len(self.train):,}, valid={len(self.valid):,}, "
+                f"test={len(self.test):,}, vocab={len(self.vocab)}, source={self.source!r})")
+
+
+# --------------------------------------------------------------------------- parsing
+def parse_ptb(raw: str) -> str:
+    """The character-level PTB format -> text: one sentence per line, ``_`` -> space."""
+    lines = []
+    for line in raw.splitlines():
+        toks = line.split()
+        if toks:
+            lines.append("".join(" " if t == "_" else t for t in toks) + "\n")
+    return "".join(lines)
+
+
+def split_text(text: str, fractions: Sequence[float] = SPLIT) -> Tuple[str, str, str]:
+    """The first, middle and last parts of ``text`` (90/5/5 by default), in order."""
+    n = len(text)
+    a = int(n * fractions[0])
+    b = a + int(n * fractions[1])
+    return text[:a], text[a:b], text[b:]
+
+
+def _git_blob_id(raw: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()
+
+
+def _check(path: Path, raw: bytes, name: str) -> None:
+    kind, expected, size = PTB_FILES[name]
+    actual = _git_blob_id(raw) if kind == "git-blob" else hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        what = "git blob id" if kind == "git-blob" else "sha256"
+        raise TextDataError(
+            f"{path}: checksum mismatch, the file is corrupt, truncated or not the original "
+            f"(expected {what} {expected}" + (f", {size} bytes" if size else "") +
+            f"; actual {what} {actual}, {len(raw)} bytes). Delete it and download it again.")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TextDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# --------------------------------------------------------------------------- places
+def ptb_cache_dir() -> Path:
+    """``$BNLSTM_CACHE_DIR/ptb`` or the platform's user cache ``bnlstm/ptb``."""
+    base = os.environ.get("BNLSTM_CACHE_DIR")
+    if not base:
+        import platformdirs
+        base = platformdirs.user_cache_dir("bnlstm", appauthor=False)
+    return Path(base).expanduser() / "ptb"
+
+
+def mirror_urls() -> List[str]:
+    env = os.environ.get("BNLSTM_PTB_URL", "").strip()
+    urls = [u for u in re.split(r"[\s,]+", env) if u] if env else list(PTB_URLS)
+    return [u if u.endswith("/") else u + "/" for u in urls]
+
+
+def _missing(directory: Path) -> List[str]:
+    return [n for n in PTB_FILES if not (directory / n).is_file()]
+
+
+def _load_ptb(directory: Path) -> Text:
+    parts, problems = {}, []
+    for name in PTB_FILES:                       # verify every file, report every problem
+        path = directory / name
+        try:
+            raw = path.read_bytes()
+            _check(path, raw, name)
+            parts[name] = parse_ptb(_decode(path, raw))
+        except TextDataError as exc:
+            problems.append(str(exc))
+        except OSError as exc:
+            problems.append(f"{path}: cannot read ({exc})")
+    if problems:
+        raise TextDataError("Penn Treebank files failed verification:\n  " + "\n  ".join(problems))
+    n = sum(len(t) for t in parts.values())
+    return Text(parts[_TRAIN], parts[_VALID], parts[_TEST], kind="ptb", where=str(directory),
+                source=f"Penn Treebank characters (Mikolov's simple-examples, {n:,} characters) "
+                       f"from {directory}")
+
+
+def _download_one(name: str, directory: Path, urls: Sequence[str], progress: bool,
+                  timeout: float) -> None:
+    errors = []
+    for base in urls:
+        url = base + name
+        tmp = None
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length")
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+                from tqdm.auto import tqdm
+                chunks = []
+                with os.fdopen(fd, "wb") as out, tqdm(
+                        total=int(total) if total else None, unit="B", unit_scale=True,
+                        unit_divisor=1024, desc=name, disable=not progress, leave=False) as bar:
+                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                        out.write(chunk)
+                        chunks.append(chunk)
+                        bar.update(len(chunk))
+            try:
+                _check(Path(url), b"".join(chunks), name)
+            except TextDataError as exc:
+                errors.append(str(exc).split(". Delete")[0])
+                continue
+            os.replace(tmp, directory / name)
+            tmp = None
+            return
+        except (OSError, ValueError, http.client.HTTPException) as exc:   # URLError is an OSError
+            errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+    raise TextDataError(f"could not download {name} into {directory}:\n  " + "\n  ".join(errors)
+                        + "\nPut the three files in a folder and pass it (--data-dir / "
+                          "BNLSTM_PTB_DIR), or set BNLSTM_PTB_URL to a reachable mirror.")
+
+
+def download_ptb(directory: Optional[PathLike] = None, progress: bool = True,
+                 timeout: float = 60.0) -> Path:
+    """Download the Penn Treebank files missing from ``directory`` (default the cache), verified."""
+    directory = Path(directory) if directory is not None else ptb_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TextDataError(f"cannot create the folder {directory}: {exc}") from None
+    problems = []
+    for name in _missing(directory):          # each file on its own: one failure keeps the others
+        try:
+            _download_one(name, directory, mirror_urls(), progress, timeout)
+        except TextDataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TextDataError("\n".join(problems))
+    return directory
+
+
+# --------------------------------------------------------------------------- other texts
+def load_text_file(path: PathLike, min_chars: int = 2000) -> Text:
+    """Any UTF-8 text file, split 90/5/5 in order."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TextDataError(f"{path}: no such text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TextDataError(f"{path}: cannot read ({exc})") from None
+    text = _decode(path, raw)
+    if len(text) < min_chars:
+        raise TextDataError(f"{path}: {len(text):,} characters; a language model needs at "
+                            f"least {min_chars:,} (its 5% validation and test parts would be "
+                            "too short)")
+    train, valid, test = split_text(text)
+    return Text(train, valid, test, kind="file", where=str(path),
+                source=f"the text file {path} ({len(text):,} characters, split 90/5/5 in order)")
+
+
+def python_docs_text() -> Text:
+    """The Python Language Reference's topics as shipped in ``pydoc_data`` (English prose
+    and examples), in sorted topic order, split 90/5/5."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise TextDataError("no text found: no Penn Treebank files, no --text-file, and this "
+                            "Python lacks pydoc_data (its documentation topics)") from None
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    train, valid, test = split_text(text)
+    v = ".".join(map(str, sys.version_info[:3]))
+    return Text(train, valid, test, kind="python-docs", where="pydoc_data.topics",
+                source=f"the Python {v} Language Reference topics that ship with Python "
+                       f"(pydoc_data, {len(text):,} characters, split 90/5/5 in order; "
+                       "not the paper's Penn Treebank)")
+
+
+# --------------------------------------------------------------------------- entry point
+def load_text(root: Optional[PathLike] = None, download: bool = False,
+              text_file: Optional[PathLike] = None, fallback: bool = True,
+              progress: bool = True) -> Text:
+    """Find, verify and load the text (see the module docstring for the order)."""
+    if text_file:
+        return load_text_file(text_file)
+    explicit = None
+    if root is not None and str(root) != "":
+        explicit = (Path(root).expanduser(), "data directory")
+    elif os.environ.get("BNLSTM_PTB_DIR"):
+        explicit = (Path(os.environ["BNLSTM_PTB_DIR"]).expanduser(), "BNLSTM_PTB_DIR")
+    if explicit is not None:
+        directory, what = explicit
+        if download:
+            download_ptb(directory, progress=progress)
+        missing = _missing(directory)
+        if missing:
+            state = "does not exist" if not directory.is_dir() else f"lacks {', '.join(missing)}"
+            raise TextDataError(f"Penn Treebank folder {directory} ({what}) {state}. Put "
+                                f"{', '.join(PTB_FILES)} there, or use --download.")
+        return _load_ptb(directory)
+    cache = ptb_cache_dir()
+    if download and _missing(cache):
+        try:
+            download_ptb(cache, progress=progress)
+        except TextDataError:
+            if not fallback:
+                raise
+    if not _missing(cache):
+        return _load_ptb(cache)
+    if not fallback:
+        raise TextDataError(f"Penn Treebank not found: the cache {cache} lacks "
+                            f"{', '.join(_missing(cache))}; use --download, --data-dir or "
+                            "BNLSTM_PTB_DIR, or --text-file")
+    return python_docs_text()
+
+
+# --------------------------------------------------------------------------- batches
+class TextBatches:
+    """Minibatches of sequences cut from one long text, as the authors' ``PTB`` dataset.
+
+    ``ids``: the text's character ids (N,). A pass cuts it into non-overlapping windows
+    of ``seq_len + 1`` characters (inputs: the first ``seq_len``; targets: the next
+    character at every step) and gives ``(x, y)``, both int64 (B, seq_len), on ``device``.
+    With ``shuffle`` every pass starts the windows at a random offset in
+    ``[0, seq_len)`` (the authors' augmentation) and visits them in a random order, both
+    drawn from a generator seeded with ``seed``; a final partial batch is dropped. Without
+    it the windows start at 0, in order, and the last partial batch is kept. ``limit``:
+    at most that many windows. ``endless``: pass after pass.
+    """
+
+    def __init__(self, ids, seq_len: int = 100, batch_size: int = 64,
+                 device: Union[str, torch.device] = "cpu", seed: int = 0, shuffle: bool = True,
+                 endless: bool = False, limit: Optional[int] = None):
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be >= 1; got {seq_len}, {batch_size}")
+        self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(device)
+        self.seq_len, self.batch_size, self.seed = int(seq_len), int(batch_size), seed
+        self.shuffle, self.endless, self.limit = shuffle, endless, limit
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        if self._windows(0) < (self.batch_size if shuffle else 1):
+            raise ValueError(f"the text ({len(self.ids):,} characters) is too short for "
+                             f"{self.batch_size} sequences of {self.seq_len + 1} characters")
+
+    def _windows(self, offset: int) -> int:
+        n = (len(self.ids) - offset - 1) // self.seq_len
+        return min(n, self.limit) if self.limit else n
+
+    def __len__(self) -> int:
+        n = self._windows(self.seq_len - 1 if self.shuffle else 0)   # the fewest, any offset
+        return n // self.batch_size if self.shuffle else -(-n // self.batch_size)
+
+    @property
+    def num_sequences(self) -> int:
+        return self._windows(0)
+
+    def _draw(self) -> Tuple[int, Optional[torch.Tensor]]:
+        if not self.shuffle:
+            return 0, None
+        offset = int(torch.randint(self.seq_len, (1,), generator=self.generator))
+        return offset, torch.randperm(self._windows(offset), generator=self.generator)
+
+    def _one_pass(self, skip: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        offset, order = self._draw()
+        L, B = self.seq_len, self.batch_size
+        n = self._windows(offset)
+        starts = offset + L * (order if order is not None else torch.arange(n))
+        span = torch.arange(L + 1)
+        for i in range(skip, len(self)):
+            idx = (starts[i * B:(i + 1) * B, None] + span).to(self.device)   # (B, L + 1)
+            seq = self.ids[idx]
+            yield seq[:, :-1], seq[:, 1:]
+
+    def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """As ``iter``, without the first ``start`` batches (the generator advances as if
+        they had been drawn): how a resumed run goes on with the same batches."""
+        per = len(self)
+        if not self.endless:
+            yield from self._one_pass(skip=start)
+            return
+        for _ in range(start // per):
+            self._draw()
+        yield from self._one_pass(skip=start % per)
+        while True:
+            yield from self._one_pass()
+
+    def __repr__(self) -> str:
+        return (f"TextBatches(chars={len(self.ids):,}, seq_len={self.seq_len}, "
+                f"batch_size={self.batch_size}, shuffle={self.shuffle})")
