@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_args(w)
 
-    from .paper import add_cli as _add_paper_cli      # python -m bnlstm paper NAME (bnlstm/paper.py)
+    from .paper import add_cli as _add_paper_cli      # python -m bnlstm paper NAME (bnlstm/paper/cli.py)
     _add_paper_cli(sub)
     return p
 

@@ -1,7 +1,8 @@
 """Every notebook runs top to bottom in quick mode (BNLSTM_QUICK=1), as CI and `pytest` do.
 
 Each notebook is executed with nbclient in a fresh kernel, from the notebooks/ folder, with
-the real MNIST files (the ``mnist_dir`` fixture). ``pytest --nbmake notebooks/`` does the
+the real MNIST files (the ``mnist_dir`` fixture) and Penn Treebank's validation and test
+files (``ptb_dir``). ``pytest --nbmake notebooks/`` does the
 same by hand (with ``BNLSTM_QUICK=1`` set). Committed notebooks must carry no outputs.
 """
 import os
@@ -30,9 +31,10 @@ def test_notebook_committed_without_outputs(name):
 
 @pytest.mark.timeout(QUICK_TIMEOUT_S + 60)
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_quick_mode(name, mnist_dir, monkeypatch):
+def test_notebook_runs_in_quick_mode(name, mnist_dir, ptb_dir, monkeypatch):
     monkeypatch.setenv("BNLSTM_QUICK", "1")
     monkeypatch.setenv("BNLSTM_MNIST_DIR", str(mnist_dir))
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(ptb_dir))
     # A shared 2-core machine: one thread avoids oversubscription stalls (set it to override).
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)

@@ -146,8 +146,8 @@ def test_gamma_sweep_and_compare_models_shapes(mnist):
     assert not np.array_equal(c["train_loss_smooth"]["lstm"][0], c["train_loss_smooth"]["lstm"][1])
 
 
-def test_length_generalization_shapes(mnist):
-    r = paper.length_generalization(train_suffix=4, factors=(1, 2), steps=4, hidden=8,
+def test_distractor_memory_shapes(mnist):
+    r = paper.distractor_memory(train_suffix=4, factors=(1, 2), steps=4, hidden=8,
                                     val_limit=64, eval_batch=32, small_batch=16,
                                     reestimate_batches=2, batch_size=16, quick=True, data=mnist)
     assert r["T_train"] == 32 and r["lengths"].tolist() == [32, 64]
@@ -179,3 +179,49 @@ def test_cli_paper_tanh(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["experiment"] == "tanh" and len(r["mean"]) == len(r["sigma"])
     assert "E[tanh']" in capsys.readouterr().out
+
+
+def test_ptb_heldout_is_the_papers_characters_and_its_test_file(ptb_dir):
+    t = paper.ptb_heldout(ptb_dir)
+    assert t.kind == "ptb-heldout" and len(t.vocab) == 50
+    assert len(t.train) > 350_000 and len(t.test) > 400_000
+    assert "training file is not here" in t.source
+
+
+def test_figure_3b_on_text_measures_three_modes_at_each_length(ptb_dir):
+    text = paper.ptb_heldout(ptb_dir)
+    r = paper.length_generalization(lengths=(20, 40, 80), train_len=20, steps=30, hidden=16,
+                                    test_chars=3000, reestimate_batches=3, data=text)
+    assert r["lengths"].tolist() == [20, 40, 80] and r["T_train"] == 20
+    for k in ("population", "batch", "lstm"):
+        assert r["bpc"][k].shape == (3,) and np.all((0 < r["bpc"][k]) & (r["bpc"][k] < 6.7))
+    assert r["paper"]["population"] == (1.398, 1.333)
+    assert r["data_source"].startswith("Penn Treebank") and r["n_chars"][0] > 2900
+    # trained for 30 updates: far from the paper, but below knowing nothing (log2 50 = 5.6)
+    assert r["bpc"]["population"][0] < 5.6
+
+
+def test_compare_text_reports_both_models_for_every_seed(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    r = paper.compare_text(models=("lstm", "bnlstm"), seeds=(0, 1), steps=6, hidden=8,
+                           seq_len=20, reestimate_batches=2, text_file=f)
+    for m in ("lstm", "bnlstm"):
+        assert r["val_bpc"][m].shape == (2,) and r["test_bpc"][m].shape == (2,)
+        assert r["val_curve"][m].shape[0] == 2 and np.all(np.isfinite(r["test_bpc"][m]))
+    assert r["paper"] == {"lstm": 1.38, "bnlstm": 1.32}
+
+
+def test_cli_paper_length_quick_on_a_text_file(tmp_path, capsys):
+    f = tmp_path / "t.txt"
+    f.write_text("a stitch in time saves nine. " * 600)
+    out = tmp_path / "len.json"
+    assert cli_main(["paper", "length", "--quick", "--text-file", str(f), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["experiment"] == "length" and set(r["bpc"]) == {"population", "batch", "lstm"}
+    assert "t.txt" in r["data_source"]
+
+
+def test_cli_paper_with_a_bad_data_folder_is_a_message(tmp_path, capsys):
+    assert cli_main(["paper", "length", "--quick", "--data-dir", str(tmp_path / "none")]) == 2
+    assert "none" in capsys.readouterr().err

@@ -1,147 +1,24 @@
-"""The paper's experiments, as functions that return plain dicts of numbers and numpy arrays.
+"""The paper's experiments on sequential MNIST (Figs. 1, 2, 5, 6) and the distractor task.
 
-Cooijmans et al., "Recurrent Batch Normalization" (ICLR 2017). Each function states
-the claim it checks, takes a ``quick`` flag (tiny sizes, for CI and the notebooks'
-quick mode) and defaults sized for a 2-core CPU. No plotting here: the notebooks
-(``notebooks/0*.ipynb``) plot the results with HoloViews; the command line runs
-them with ``python -m bnlstm paper NAME [--quick] [--out FILE.json]``.
-
-========================  ==========================================================
-function                  the paper
-========================  ==========================================================
-:func:`tanh_derivative`   Fig. 1b: E[tanh'(x)], x ~ N(0, sigma^2), and its IQR
-:func:`gradient_flow`     Fig. 1a: ||dLoss/dh_t|| against t for gamma in 0.1..1.0
-:func:`gamma_sweep`       Fig. 6: training curves for gamma in {0.1, 0.3, 0.5, 0.7, 1}
-:func:`stats_ablation`    Fig. 5 (per-step population statistics) and the number the
-                          paper lacks: per-step vs shared statistics, same weights
-:func:`compare_models`    Fig. 2: LSTM vs BN on input only vs BN-LSTM, several seeds
-:func:`length_generalization`  Fig. 3b's lesson: train on length T, test on longer
-========================  ==========================================================
-
-Every function accepts ``data`` (a loaded :class:`bnlstm.data.MNIST`, to share one load
-between calls) or ``data_dir`` (else ``$BNLSTM_MNIST_DIR``, then the cache, then the
-bundled sample: the result's ``data_source`` says which).
+See :mod:`bnlstm.paper` for the table of experiments.
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
-import platform
 import time
 from statistics import NormalDist
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .experiment import UNIT_EDGES
-from .model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
-
-__all__ = ["tanh_derivative", "gradient_flow", "gamma_sweep", "stats_ablation", "compare_models",
-           "length_generalization", "GRADIENT_MODELS", "TWO_POINT_GAIN", "EXPERIMENTS",
-           "to_jsonable", "machine"]
-
-
-# =========================================================================== helpers
-def _load(data=None, data_dir=None):
-    if data is not None:
-        return data
-    from . import data as data_mod
-    return data_mod.load_mnist(data_dir)
-
-
-def machine() -> Dict[str, Any]:
-    """Where a result was measured (goes into every result dict)."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-
-
-def _meta(name: str, quick: bool, t0: float, data=None, **settings) -> Dict[str, Any]:
-    out = {"experiment": name, "quick": bool(quick), "seconds": round(time.perf_counter() - t0, 2),
-           "machine": machine(), "settings": settings}
-    if data is not None:
-        out["data_source"] = data.source
-        out["data_is_full"] = bool(data.is_full)
-    return out
-
-
-def to_jsonable(obj):
-    """numpy arrays/scalars and tuples -> lists and Python numbers (NaN/inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, Tensor):
-        return to_jsonable(obj.detach().cpu().numpy())
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def _config(quick: bool, **kw) -> TrainConfig:
-    """A TrainConfig for these experiments: CPU, no probes, no test set unless asked."""
-    base = dict(device="cpu", probe_every=0, test_at_end=False)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable] = None):
-    """Train with :class:`bnlstm.Trainer` (synchronous ``run``); collect the records.
-
-    Returns ``(experiment, trainer, curves)`` where curves holds ``train_step``,
-    ``train_loss``, ``train_acc``, ``val_step``, ``val_acc``, ``val_loss`` as numpy arrays.
-    """
-    from .experiment import MNISTExperiment
-    from .trainer import Trainer
-    exp = experiment if experiment is not None else MNISTExperiment(cfg, data=data)
-    recs: Dict[str, List] = {k: [] for k in ("train_step", "train_loss", "train_acc",
-                                             "val_step", "val_acc", "val_loss")}
-    errors: List[str] = []
-
-    def collect(r):
-        if r["kind"] == "train":
-            recs["train_step"].append(r["step"])
-            recs["train_loss"].append(r["loss"])
-            recs["train_acc"].append(r["acc"])
-        elif r["kind"] == "val":
-            recs["val_step"].append(r["step"])
-            recs["val_acc"].append(r["acc"])
-            recs["val_loss"].append(r["loss"])
-        elif r["kind"] == "error":
-            errors.append(r["traceback"])
-        if on_record is not None:
-            on_record(r)
-
-    trainer = Trainer(cfg, exp, callbacks=[collect])
-    state = trainer.run()
-    if state == "failed":
-        raise RuntimeError("training failed:\n" + "\n".join(errors))
-    curves = {k: np.asarray(v, dtype=float) for k, v in recs.items()}
-    curves["state"] = state
-    return exp, trainer, curves
-
-
-def _smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (same length; the first points average what exists)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0 or window <= 1:
-        return x
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    n = np.arange(1, len(x) + 1)
-    lo = np.maximum(n - window, 0)
-    return (c[n] - c[lo]) / (n - lo)
-
+from ..config import TrainConfig
+from ..probes import UNIT_EDGES
+from ..model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
+from .common import _config, _first_reaching, _load, _meta, _smooth, _train
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) -> float:
@@ -168,9 +45,6 @@ def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) ->
     return correct / max(total, 1)
 
 
-def _first_reaching(steps: np.ndarray, acc: np.ndarray, threshold: float):
-    hit = np.nonzero(np.asarray(acc) >= threshold)[0]
-    return int(steps[hit[0]]) if len(hit) else None
 
 
 # =========================================================================== Figure 1b
@@ -237,7 +111,7 @@ def _log10(x: np.ndarray) -> np.ndarray:
 
 def _build_gradient_model(name: str, gamma: float, T: int, I: int, hidden: int, h0_noise: float,
                           batch_size: int, seed: int, task: str):
-    from .experiment import SequenceClassifier, build_model
+    from ..experiment import SequenceClassifier, build_model
     if name not in GRADIENT_MODELS:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(GRADIENT_MODELS)}")
     spec = GRADIENT_MODELS[name][1]
@@ -297,8 +171,8 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     - ``unit_hist`` (G, S, 40): the batch distribution of those outputs pooled over units,
       at ``hist_steps``, over ``hist_edges`` in [-1, 1].
     """
-    from . import data as data_mod
-    from .experiment import unit_distribution
+    from .. import data as data_mod
+    from ..experiment import unit_distribution
     t0 = time.perf_counter()
     task = task or ("pixel7" if quick else "pixel")
     if quick:
@@ -506,7 +380,7 @@ def stats_ablation(task: Optional[str] = None, steps: Optional[int] = None, seed
     Defaults: task ``row`` (28 steps: the first steps are a large part of the sequence),
     1000 updates, 100 units (quick: 80 updates, 32 units).
     """
-    from . import data as data_mod
+    from .. import data as data_mod
     t0 = time.perf_counter()
     task = task or "row"
     steps = steps or (80 if quick else 1000)
@@ -669,7 +543,7 @@ class _SuffixBatches:
 
 
 def _suffix_experiment_class():
-    from .tasks.mnist import MNISTExperiment
+    from ..tasks.mnist import MNISTExperiment
 
     class SuffixExperiment(MNISTExperiment):
         """MNIST rows then ``suffix`` noise steps; the class is read from the last h."""
@@ -696,18 +570,18 @@ def _suffix_experiment_class():
     return SuffixExperiment
 
 
-def length_generalization(train_suffix: int = 28, factors: Sequence[float] = (1, 2, 4, 8),
-                          models: Sequence[str] = ("bnlstm", "lstm"), steps: Optional[int] = None,
-                          seed: int = 0, hidden: Optional[int] = None, noise_std: float = 0.3,
-                          val_limit: Optional[int] = None, eval_batch: int = 500,
-                          small_batch: int = 32, reestimate_batches: Optional[int] = None,
-                          quick: bool = False, data=None, data_dir=None, **config) -> Dict[str, Any]:
-    """Figure 3b's lesson: train on sequences of length T, test on longer ones.
+def distractor_memory(train_suffix: int = 28, factors: Sequence[float] = (1, 2, 4, 8),
+                      models: Sequence[str] = ("bnlstm", "lstm"), steps: Optional[int] = None,
+                      seed: int = 0, hidden: Optional[int] = None, noise_std: float = 0.3,
+                      val_limit: Optional[int] = None, eval_batch: int = 500,
+                      small_batch: int = 32, reestimate_batches: Optional[int] = None,
+                      quick: bool = False, data=None, data_dir=None, **config) -> Dict[str, Any]:
+    """Memory across a long distractor: a digit's rows, then noise longer than in training.
 
-    Claim (Sec. 5.2, Fig. 3b): a BN-LSTM trained on length T_max = 100 generalizes to
-    test sequences up to length 1000 when steps beyond T_max reuse the population
-    statistics of step T_max (the T_max rule) -- better than when it normalizes with
-    batch statistics at test time.
+    Not the paper's Figure 3b (that is :func:`bnlstm.paper.length_generalization`, on
+    text): this measures whether a model trained with T_max steps (digit + noise) still
+    knows the digit after 1x..8x as much noise, with the T_max rule (population
+    statistics of step T_max reused beyond it) against batch statistics.
 
     The MNIST-derived task (designed so that the T_max rule's premise -- the process is
     stationary after T_max -- holds): the 28 rows of a digit, one per step, followed by
@@ -728,7 +602,7 @@ def length_generalization(train_suffix: int = 28, factors: Sequence[float] = (1,
 
     Returns ``lengths`` (L,), ``T_train``, ``accuracy[mode]`` (L,), ``val_curve``.
     """
-    from . import data as data_mod
+    from .. import data as data_mod
     t0 = time.perf_counter()
     steps = steps or (80 if quick else 800)
     hidden = hidden or (32 if quick else 100)
@@ -774,88 +648,10 @@ def length_generalization(train_suffix: int = 28, factors: Sequence[float] = (1,
            "T_train": T_train, "train_suffix": int(train_suffix), "noise_std": noise_std,
            "accuracy": {k: np.asarray(v) for k, v in acc.items()}, "val_curve": curves,
            "n_val": int(min(val_limit, len(data.train_labels)))}
-    out.update(_meta("length", quick, t0, data, train_suffix=train_suffix, factors=list(factors),
+    out.update(_meta("distractor", quick, t0, data, train_suffix=train_suffix, factors=list(factors),
                      models=list(models), steps=steps, seed=seed, hidden=hidden,
                      noise_std=noise_std, val_limit=val_limit, eval_batch=eval_batch,
                      small_batch=small_batch, reestimate_batches=reestimate_batches, **config))
     return out
 
 
-# =========================================================================== command line
-EXPERIMENTS: Dict[str, Callable[..., Dict[str, Any]]] = {
-    "tanh": tanh_derivative, "gradients": gradient_flow, "gamma": gamma_sweep,
-    "stats": stats_ablation, "models": compare_models, "length": length_generalization,
-}
-
-
-def add_cli(subparsers) -> None:
-    """Add ``paper`` to the ``python -m bnlstm`` sub-commands."""
-    p = subparsers.add_parser(
-        "paper", help="run one of the paper's experiments and print / save its numbers",
-        description="Run one of the paper's experiments (bnlstm.paper) and save the result as "
-                    "JSON: tanh (Fig. 1b), gradients (Fig. 1a), gamma (Fig. 6), stats (Fig. 5 "
-                    "and per-step vs shared statistics), models (Fig. 2), length (Fig. 3b).")
-    p.add_argument("experiment", choices=list(EXPERIMENTS))
-    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a minute)")
-    p.add_argument("--out", metavar="FILE.json", default=None, help="write the result here")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST .gz files (default: $BNLSTM_MNIST_DIR, "
-                        "then the user cache, then the bundled sample)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override an argument of the experiment function (JSON value), "
-                        "e.g. --set steps=500 --set 'seeds=[0,1]'")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
-
-
-def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
-    """The headline numbers of a result, for the terminal."""
-    if name == "tanh":
-        return {"E[tanh'] at sigma=1": res["at_sigma_1"]}
-    if name == "gradients":
-        return {m: {"log10_ratio": dict(zip(map(float, res["gammas"]),
-                                            np.round(res[m]["log10_ratio"], 2).tolist())),
-                    "gain_per_step": dict(zip(map(float, res["gammas"]),
-                                              np.round(res[m]["gain_per_step"], 3).tolist()))}
-                for m in GRADIENT_MODELS if m in res}
-    if name == "gamma":
-        return {"final_loss": dict(zip(map(float, res["gammas"]), np.round(res["final_loss"], 4).tolist())),
-                "best_val_acc": dict(zip(map(float, res["gammas"]), np.round(res["best_val_acc"], 4).tolist()))}
-    if name == "stats":
-        return {k: round(v, 4) for k, v in res["accuracy"].items()}
-    if name == "models":
-        return {m: {"best_mean": round(float(np.mean(res["best"][m])), 4),
-                    "best_std": round(float(np.std(res["best"][m])), 4),
-                    "steps_to_threshold": res["steps_to"][m]} for m in res["models"]}
-    if name == "length":
-        return {"lengths": res["lengths"].tolist(),
-                **{k: np.round(v, 4).tolist() for k, v in res["accuracy"].items()}}
-    return {}
-
-
-def cli_main(args) -> int:
-    """``python -m bnlstm paper NAME [--quick] [--out FILE] [--data-dir DIR] [--set k=v]``."""
-    fn = EXPERIMENTS[args.experiment]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    kwargs: Dict[str, Any] = {"quick": args.quick}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE; got {item!r}")
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value
-    if args.experiment != "tanh":
-        kwargs["data"] = _load(None, args.data_dir)
-    res = fn(**kwargs)
-    res["command"] = "python -m bnlstm paper " + args.experiment + (" --quick" if args.quick else "") \
-        + "".join(f" --set {s}" for s in args.set)
-    print(json.dumps(to_jsonable(_summary(args.experiment, res)), indent=2))
-    print(f"{args.experiment}: {res['seconds']:.1f} s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(to_jsonable(res), f)
-        print(f"wrote {args.out}")
-    return 0

@@ -1,0 +1,116 @@
+"""``python -m bnlstm paper NAME``: run one of the paper's experiments, print and save it."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict
+
+import numpy as np
+import torch
+
+from .common import _load, to_jsonable
+from .mnist import (GRADIENT_MODELS, compare_models, distractor_memory, gamma_sweep,
+                    gradient_flow, stats_ablation, tanh_derivative)
+from .text import compare_text, length_generalization
+
+# =========================================================================== command line
+EXPERIMENTS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "tanh": tanh_derivative, "gradients": gradient_flow, "gamma": gamma_sweep,
+    "stats": stats_ablation, "models": compare_models, "length": length_generalization,
+    "text": compare_text, "distractor": distractor_memory,
+}
+TEXT_EXPERIMENTS = ("length", "text")          # their data is text, not MNIST
+
+
+def add_cli(subparsers) -> None:
+    """Add ``paper`` to the ``python -m bnlstm`` sub-commands."""
+    p = subparsers.add_parser(
+        "paper", help="run one of the paper's experiments and print / save its numbers",
+        description="Run one of the paper's experiments (bnlstm.paper) and save the result as "
+                    "JSON: tanh (Fig. 1b), gradients (Fig. 1a), gamma (Fig. 6), stats (Fig. 5 "
+                    "and per-step vs shared statistics), models (Fig. 2), length (Fig. 3b, on "
+                    "text), text (Table 2's comparison: LSTM vs BN-LSTM on characters), "
+                    "distractor (memory across a noise suffix longer than in training, MNIST).")
+    p.add_argument("experiment", choices=list(EXPERIMENTS))
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a minute)")
+    p.add_argument("--out", metavar="FILE.json", default=None, help="write the result here")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST experiments: the folder with the four MNIST .gz files (default: "
+                        "$BNLSTM_MNIST_DIR, then the user cache, then the bundled sample); "
+                        "length, text: the Penn Treebank folder (default: $BNLSTM_PTB_DIR, the "
+                        "cache, then Python's own documentation text)")
+    p.add_argument("--text-file", default=None, metavar="FILE",
+                   help="length, text: train on this UTF-8 text file (split 90/5/5)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override an argument of the experiment function (JSON value), "
+                        "e.g. --set steps=500 --set 'seeds=[0,1]'")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+
+
+def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline numbers of a result, for the terminal."""
+    if name == "tanh":
+        return {"E[tanh'] at sigma=1": res["at_sigma_1"]}
+    if name == "gradients":
+        return {m: {"log10_ratio": dict(zip(map(float, res["gammas"]),
+                                            np.round(res[m]["log10_ratio"], 2).tolist())),
+                    "gain_per_step": dict(zip(map(float, res["gammas"]),
+                                              np.round(res[m]["gain_per_step"], 3).tolist()))}
+                for m in GRADIENT_MODELS if m in res}
+    if name == "gamma":
+        return {"final_loss": dict(zip(map(float, res["gammas"]), np.round(res["final_loss"], 4).tolist())),
+                "best_val_acc": dict(zip(map(float, res["gammas"]), np.round(res["best_val_acc"], 4).tolist()))}
+    if name == "stats":
+        return {k: round(v, 4) for k, v in res["accuracy"].items()}
+    if name == "models":
+        return {m: {"best_mean": round(float(np.mean(res["best"][m])), 4),
+                    "best_std": round(float(np.std(res["best"][m])), 4),
+                    "steps_to_threshold": res["steps_to"][m]} for m in res["models"]}
+    if name == "distractor":
+        return {"lengths": res["lengths"].tolist(),
+                **{k: np.round(v, 4).tolist() for k, v in res["accuracy"].items()}}
+    if name == "length":
+        return {"lengths": res["lengths"].tolist(),
+                **{k: np.round(v, 3).tolist() for k, v in res["bpc"].items()}}
+    if name == "text":
+        return {m: {"val_bpc": np.round(res["val_bpc"][m], 3).tolist(),
+                    "test_bpc": np.round(res["test_bpc"][m], 3).tolist()} for m in res["models"]}
+    return {}
+
+
+def cli_main(args) -> int:
+    """``python -m bnlstm paper NAME [--quick] [--out FILE] [--data-dir DIR] [--set k=v]``."""
+    fn = EXPERIMENTS[args.experiment]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs: Dict[str, Any] = {"quick": args.quick}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE; got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    try:
+        if args.experiment in TEXT_EXPERIMENTS:
+            from ..textdata import load_text
+            from .text import ptb_heldout
+            kwargs["data"] = (ptb_heldout(args.data_dir) if kwargs.get("source") == "ptb-heldout"
+                              else load_text(args.data_dir, text_file=args.text_file))
+        elif args.experiment != "tanh":
+            kwargs["data"] = _load(None, args.data_dir)
+    except (OSError, ValueError) as exc:        # a missing or corrupt data file (DataError too)
+        import sys
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = fn(**kwargs)
+    res["command"] = "python -m bnlstm paper " + args.experiment + (" --quick" if args.quick else "") \
+        + "".join(f" --set {s}" for s in args.set)
+    print(json.dumps(to_jsonable(_summary(args.experiment, res)), indent=2))
+    print(f"{args.experiment}: {res['seconds']:.1f} s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(to_jsonable(res), f)
+        print(f"wrote {args.out}")
+    return 0

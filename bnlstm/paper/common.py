@@ -1,0 +1,112 @@
+"""What the paper's experiments share: loading, configs, training with records, results as JSON."""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+
+
+def _load(data=None, data_dir=None):
+    if data is not None:
+        return data
+    from .. import data as data_mod
+    return data_mod.load_mnist(data_dir)
+
+
+def machine() -> Dict[str, Any]:
+    """Where a result was measured (goes into every result dict)."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def _meta(name: str, quick: bool, t0: float, data=None, **settings) -> Dict[str, Any]:
+    out = {"experiment": name, "quick": bool(quick), "seconds": round(time.perf_counter() - t0, 2),
+           "machine": machine(), "settings": settings}
+    if data is not None:
+        out["data_source"] = data.source
+        out["data_is_full"] = bool(getattr(data, "is_full", getattr(data, "is_paper", False)))
+    return out
+
+
+def to_jsonable(obj):
+    """numpy arrays/scalars and tuples -> lists and Python numbers (NaN/inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, Tensor):
+        return to_jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _config(quick: bool, **kw) -> TrainConfig:
+    """A TrainConfig for these experiments: CPU, no probes, no test set unless asked."""
+    base = dict(device="cpu", probe_every=0, test_at_end=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable] = None):
+    """Train with :class:`bnlstm.Trainer` (synchronous ``run``); collect the records.
+
+    Returns ``(experiment, trainer, curves)`` where curves holds ``train_step``,
+    ``train_loss``, ``val_step``, ``val_loss`` and ``train_<key>``, ``val_<key>`` for each of
+    the experiment's metrics (MNIST: ``acc``; text: ``bpc``, ``acc``) as numpy arrays.
+    """
+    from .. import tasks
+    from ..trainer import Trainer
+    exp = experiment if experiment is not None else tasks.get(cfg.task).experiment(cfg, data=data)
+    keys = ["loss"] + [m.key for m in getattr(exp, "metrics", ())]
+    recs: Dict[str, List] = {f"{split}_{k}": [] for split in ("train", "val")
+                             for k in ["step"] + keys}
+    errors: List[str] = []
+
+    def collect(r):
+        if r["kind"] in ("train", "val"):
+            recs[f"{r['kind']}_step"].append(r["step"])
+            for k in keys:
+                recs[f"{r['kind']}_{k}"].append(r[k])
+        elif r["kind"] == "error":
+            errors.append(r["traceback"])
+        if on_record is not None:
+            on_record(r)
+
+    trainer = Trainer(cfg, exp, callbacks=[collect])
+    state = trainer.run()
+    if state == "failed":
+        raise RuntimeError("training failed:\n" + "\n".join(errors))
+    curves = {k: np.asarray(v, dtype=float) for k, v in recs.items()}
+    curves["state"] = state
+    return exp, trainer, curves
+
+
+def _smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (same length; the first points average what exists)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) == 0 or window <= 1:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.arange(1, len(x) + 1)
+    lo = np.maximum(n - window, 0)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+def _first_reaching(steps: np.ndarray, acc: np.ndarray, threshold: float):
+    hit = np.nonzero(np.asarray(acc) >= threshold)[0]
+    return int(steps[hit[0]]) if len(hit) else None
