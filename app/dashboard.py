@@ -19,13 +19,14 @@ import numpy as np
 import panel as pn
 import param
 
-from bnlstm import TrainConfig
-from bnlstm.config import MODEL_LABELS, TASK_NAMES, parse_setting
+from bnlstm import TrainConfig, tasks
+from bnlstm.config import MODEL_LABELS, parse_setting
 
 from . import views
 from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 from .sweeps import SweepBrowser
+from .text_view import TextSection
 
 DRAIN_MS = 200
 STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
@@ -37,9 +38,34 @@ MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the o
 DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
                           val_limit=2000, eval_every=100, steps=2000)
 
-TASK_LABELS = {"row": "row (28 steps of 28 pixels)", "pixel14": "pixel 14x14 (196 steps)",
-               "pixel7": "pixel 7x7 (49 steps)", "pixel": "pixel 28x28 (784 steps, the paper)",
-               "permuted": "permuted pixel (784 steps)"}
+# The text task's page defaults: its recipe (Adam 2e-3, batches of 64, no h_0 noise, ...),
+# sized so that a class sees words appear within a minute or two.
+TEXT_DASHBOARD_DEFAULTS = dict(hidden=128, probe_every=25, eval_every=50, val_limit=200,
+                               steps=3000)
+TASK_LABELS = {"row": "MNIST row (28 steps of 28 pixels)", "pixel14": "MNIST pixel 14x14 (196 steps)",
+               "pixel7": "MNIST pixel 7x7 (49 steps)", "pixel": "MNIST pixel 28x28 (784 steps, the paper)",
+               "permuted": "MNIST permuted pixel (784 steps)",
+               "text": "text: next character (language model)"}
+
+
+def task_options() -> Dict[str, str]:
+    """Every registered task (plug-ins too), as the task menu shows them."""
+    return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in tasks.all_tasks()}
+
+
+def recipe(task: str) -> Dict[str, Any]:
+    """The settings a task family starts from on this page: the defaults, the task's own
+    recipe, then the page's sizes (MNIST: DASHBOARD_DEFAULTS; text: TEXT_DASHBOARD_DEFAULTS)."""
+    t = tasks.get(task)
+    keys = set(DASHBOARD_DEFAULTS) | set(TEXT_DASHBOARD_DEFAULTS)
+    for other in tasks.all_tasks():      # every setting some task's recipe changes
+        keys |= set(other.defaults)
+    keys -= {"task", "model", "gamma_init"}
+    base = {k: TrainConfig.param[k].default for k in keys}
+    page = DASHBOARD_DEFAULTS if t.family == "mnist" else (
+        TEXT_DASHBOARD_DEFAULTS if t.family == "text" else {})
+    out = {**base, **t.defaults, **{k: v for k, v in page.items() if k in keys}}
+    return {k: v for k, v in out.items() if t.applies(k)}
 STATS_LABELS = {"per_step": "per step (the paper)", "shared": "shared over time"}
 
 # (label, css class, [(tag, overrides), (tag, overrides)])
@@ -202,6 +228,8 @@ class Dashboard(param.Parameterized):
         if sync_url:
             self._sync_url()
         self._build_layout()
+        self.config.param.watch(self._on_task, "task")
+        self._show_task_settings()
         self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
         self.config.param.watch(self._on_new_run_setting,
                                 [k for k in TrainConfig.param if k not in TrainConfig.LIVE
@@ -215,6 +243,8 @@ class Dashboard(param.Parameterized):
             return
         query = dict(loc.query_params)
         good, problems = validate_query(query)
+        if good.get("task") and tasks.get(good["task"]).family != tasks.get(self.config.task).family:
+            self.config.param.update(**recipe(good["task"]))    # the link's task, with its recipe
         if good:
             self.config.param.update(**good)
         if problems:
@@ -247,8 +277,8 @@ class Dashboard(param.Parameterized):
             P.model, name="Model", options={v: k for k, v in MODEL_LABELS.items()},
             css_classes=["w-model"], **big)
         self.w_task = pn.widgets.Select.from_param(
-            P.task, name="Task (sequential MNIST)",
-            options={TASK_LABELS[t]: t for t in TASK_NAMES}, css_classes=["w-task"], **big)
+            P.task, name="Task", options=task_options(), css_classes=["w-task"], **big)
+        self._setting_widgets: Dict[str, Any] = {}      # setting -> its widget (hidden if n/a)
         self.w_gamma = pn.widgets.FloatSlider(
             name="Gamma init (log scale)", start=-2.0, end=0.0, step=0.01, value=-1.0,
             format=_log_formatter(), css_classes=["w-gamma"], **big)
@@ -270,8 +300,14 @@ class Dashboard(param.Parameterized):
         self.w_seed = self._typed_input("seed", "Seed", "w-seed", step=1)
         self.w_device = pn.widgets.Select.from_param(P.device, name="Device",
                                                     css_classes=["w-device"])
-        self.w_val_limit = self._typed_input("val_limit", "Validation digits (0: all)",
-                                             "w-val-limit", step=500)
+        self.w_val_limit = self._typed_input("val_limit", "Validation examples (0: all)",
+                                             "w-val-limit", step=100)
+        self.w_seq_len = self._typed_input("seq_len", "Characters per training sequence",
+                                           "w-seq-len", step=10)
+        self.w_temperature = pn.widgets.FloatSlider.from_param(
+            P.temperature, name="Sample temperature (applies live, at the next probe)",
+            start=0.0, end=2.0, step=0.05, css_classes=["w-temperature"], width=420)
+        self._setting_widgets["temperature"] = self.w_temperature
         # number boxes checked on the server (not pn.Param's, which clamp in the browser)
         advanced = pn.Column(
             self._typed_input("num_layers", P.num_layers.label, "w-num-layers", step=1),
@@ -289,7 +325,7 @@ class Dashboard(param.Parameterized):
             self._typed_input("reestimate", P.reestimate.label, "w-reestimate", step=10),
             sizing_mode="stretch_width")
         self.new_run_card = pn.Card(
-            self.w_model, self.w_task, self.w_gamma, self.w_gamma_value,
+            self.w_model, self.w_task, self.w_seq_len, self.w_gamma, self.w_gamma_value,
             pn.pane.HTML("<b>Statistics</b>", margin=(5, 10, 0, 10)), self.w_stats,
             self.w_hidden, self.w_batch, self.w_seed, self.w_device, self.w_val_limit,
             pn.Card(advanced, title="More (init, layers, optimizer...)", collapsed=True,
@@ -405,6 +441,7 @@ class Dashboard(param.Parameterized):
 
         w.param.watch(_from_box, "value")
         self.config.param.watch(_from_config, name)
+        self._setting_widgets[name] = w
         return w
 
     def _input_problem(self, msg: str) -> None:
@@ -417,8 +454,10 @@ class Dashboard(param.Parameterized):
         self.sweeps = SweepBrowser()
         self.p_loss = pn.pane.Bokeh(views.loss_plot(self.slots), sizing_mode="stretch_width",
                             css_classes=["plot-loss"])
-        self.p_val = pn.pane.Bokeh(views.val_plot(self.slots), sizing_mode="stretch_width",
-                            css_classes=["plot-val"])
+        self.val_figure = views.val_plot(self.slots)
+        self.p_val = pn.pane.Bokeh(self.val_figure, sizing_mode="stretch_width",
+                                   css_classes=["plot-val"])
+        self.text_section = TextSection(self.w_temperature)
         self.p_sat = pn.pane.Bokeh(views.saturation_plot(self.slots), sizing_mode="stretch_width",
                             css_classes=["plot-sat"])
         self.p_hist = pn.pane.Bokeh(views.hist_plot(self.slots), sizing_mode="stretch_width",
@@ -463,8 +502,9 @@ class Dashboard(param.Parameterized):
             pn.Column(self.url_alert, self.data_alert, self.fail_alert, controls, presets,
                       self.status, sizing_mode="stretch_width"),
             section("1. Learning curves",
-                    "Point at: BN-LSTM's loss falls faster and its validation accuracy rises "
-                    "sooner than the LSTM's.",
+                    "After <b>LSTM vs BN-LSTM</b>, point at: the BN-LSTM's loss falls faster "
+                    "and its validation score improves sooner than the LSTM's (accuracy rises "
+                    "on MNIST; on text, bits per character fall).",
                     self.legends[0],
                     pn.GridBox(self.p_loss, self.p_val, ncols=2, sizing_mode="stretch_width")),
             section("2. Why gamma must start small: tanh saturation in the BN-LSTM (Fig. 6)",
@@ -493,6 +533,7 @@ class Dashboard(param.Parameterized):
                     "(the transient); one shared set of statistics cannot fit both.",
                     self.w_focus,
                     pn.GridBox(*self.p_stats, ncols=2, sizing_mode="stretch_width")),
+            self._text_column(section),
             section("Export", "The metrics of a run as CSV, and its run record (config, "
                     "metrics, summary, best checkpoint) as a zip.",
                     pn.Row(self.w_export_run, self.d_csv, self.d_zip)),
@@ -508,6 +549,19 @@ class Dashboard(param.Parameterized):
                          "running runs at once.</div>"),
             self.input_alert, self.live_card, self.new_run_card, self.new_run_hint,
         ]
+
+    def _text_column(self, section) -> pn.Column:
+        self.text_col = section(
+            "5. What a text model writes, and what it finds hard",
+            "Point at: the first samples are a jumble of characters; within a few hundred "
+            "updates they break into word-like pieces between spaces, and the bits per "
+            "character in plot 1 fall. In the coloured text below, the first letters of "
+            "words are the redder ones (hard to guess) and the letters that finish a word "
+            "are paler (easy). Colour by one unit instead and look for units that follow "
+            "spaces or line ends.",
+            *self.text_section.objects())
+        self.text_col.visible = tasks.get(self.config.task).family == "text"
+        return self.text_col
 
     def template(self) -> pn.template.FastListTemplate:
         tpl = pn.template.FastListTemplate(
@@ -535,6 +589,25 @@ class Dashboard(param.Parameterized):
             pn.state.on_session_destroyed(_make_destroy_hook(self))
 
     # ------------------------------------------------------------- settings glue
+    def _show_task_settings(self) -> None:
+        """Only the settings that apply to the chosen task are shown (never silently ignored)."""
+        t = tasks.get(self.config.task)
+        for name, w in self._setting_widgets.items():
+            w.visible = t.applies(name)
+        if hasattr(self, "text_col"):
+            self.text_col.visible = (t.family == "text" or any(
+                tasks.get(r.config.task).family == "text" for r in self.runs))
+
+    def _on_task(self, event) -> None:
+        old = tasks.get(event.old) if event.old in tasks.names() else None
+        new = tasks.get(event.new)
+        if old is not None and old.family != new.family:    # another kind of task: its recipe
+            settings = recipe(event.new)
+            self.config.param.update(**settings)
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+            self._notify(f"{new.label or new.name}: its own recipe applies ({shown}).")
+        self._show_task_settings()
+
     def _gamma_text(self) -> str:
         return (f"<span style='font-size:15px'>gamma init = <b class='gamma-value'>"
                 f"{self.config.gamma_init:.3g}</b></span>")
@@ -605,7 +678,11 @@ class Dashboard(param.Parameterized):
                          "(or press Reset) before starting another.")
             return None
         cfg = TrainConfig.from_dict(self.config.to_dict(), **(overrides or {}))
-        run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag)
+        try:
+            run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag)
+        except ValueError as exc:            # e.g. a model the task does not train
+            self._input_problem(str(exc))
+            return None
         slot.assign(run)
         self.runs.append(run)
         self.streams[run.id] = slot
@@ -624,6 +701,8 @@ class Dashboard(param.Parameterized):
         runs = [r for r in runs if r is not None]
         if not runs:
             return
+        views.set_val_metric(self.val_figure, runs[-1].metric)
+        self._show_task_settings()
         self._refresh_run_lists()
         for run in runs:
             run.submit()
@@ -638,8 +717,16 @@ class Dashboard(param.Parameterized):
         return run
 
     def run_preset(self, pair) -> List[DashboardRun]:
+        """A comparison: two runs of the current settings with the pair's changes; a pair
+        that names a task of another family starts from that family's recipe."""
         self.reset()
-        runs = [self._new_run(overrides, tag=tag) for tag, overrides in pair]
+        family = tasks.get(self.config.task).family
+        runs = []
+        for tag, overrides in pair:
+            task = overrides.get("task")
+            if task and tasks.get(task).family != family:
+                overrides = {**recipe(task), **overrides}
+            runs.append(self._new_run(overrides, tag=tag))
         self._launch(runs)
         return runs
 
@@ -749,6 +836,19 @@ class Dashboard(param.Parameterized):
             self._focus_probe_step, self._focus_shown_at = step, now
             self._show_stats(views.stats_frame(probe))
 
+    def _refresh_text(self) -> None:
+        """The text section follows the run shown in the statistics plots if it is a text
+        run, else the newest text run."""
+        if not self.text_col.visible:
+            return
+        s = self.streams.get(self.w_focus.value)
+        if s is None or s.latest_probe is None or "text" not in s.latest_probe:
+            texts = [self.streams[r.id] for r in reversed(self.runs) if r.id in self.streams
+                     and self.streams[r.id].latest_probe is not None
+                     and "text" in self.streams[r.id].latest_probe]
+            s = texts[0] if texts else None
+        self.text_section.show(s.latest_probe if s is not None else None)
+
     def _show_stats(self, frame) -> None:
         for panel in self.stats_panels:
             panel.show(frame)
@@ -819,6 +919,7 @@ class Dashboard(param.Parameterized):
             for run, s, recs in batches:
                 self._drain_run(run, s, recs)
             self._refresh_focus()
+            self._refresh_text()
             self._update_status()
             took = time.monotonic() - now
             # keep the event loop free at least half the time, whatever the machine's load:
@@ -840,13 +941,14 @@ class Dashboard(param.Parameterized):
                 run.step = rec["step"]
                 run.rate = rec.get("updates_per_s", 0.0)
             elif kind == "val":
+                value = rec[run.metric.key]
                 val_steps.append(rec["step"])
-                val_accs.append(rec["acc"])
-                run.last_val = rec["acc"]
-                if run.best_val is None or rec["acc"] > run.best_val:
-                    run.best_val = rec["acc"]
+                val_accs.append(value)
+                run.last_val = value
+                if run.best_val is None or run.metric.better(value, run.best_val):
+                    run.best_val = value
             elif kind == "test":
-                run.test_acc = rec["acc"]
+                run.test_acc = rec[run.metric.key]
             elif kind == "probe":
                 probe = rec
                 if s.first_probe is None:
@@ -878,6 +980,7 @@ class Dashboard(param.Parameterized):
             s.add_loss(steps, loss, smooth)
         if val_steps:
             s.add_val(val_steps, val_accs)
+            views.fit_val_range(self.val_figure, self.slots)
         s.sat_pending.extend(sat_rows)
         if recs:
             s.dirty = True
@@ -917,8 +1020,15 @@ class Dashboard(param.Parameterized):
             elif state in ("diverged", "failed", "stopped", "finished") and r.reason:
                 extra = f": {html.escape(r.reason)}"
             info = r.info or {}
-            data = ("-" if not info else ("full MNIST" if info.get("data_is_full")
-                                          else "<b style='color:#b35c00'>bundled sample</b>"))
+            kind = info.get("data_kind")
+            if kind:
+                data = {"ptb": "Penn Treebank", "python-docs": "Python's docs",
+                        "file": "a text file"}.get(kind, html.escape(str(kind)))
+            else:
+                data = ("-" if not info else ("full MNIST" if info.get("data_is_full")
+                                              else "<b style='color:#b35c00'>bundled sample</b>"))
+            m = r.metric
+            short = "val bpc" if m.key == "bpc" else f"val {m.key}"
             rows.append(
                 f"<tr class='run-row' data-run='{r.id}' data-state='{state}' data-step='{r.step}'>"
                 f"<td><span class='swatch' style='background:{r.color}'></span>"
@@ -929,10 +1039,10 @@ class Dashboard(param.Parameterized):
                 f"<td>{r.rate:.1f} updates/s</td>"
                 f"<td>{html.escape(str(info.get('device', '-')))}</td>"
                 f"<td>{data}</td>"
-                f"<td>val acc {_fmt(r.last_val)} (best {_fmt(r.best_val)})"
+                f"<td>{short} {_fmt(r.last_val)} (best {_fmt(r.best_val)})"
                 + (f", test {_fmt(r.test_acc)}" if r.test_acc is not None else "") + "</td></tr>")
         head = ("<tr><th>run</th><th>state</th><th>step</th><th>speed</th><th>device</th>"
-                "<th>data</th><th>accuracy</th></tr>")
+                "<th>data</th><th>validation</th></tr>")
         return f"<div class='status-body'><table>{head}{''.join(rows)}</table>{server}</div>"
 
     def _update_status(self, force: bool = False) -> None:
@@ -948,9 +1058,14 @@ class Dashboard(param.Parameterized):
         sample = [r for r in self.runs if r.info and not r.info.get("data_is_full", True)]
         if sample:
             src = sample[-1].info.get("data_source", "")
-            msg = ("<b>Training on the bundled MNIST sample, not the full data set.</b> "
-                   "Accuracies are lower and noisier than the paper's. "
-                   f"({html.escape(str(src))})")
+            if sample[-1].info.get("data_kind"):
+                msg = (f"<b>The text is {html.escape(str(src))}.</b> The paper's numbers are "
+                       "for Penn Treebank (put its three files in the server's cache, or set "
+                       "BNLSTM_PTB_DIR, to train on it).")
+            else:
+                msg = ("<b>Training on the bundled MNIST sample, not the full data set.</b> "
+                       "Accuracies are lower and noisier than the paper's. "
+                       f"({html.escape(str(src))})")
             if self.data_alert.object != msg:
                 self.data_alert.object = msg
             self.data_alert.visible = True

@@ -106,6 +106,7 @@ class DashboardRun:
         self.config = TrainConfig.from_dict(config.to_dict())    # the run's own copy
         self.color = color
         self.label = (tag + ": " if tag else "") + self.config.summary()
+        self.metric = tasks.get(self.config.task).metric      # what "validation" means here
         self.mode = mode
         self.queue: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self.dir = Path(tempfile.mkdtemp(prefix=f"bnlstm-run{self.id}-"))

@@ -170,6 +170,35 @@ def val_plot(slots: List[RunStreams]):
     return p
 
 
+def set_val_metric(p, metric) -> None:
+    """The validation plot speaks the newest run's metric: accuracy on 0..1, or bits per
+    character from 0 (lower is better)."""
+    if metric.key == "acc":
+        title, label, rng = "Validation accuracy", "accuracy", (0, 1.02)
+    else:
+        title = f"Validation {metric.label}"
+        label, rng = metric.label + ("" if metric.higher_is_better else " (lower: better)"), None
+    if p.title.text != title:
+        p.title.text = title
+        p.yaxis.axis_label = label
+        p.y_range.update(start=rng[0], end=rng[1]) if rng else p.y_range.update(start=0, end=8)
+        p.select_one(HoverTool).tooltips = [("step", "@step"), (label, "@acc{0.000}")]
+
+
+def fit_val_range(p, slots: List[RunStreams]) -> None:
+    """For a lower-is-better metric (bits per character): the axis from 0 to just above the
+    highest value shown, so that the fall stays in view as it flattens."""
+    if p.yaxis[0].axis_label == "accuracy":
+        return
+    vals = [np.asarray(s.val.data["acc"], dtype=float) for s in slots if len(s.val.data["acc"])]
+    vals = np.concatenate(vals) if vals else np.zeros(0)
+    vals = vals[np.isfinite(vals)]
+    if vals.size:
+        end = float(np.ceil(vals.max() * 1.1 * 2) / 2)
+        if p.y_range.end != end:
+            p.y_range.update(start=0, end=end)
+
+
 def saturation_plot(slots: List[RunStreams]):
     # a fixed 0..1 axis: all-zero curves (gamma 0.1 saturates nothing) must not give -1..1,
     # and runs stay comparable on one scale

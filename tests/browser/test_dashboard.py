@@ -461,3 +461,32 @@ def test_a_malformed_link_gives_a_working_page_and_a_message(open_app, server):
     new_log = server.log()[before:]                  # other tests' closed sockets log there too
     assert "location.py" not in new_log and "too many values to unpack" not in new_log, new_log[-2000:]
     assert page.console_errors == [], page.console_errors[:3]
+
+
+def test_a_text_run_trains_live_writes_text_and_colours_the_validation_text(open_app):
+    """?task=text: the text task's recipe and views; a sample and the coloured excerpt arrive
+    with the probes, the validation plot speaks bits per character, the temperature is live."""
+    page = open_app("?task=text&hidden=32&seq_len=40&steps=400&probe_every=10&eval_every=20"
+                    "&val_limit=50")
+    assert page.locator(".w-seq-len").first.is_visible()
+    assert page.locator(".w-temperature").first.is_visible()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_selector(".text-sample .sample-text", timeout=90_000)
+    first = page.locator(".text-sample .sample-text").first.inner_text()
+    assert len(first) > 100
+    wait_points(page, "acc,step", 2, timeout=120)
+    title = page.evaluate("""() => [...Bokeh.documents[0].all_models]
+        .filter(m => m.title && m.title.text !== undefined).map(m => m.title.text).join('|')""")
+    assert "Validation bits per character" in title, title
+    text = status_text(page)
+    assert "val bpc" in text and "Python's docs" in text, text
+    assert page.locator(".text-excerpt .excerpt-text span").count() == 400
+    mean_bits = float(page.locator(".text-excerpt .excerpt-mean").first.inner_text())
+    assert 0.5 < mean_bits < 7.0
+    # one unit's activation instead of the loss
+    page.get_by_role("button", name="one unit's activation").click()
+    end = time.time() + 20
+    while time.time() < end and "activation h" not in page.locator(".text-excerpt .key").first.inner_text():
+        time.sleep(0.25)
+    assert "activation h" in page.locator(".text-excerpt .key").first.inner_text()
+    assert page.console_errors == [], page.console_errors[:3]
