@@ -20,13 +20,16 @@ import panel as pn
 import param
 
 from bnlstm import TrainConfig, tasks
-from bnlstm.config import MODEL_LABELS, parse_setting
 
 from . import views
 from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 from .sweeps import SweepBrowser
+from .feed import digest
+from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
+from .status import alerts, status_html
 from .text_view import TextSection
+from .url_state import validate_query
 
 DRAIN_MS = 200
 STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
@@ -34,39 +37,7 @@ PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once 
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
 
-# The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
-DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
-                          val_limit=2000, eval_every=100, steps=2000)
 
-# The text task's page defaults: its recipe (Adam 2e-3, batches of 64, no h_0 noise, ...),
-# sized so that a class sees words appear within a minute or two.
-TEXT_DASHBOARD_DEFAULTS = dict(hidden=128, probe_every=25, eval_every=50, val_limit=200,
-                               steps=3000)
-TASK_LABELS = {"row": "MNIST row (28 steps of 28 pixels)", "pixel14": "MNIST pixel 14x14 (196 steps)",
-               "pixel7": "MNIST pixel 7x7 (49 steps)", "pixel": "MNIST pixel 28x28 (784 steps, the paper)",
-               "permuted": "MNIST permuted pixel (784 steps)",
-               "text": "text: next character (language model)"}
-
-
-def task_options() -> Dict[str, str]:
-    """Every registered task (plug-ins too), as the task menu shows them."""
-    return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in tasks.all_tasks()}
-
-
-def recipe(task: str) -> Dict[str, Any]:
-    """The settings a task family starts from on this page: the defaults, the task's own
-    recipe, then the page's sizes (MNIST: DASHBOARD_DEFAULTS; text: TEXT_DASHBOARD_DEFAULTS)."""
-    t = tasks.get(task)
-    keys = set(DASHBOARD_DEFAULTS) | set(TEXT_DASHBOARD_DEFAULTS)
-    for other in tasks.all_tasks():      # every setting some task's recipe changes
-        keys |= set(other.defaults)
-    keys -= {"task", "model", "gamma_init"}
-    base = {k: TrainConfig.param[k].default for k in keys}
-    page = DASHBOARD_DEFAULTS if t.family == "mnist" else (
-        TEXT_DASHBOARD_DEFAULTS if t.family == "text" else {})
-    out = {**base, **t.defaults, **{k: v for k, v in page.items() if k in keys}}
-    return {k: v for k, v in out.items() if t.applies(k)}
-STATS_LABELS = {"per_step": "per step (the paper)", "shared": "shared over time"}
 
 # (label, css class, [(tag, overrides), (tag, overrides)])
 PRESETS = [
@@ -93,10 +64,6 @@ PRESETS = [
                                            init="orthogonal", gamma_init=1.0))]),
 ]
 
-STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754",
-                "paused": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
-                "diverged": "#dc3545", "failed": "#dc3545"}
-
 CSS = """
 table { border-collapse: collapse; font-size: 17px; width: 100%; }
 td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
@@ -106,95 +73,6 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 .legend { font-size: 17px; display: flex; flex-wrap: wrap; gap: 6px 22px; }
 .legend .swatch { width: 22px; height: 6px; vertical-align: middle; border-radius: 2px; }
 """
-
-
-# ----------------------------------------------------------------------------- URL handling
-def _tolerate_extra_question_marks() -> None:
-    """Read a second '?' in the page's address as '&' ("?steps=200?x=1" is steps=200 and x=1).
-
-    Panel splits the request URI on every '?' and fails on more than one: the page was
-    blank and the server logged a traceback. Its parser is private, so this wraps it only
-    where it has the expected form, and leaves Panel as it is otherwise."""
-    try:
-        from panel.io import location as _location
-    except ImportError:              # pragma: no cover
-        return
-    parse = getattr(_location, "_get_location_params", None)
-    if parse is None or getattr(parse, "_bnlstm_wrapped", False):
-        return
-
-    def tolerant(protocol, host, uri):
-        if uri and uri.count("?") > 1:
-            path, _, query = uri.partition("?")
-            uri = path + "?" + query.replace("?", "&")
-        return parse(protocol, host, uri)
-
-    tolerant._bnlstm_wrapped = True
-    _location._get_location_params = tolerant
-
-
-_tolerate_extra_question_marks()
-
-def _coerce(par: param.Parameter, raw: str):
-    """A URL string -> the parameter's type (raises ValueError with a reason)."""
-    if not isinstance(par, (param.Boolean, param.Number)) and len(raw) >= 2 \
-            and raw.startswith('"') and raw.endswith('"'):      # Panel JSON-quotes strings
-        raw = raw[1:-1]
-    return parse_setting(par.name, raw)
-
-
-def validate_query(query: Dict[str, Any]) -> "tuple[Dict[str, Any], List[str]]":
-    """Split URL parameters into settings that can be applied and messages for the rest."""
-    good: Dict[str, Any] = {}
-    problems: List[str] = []
-    names = [k for k in TrainConfig.param if k != "name"]
-    for key, raw in query.items():
-        if isinstance(raw, (list, tuple)):
-            raw = raw[-1] if raw else ""
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
-        raw = str(raw)
-        if key not in names:
-            problems.append(f"unknown URL parameter '{key}' (ignored)")
-            continue
-        par = TrainConfig.param[key]
-        try:
-            value = _coerce(par, raw)
-            TrainConfig(**{key: value})                   # bounds and choices
-        except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if isinstance(par, param.Selector):
-                reason = f"choose one of {', '.join(map(str, par.objects))}"
-            elif getattr(par, "bounds", None):
-                lo, hi = par.bounds
-                reason = f"{reason}; allowed range {lo} .. {hi if hi is not None else 'no limit'}"
-            problems.append(f"'{key}={raw}' is not valid ({reason}); using the default "
-                            f"{getattr(TrainConfig, key)!r}" if key not in DASHBOARD_DEFAULTS else
-                            f"'{key}={raw}' is not valid ({reason}); using the default "
-                            f"{DASHBOARD_DEFAULTS[key]!r}")
-            continue
-        good[key] = value
-    return good, problems
-
-
-def _show_on_log_slider(slider, value: float) -> None:
-    """Put ``value`` on a log10 slider, widening its range when the value (from a link or the
-    settings) lies outside it: the slider never shows another value than the one in use."""
-    v = float(np.log10(value))
-    if v < slider.start:
-        slider.start = float(np.floor(v))
-    if v > slider.end:
-        slider.end = float(np.ceil(v))
-    if abs(slider.value - v) > 1e-9:
-        slider.value = v
-
-
-def _fmt(v, digits=3):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
 
 
 # ----------------------------------------------------------------------------- the dashboard
@@ -228,8 +106,7 @@ class Dashboard(param.Parameterized):
         if sync_url:
             self._sync_url()
         self._build_layout()
-        self.config.param.watch(self._on_task, "task")
-        self._show_task_settings()
+        self.config.param.watch(self._show_text_section, "task")
         self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
         self.config.param.watch(self._on_new_run_setting,
                                 [k for k in TrainConfig.param if k not in TrainConfig.LIVE
@@ -242,7 +119,7 @@ class Dashboard(param.Parameterized):
         if loc is None:
             return
         query = dict(loc.query_params)
-        good, problems = validate_query(query)
+        good, problems = validate_query(query, DASHBOARD_DEFAULTS)
         if good.get("task") and tasks.get(good["task"]).family != tasks.get(self.config.task).family:
             self.config.param.update(**recipe(good["task"]))    # the link's task, with its recipe
         if good:
@@ -270,93 +147,10 @@ class Dashboard(param.Parameterized):
 
     # -------------------------------------------------------------------- widgets
     def _build_widgets(self) -> None:
-        cfg = self.config
-        P = cfg.param
-        big = {"stylesheets": [":host { --font-size: 15px; } label { font-size: 15px; }"]}
-        self.w_model = pn.widgets.Select.from_param(
-            P.model, name="Model", options={v: k for k, v in MODEL_LABELS.items()},
-            css_classes=["w-model"], **big)
-        self.w_task = pn.widgets.Select.from_param(
-            P.task, name="Task", options=task_options(), css_classes=["w-task"], **big)
-        self._setting_widgets: Dict[str, Any] = {}      # setting -> its widget (hidden if n/a)
-        self.w_gamma = pn.widgets.FloatSlider(
-            name="Gamma init (log scale)", start=-2.0, end=0.0, step=0.01, value=-1.0,
-            format=_log_formatter(), css_classes=["w-gamma"], **big)
-        _show_on_log_slider(self.w_gamma, cfg.gamma_init)
-        self.w_gamma_value = pn.pane.HTML(self._gamma_text(), css_classes=["w-gamma-value"],
-                                          margin=(0, 10))
-        self.w_gamma.param.watch(self._on_gamma_slider, "value_throttled")
-        self.w_gamma.param.watch(self._on_gamma_drag, "value")
-        cfg.param.watch(self._on_gamma_config, "gamma_init")
-        self.w_stats = pn.widgets.RadioButtonGroup.from_param(
-            P.stats, name="Statistics", options={v: k for k, v in STATS_LABELS.items()},
-            button_type="default", css_classes=["w-stats"])
-        self.w_hidden = pn.widgets.IntSlider.from_param(P.hidden, name="Hidden units", start=8,
-                                                       end=256, step=4, css_classes=["w-hidden"])
-        self.w_batch = pn.widgets.IntSlider.from_param(P.batch_size, name="Batch size", start=8,
-                                                      end=512, step=4, css_classes=["w-batch"])
-        self.input_alert = pn.pane.Alert("", alert_type="danger", visible=False,
-                                         css_classes=["input-alert"], sizing_mode="stretch_width")
-        self.w_seed = self._typed_input("seed", "Seed", "w-seed", step=1)
-        self.w_device = pn.widgets.Select.from_param(P.device, name="Device",
-                                                    css_classes=["w-device"])
-        self.w_val_limit = self._typed_input("val_limit", "Validation examples (0: all)",
-                                             "w-val-limit", step=100)
-        self.w_seq_len = self._typed_input("seq_len", "Characters per training sequence",
-                                           "w-seq-len", step=10)
-        self.w_temperature = pn.widgets.FloatSlider.from_param(
-            P.temperature, name="Sample temperature (applies live, at the next probe)",
-            start=0.0, end=2.0, step=0.05, css_classes=["w-temperature"], width=420)
-        self._setting_widgets["temperature"] = self.w_temperature
-        # number boxes checked on the server (not pn.Param's, which clamp in the browser)
-        advanced = pn.Column(
-            self._typed_input("num_layers", P.num_layers.label, "w-num-layers", step=1),
-            pn.widgets.Select.from_param(P.init, name=P.init.label, css_classes=["w-init"]),
-            self._typed_input("forget_bias", P.forget_bias.label, "w-forget-bias", step=0.5,
-                              number=float),
-            self._typed_input("h0_noise", P.h0_noise.label, "w-h0-noise", step=0.05,
-                              number=float),
-            self._typed_input("momentum", P.momentum.label, "w-momentum", step=0.05,
-                              number=float),
-            pn.widgets.Select.from_param(P.optimizer, name=P.optimizer.label,
-                                         css_classes=["w-optimizer"]),
-            pn.widgets.Checkbox.from_param(P.test_at_end, name=P.test_at_end.label,
-                                           css_classes=["w-test-at-end"]),
-            self._typed_input("reestimate", P.reestimate.label, "w-reestimate", step=10),
-            sizing_mode="stretch_width")
-        self.new_run_card = pn.Card(
-            self.w_model, self.w_task, self.w_seq_len, self.w_gamma, self.w_gamma_value,
-            pn.pane.HTML("<b>Statistics</b>", margin=(5, 10, 0, 10)), self.w_stats,
-            self.w_hidden, self.w_batch, self.w_seed, self.w_device, self.w_val_limit,
-            pn.Card(advanced, title="More (init, layers, optimizer...)", collapsed=True,
-                    sizing_mode="stretch_width"),
-            title="&#x27F3; Needs a new run", header_background="#f6d7a7",
-            header_color="#5a3700", css_classes=["card-new-run"], sizing_mode="stretch_width",
-            styles={"border": "2px solid #e0a040"})
-        self.new_run_hint = pn.pane.HTML("", visible=False, css_classes=["new-run-hint"],
-                                         styles={"color": "#8a5300", "font-size": "14px"})
-
-        self.w_lr = pn.widgets.FloatSlider(
-            name="Learning rate (log scale)", start=-5.0, end=-1.0, step=0.05, value=-3.0,
-            format=_log_formatter(), css_classes=["w-lr"], **big)
-        _show_on_log_slider(self.w_lr, cfg.lr)
-        self.w_lr.param.watch(lambda e: setattr(self.config, "lr", float(round(10 ** e.new, 8))),
-                              "value_throttled")
-        cfg.param.watch(self._on_lr_config, "lr")
-        self.w_clip = pn.widgets.FloatSlider.from_param(P.clip, name="Gradient clip (0: off)",
-                                                       start=0.0, end=10.0, step=0.1)
-        self.w_steps = self._typed_input("steps", "Step budget (updates)", "w-steps", step=500)
-        self.w_eval = self._typed_input("eval_every", "Validate every N updates", "w-eval", step=50)
-        self.w_probe = self._typed_input("probe_every", "Probe every N updates (0: off)",
-                                         "w-probe", step=5)
-        self.w_smooth = pn.widgets.FloatSlider.from_param(self.param.smoothing,
-                                                         name="Loss smoothing", step=0.01)
-        self.live_card = pn.Card(
-            self.w_lr, self.w_clip, self.w_steps, self.w_eval, self.w_probe, self.w_smooth,
-            title="&#x25CF; Applies live", header_background="#b9e4c0", header_color="#0b4d1c",
-            css_classes=["card-live"], sizing_mode="stretch_width",
-            styles={"border": "2px solid #4caf50"})
-
+        self.settings = SettingsPanel(self.config, smoothing=self.param.smoothing,
+                                      notify=self._notify)
+        for name in ("input_alert", "new_run_card", "new_run_hint", "live_card", "w_temperature"):
+            setattr(self, name, getattr(self.settings, name))
         # controls
         self.b_start = pn.widgets.Button(name="Start", button_type="success", icon="player-play",
                                          css_classes=["btn-start"], width=120, height=44)
@@ -405,49 +199,6 @@ class Dashboard(param.Parameterized):
         self.w_focus = pn.widgets.Select(name="Run shown in the statistics plots", options={},
                                          width=420, css_classes=["w-focus"])
         self.w_focus.param.watch(lambda e: self._refresh_focus(force=True), "value")
-
-    def _typed_input(self, name: str, label: str, css: str, step, number=int):
-        """A number box whose value the server checks against the setting's bounds.
-
-        No bounds in the browser (which would silently clamp what is typed): an invalid
-        value gets a visible message that says what is allowed, and the box goes back
-        to the setting's current value. ``number``: int (IntInput) or float (FloatInput).
-        """
-        par = TrainConfig.param[name]
-        kind = pn.widgets.IntInput if number is int else pn.widgets.FloatInput
-        w = kind(name=label, value=getattr(self.config, name), step=step,
-                 css_classes=[css], description=par.doc)
-        what = "a whole number" if number is int else "a number"
-
-        def _from_box(event, name=name, w=w, label=label):
-            if event.new == getattr(self.config, name):
-                return
-            try:
-                setattr(self.config, name, event.new)
-            except Exception:
-                lo, hi = par.bounds or (None, None)
-                allowed = (f"at least {lo}" if hi is None else f"between {lo} and {hi}")
-                shown = "an empty box" if event.new is None else repr(event.new)
-                self._input_problem(f"{label}: {shown} is not valid (it must be {what} "
-                                    f"{allowed}); kept {getattr(self.config, name)}.")
-                w.value = getattr(self.config, name)
-                return
-            if self.input_alert.visible:
-                self.input_alert.visible = False
-
-        def _from_config(event, w=w):
-            if w.value != event.new:
-                w.value = event.new
-
-        w.param.watch(_from_box, "value")
-        self.config.param.watch(_from_config, name)
-        self._setting_widgets[name] = w
-        return w
-
-    def _input_problem(self, msg: str) -> None:
-        self.input_alert.object = html.escape(msg)
-        self.input_alert.visible = True
-        self._notify(msg)
 
     # --------------------------------------------------------------------- layout
     def _build_layout(self) -> None:
@@ -589,44 +340,11 @@ class Dashboard(param.Parameterized):
             pn.state.on_session_destroyed(_make_destroy_hook(self))
 
     # ------------------------------------------------------------- settings glue
-    def _show_task_settings(self) -> None:
-        """Only the settings that apply to the chosen task are shown (never silently ignored)."""
-        t = tasks.get(self.config.task)
-        for name, w in self._setting_widgets.items():
-            w.visible = t.applies(name)
+    def _show_text_section(self, *events) -> None:
+        """The text section shows while the chosen task, or a run shown, is a text task."""
         if hasattr(self, "text_col"):
-            self.text_col.visible = (t.family == "text" or any(
+            self.text_col.visible = (tasks.get(self.config.task).family == "text" or any(
                 tasks.get(r.config.task).family == "text" for r in self.runs))
-
-    def _on_task(self, event) -> None:
-        old = tasks.get(event.old) if event.old in tasks.names() else None
-        new = tasks.get(event.new)
-        if old is not None and old.family != new.family:    # another kind of task: its recipe
-            settings = recipe(event.new)
-            self.config.param.update(**settings)
-            shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
-            self._notify(f"{new.label or new.name}: its own recipe applies ({shown}).")
-        self._show_task_settings()
-
-    def _gamma_text(self) -> str:
-        return (f"<span style='font-size:15px'>gamma init = <b class='gamma-value'>"
-                f"{self.config.gamma_init:.3g}</b></span>")
-
-    def _on_gamma_drag(self, event) -> None:
-        self.w_gamma_value.object = (f"<span style='font-size:15px'>gamma init = <b class='gamma-value'>"
-                                     f"{10 ** event.new:.3g}</b></span>")
-
-    def _on_gamma_slider(self, event) -> None:
-        value = float(f"{10 ** event.new:.3g}")
-        if abs(value - self.config.gamma_init) > 1e-12:
-            self.config.gamma_init = value
-
-    def _on_gamma_config(self, event) -> None:
-        _show_on_log_slider(self.w_gamma, event.new)
-        self.w_gamma_value.object = self._gamma_text()
-
-    def _on_lr_config(self, event) -> None:
-        _show_on_log_slider(self.w_lr, event.new)
 
     def _on_live_setting(self, *events) -> None:
         for run in self.runs:
@@ -681,7 +399,7 @@ class Dashboard(param.Parameterized):
         try:
             run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag)
         except ValueError as exc:            # e.g. a model the task does not train
-            self._input_problem(str(exc))
+            self.settings.problem(str(exc))
             return None
         slot.assign(run)
         self.runs.append(run)
@@ -702,7 +420,7 @@ class Dashboard(param.Parameterized):
         if not runs:
             return
         views.set_val_metric(self.val_figure, runs[-1].metric)
-        self._show_task_settings()
+        self._show_text_section()
         self._refresh_run_lists()
         for run in runs:
             run.submit()
@@ -931,56 +649,15 @@ class Dashboard(param.Parameterized):
             log(f"drain error: {exc!r}")
 
     def _drain_run(self, run: DashboardRun, s: views.RunStreams, recs: List[Dict[str, Any]]) -> None:
-        steps, losses, val_steps, val_accs, sat_rows = [], [], [], [], []
-        probe = None
-        for rec in recs:
-            kind = rec.get("kind")
-            if kind == "train":
-                steps.append(rec["step"])
-                losses.append(rec["loss"])
-                run.step = rec["step"]
-                run.rate = rec.get("updates_per_s", 0.0)
-            elif kind == "val":
-                value = rec[run.metric.key]
-                val_steps.append(rec["step"])
-                val_accs.append(value)
-                run.last_val = value
-                if run.best_val is None or run.metric.better(value, run.best_val):
-                    run.best_val = value
-            elif kind == "test":
-                run.test_acc = rec[run.metric.key]
-            elif kind == "probe":
-                probe = rec
-                if s.first_probe is None:
-                    s.first_probe = rec
-                sat = rec.get("saturation", {})
-                sat_rows.append((rec["step"], sat.get("g", np.nan), sat.get("c_out", np.nan)))
-            elif kind == "state":
-                run.state = rec["state"]
-                run.reason = rec.get("reason", "")
-                if rec.get("step"):
-                    run.step = rec["step"]
-            elif kind == "info":
-                run.info = rec
-            elif kind == "error":
-                run.error = rec.get("message", "")
-        if steps:
-            loss = np.asarray(losses, dtype=float)
-            smooth = np.empty_like(loss)
-            a = self.smoothing
-            ema, n = run.ema, run.ema_n
-            for i, x in enumerate(loss):      # EMA started at the first value
-                if not math.isfinite(x):
-                    smooth[i] = np.nan
-                    continue
-                ema = x if ema is None else a * ema + (1 - a) * x
-                n += 1
-                smooth[i] = ema
-            run.ema, run.ema_n = ema, n
-            s.add_loss(steps, loss, smooth)
-        if val_steps:
-            s.add_val(val_steps, val_accs)
+        d = digest(run, recs, self.smoothing)          # the run's state, and what to draw
+        if d.probe is not None and s.first_probe is None:
+            s.first_probe = d.first_probe
+        if d.steps:
+            s.add_loss(d.steps, d.loss, d.smooth)
+        if d.val_steps:
+            s.add_val(d.val_steps, d.val_values)
             views.fit_val_range(self.val_figure, self.slots)
+        probe, sat_rows = d.probe, d.sat_rows
         s.sat_pending.extend(sat_rows)
         if recs:
             s.dirty = True
@@ -1000,50 +677,7 @@ class Dashboard(param.Parameterized):
 
     # ------------------------------------------------------------------- status
     def _status_html(self) -> str:
-        c = self.scheduler.counts()
-        server = (f"<div class='server'>Server: {c['active']} of {c['max_runs']} training slots "
-                  f"in use, {c['queued']} run(s) waiting.</div>")
-        if not self.runs:
-            return ("<div class='status-body'><div class='status-line' data-state='idle'>"
-                    "<span style='font-size:17px'><b>Ready.</b> Choose settings on the left and "
-                    "press <b>Start</b>, or pick a comparison.</span></div>" + server + "</div>")
-        rows = []
-        for r in self.runs:
-            state = r.state
-            pos = r.queue_position()
-            if not r.launched and not r.cancelled:
-                state = "queued"
-            color = STATE_COLORS.get(state, "#6c757d")
-            extra = ""
-            if state == "queued":
-                extra = f" (position {pos} in the server queue)" if pos else ""
-            elif state in ("diverged", "failed", "stopped", "finished") and r.reason:
-                extra = f": {html.escape(r.reason)}"
-            info = r.info or {}
-            kind = info.get("data_kind")
-            if kind:
-                data = {"ptb": "Penn Treebank", "python-docs": "Python's docs",
-                        "file": "a text file"}.get(kind, html.escape(str(kind)))
-            else:
-                data = ("-" if not info else ("full MNIST" if info.get("data_is_full")
-                                              else "<b style='color:#b35c00'>bundled sample</b>"))
-            m = r.metric
-            short = "val bpc" if m.key == "bpc" else f"val {m.key}"
-            rows.append(
-                f"<tr class='run-row' data-run='{r.id}' data-state='{state}' data-step='{r.step}'>"
-                f"<td><span class='swatch' style='background:{r.color}'></span>"
-                f"{html.escape(r.label)}</td>"
-                f"<td><span class='badge' style='background:{color}'>{state}</span>"
-                f"<span class='reason'>{extra}</span></td>"
-                f"<td>step <b>{r.step}</b> / {r.config.steps}</td>"
-                f"<td>{r.rate:.1f} updates/s</td>"
-                f"<td>{html.escape(str(info.get('device', '-')))}</td>"
-                f"<td>{data}</td>"
-                f"<td>{short} {_fmt(r.last_val)} (best {_fmt(r.best_val)})"
-                + (f", test {_fmt(r.test_acc)}" if r.test_acc is not None else "") + "</td></tr>")
-        head = ("<tr><th>run</th><th>state</th><th>step</th><th>speed</th><th>device</th>"
-                "<th>data</th><th>validation</th></tr>")
-        return f"<div class='status-body'><table>{head}{''.join(rows)}</table>{server}</div>"
+        return status_html(self.runs, self.scheduler.counts())
 
     def _update_status(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -1054,27 +688,14 @@ class Dashboard(param.Parameterized):
         if force or text != self._last_status:
             self._last_status = text
             self.status.object = text
-        # the data warning and failures
-        sample = [r for r in self.runs if r.info and not r.info.get("data_is_full", True)]
-        if sample:
-            src = sample[-1].info.get("data_source", "")
-            if sample[-1].info.get("data_kind"):
-                msg = (f"<b>The text is {html.escape(str(src))}.</b> The paper's numbers are "
-                       "for Penn Treebank (put its three files in the server's cache, or set "
-                       "BNLSTM_PTB_DIR, to train on it).")
-            else:
-                msg = ("<b>Training on the bundled MNIST sample, not the full data set.</b> "
-                       "Accuracies are lower and noisier than the paper's. "
-                       f"({html.escape(str(src))})")
-            if self.data_alert.object != msg:
-                self.data_alert.object = msg
+        data_msg, fail_msg = alerts(self.runs)       # the data in use, and failures
+        if data_msg:
+            if self.data_alert.object != data_msg:
+                self.data_alert.object = data_msg
             self.data_alert.visible = True
-        bad = [r for r in self.runs if r.state in ("diverged", "failed")]
-        if bad:
-            msg = "<br>".join(f"<b>{html.escape(r.label)} {r.state}</b>: {html.escape(r.reason)}"
-                              for r in bad)
-            if self.fail_alert.object != msg:
-                self.fail_alert.object = msg
+        if fail_msg:
+            if self.fail_alert.object != fail_msg:
+                self.fail_alert.object = fail_msg
             self.fail_alert.visible = True
         elif self.fail_alert.visible:
             self.fail_alert.visible = False
@@ -1102,11 +723,6 @@ def _ema(x: np.ndarray, a: float) -> np.ndarray:
         ema = v if ema is None else a * ema + (1 - a) * v
         out[i] = ema
     return out
-
-
-def _log_formatter():
-    from bokeh.models import CustomJSTickFormatter
-    return CustomJSTickFormatter(code="return Number(Math.pow(10, tick).toPrecision(3)).toString()")
 
 
 def _make_destroy_hook(dashboard: "Dashboard"):

@@ -176,6 +176,16 @@ class SweepBrowser(param.Parameterized):
 
     def _show(self, state: Optional[Dict[str, Any]]) -> None:
         curves = state["curves"] if state else []
+        metric = (state or {}).get("metric", "acc")
+        what = "accuracy" if metric == "acc" else ("bits per character" if metric == "bpc"
+                                                   else metric)
+        title = f"Validation {what} per group: mean over seeds, band: one std"
+        if self.figure.title.text != title:            # the axis speaks the sweep's metric
+            self.figure.title.text = title
+            self.figure.yaxis.axis_label = f"validation {what}"
+            top = 1.02 if metric == "acc" else max(
+                [float(max(c["mean"] + c["std"])) for c in curves if len(c["mean"])] or [8.0]) * 1.1
+            self.figure.y_range.update(start=0, end=top)
         legend = []
         for i, src in enumerate(self.sources):
             if i < len(curves):
@@ -206,20 +216,21 @@ class SweepBrowser(param.Parameterized):
                   + f"; swept: {html.escape(', '.join(state['keys']) or 'seeds only')}, "
                   f"seeds {len(state['seeds'])}.")
         keys = state["keys"]
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        k = state.get("metric", "acc")              # the sweep's first metric (acc, bpc, ...)
+        cols = (f"best_val_{k}", f"test_{k}")
+        head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
         groups = "".join(
             "<tr>" + "".join(f"<td>{_fmt(g[k])}</td>" for k in keys)
             + "".join(f"<td>{_fmt(g[f'{m}_mean'])} &plusmn; {_fmt(g[f'{m}_std'])} (n={g[f'{m}_n']})</td>"
-                      for m in ("best_val_acc", "test_acc")) + "</tr>"
+                      for m in cols) + "</tr>"
             for g in state["groups"])
         runs = "".join(
             "<tr class='sweep-run'>" + f"<td>{html.escape(r['name'])}</td>"
             + f"<td><span class='badge' style='background:{STATE_COLORS.get(r['state'], '#6c757d')}'>"
               f"{html.escape(r['state'])}</span></td>"
-            + "".join(f"<td>{_fmt(r[f])}</td>" for f in ("best_val_acc", "test_acc", "updates",
-                                                        "wall_time_s"))
+            + "".join(f"<td>{_fmt(r.get(f))}</td>" for f in (*cols, "updates", "wall_time_s"))
             + "</tr>" for r in rows)
         self.table.object = (
-            f"<table class='sweep-groups'><tr>{head}<th>best val acc</th><th>test acc</th></tr>"
+            f"<table class='sweep-groups'><tr>{head}<th>best val {k}</th><th>test {k}</th></tr>"
             f"{groups}</table><br><table class='sweep-runs'><tr><th>run</th><th>state</th>"
-            f"<th>best val acc</th><th>test acc</th><th>updates</th><th>wall s</th></tr>{runs}</table>")
+            f"<th>best val {k}</th><th>test {k}</th><th>updates</th><th>wall s</th></tr>{runs}</table>")

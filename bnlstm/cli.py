@@ -97,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "if it is not there")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("data", help="say which MNIST files are present; verify or download them")
-    d.add_argument("--dir", default=None, help="a directory with the MNIST files to verify")
+    d = sub.add_parser("data", help="say which MNIST (or text) files are present; verify or "
+                                    "download them")
+    d.add_argument("--dir", default=None, help="a directory with the MNIST (or PTB) files to verify")
     d.add_argument("--download", action="store_true", help="download into the user cache")
+    d.add_argument("--text", action="store_true",
+                   help="the text task's data instead: Penn Treebank's files, or the fallback")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on the validation and test sets")
     e.add_argument("checkpoint", help="path to a checkpoint.pt written by 'train'")
@@ -209,6 +212,16 @@ def _train(args, parser) -> int:
 
 def _data(args) -> int:
     from . import data as data_mod
+    if getattr(args, "text", False):
+        from . import textdata
+        try:
+            if args.download:
+                textdata.download_ptb(args.dir)
+            print(textdata.describe(args.dir))
+        except textdata.TextDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if args.download or args.dir:
             d = data_mod.ensure(download=args.download, root=args.dir)

@@ -665,5 +665,6 @@ def read_sweep(out: Union[str, Path]) -> Dict[str, Any]:
                 row["updates"] = steps[-1]              # validated so far
             rows.append(row)
     return {"name": out.name, "keys": sweep.keys, "seeds": sweep.seeds, "rows": rows,
+            "metric": sweep.metric_keys()[0],
             "groups": group_rows(rows, sweep.keys, summary_metrics(sweep.metric_keys())),
             "curves": group_curves(out, sweep, rows)}

@@ -340,6 +340,37 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
     return python_docs_text()
 
 
+def describe(root: Optional[PathLike] = None) -> str:
+    """Which Penn Treebank files are where, verified, and which text :func:`load_text` would use."""
+    lines = []
+    dirs = []
+    if root:
+        dirs.append((Path(root).expanduser(), "data directory"))
+    elif os.environ.get("BNLSTM_PTB_DIR"):
+        dirs.append((Path(os.environ["BNLSTM_PTB_DIR"]).expanduser(), "BNLSTM_PTB_DIR"))
+    dirs.append((ptb_cache_dir(), "cache"))
+    for directory, what in dirs:
+        lines.append(f"{what}: {directory}" + ("" if directory.is_dir() else " (does not exist)"))
+        for name in PTB_FILES:
+            p = directory / name
+            if not p.is_file():
+                lines.append(f"  {name:22s} missing")
+                continue
+            try:
+                _check(p, p.read_bytes(), name)
+                state = "checksum ok"
+            except TextDataError:
+                state = "CORRUPT (checksum mismatch)"
+            lines.append(f"  {name:22s} {p.stat().st_size:>10,d} bytes  {state}")
+    lines.append("mirrors: " + " ".join(mirror_urls()))
+    try:
+        use = load_text(root).source
+    except TextDataError as exc:
+        use = f"nothing: {str(exc).splitlines()[0]}"
+    lines.append(f"load_text() would use: {use}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- batches
 class TextBatches:
     """Minibatches of sequences cut from one long text, as the authors' ``PTB`` dataset.

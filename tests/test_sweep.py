@@ -312,3 +312,27 @@ def test_diverged_runs_are_results_not_retried(tmp_path):
     assert [r["state"] for r in rows] == ["finished"] * 3 + ["diverged"]
     g = {x["model"]: x for x in group_rows(rows, ["model"])}
     assert g["bnlstm"]["diverged"] == 1 and g["bnlstm"]["best_val_acc_n"] == 1
+
+
+def test_a_text_sweep_reports_bits_per_character_with_the_text_recipe(tmp_path):
+    """A sweep of the text task: each run gets the task's recipe where the sweep says nothing;
+    the rows, groups and the dashboard's sweeps view speak bits per character."""
+    from bnlstm.sweep import read_sweep, result_fields
+    from bnlstm_app.sweeps import SweepBrowser
+    sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], base={
+        "task": "text", "hidden": 8, "steps": 6, "eval_every": 3, "seq_len": 20, "val_limit": 20})
+    assert sweep.metric_keys() == ["bpc", "acc"]
+    runs = sweep.runs()
+    assert all(cfg["optimizer"] == "adam" and cfg["batch_size"] == 64 for _, cfg in runs)
+    out = tmp_path / "sweeps" / "text"
+    (out / "runs").mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps(sweep.to_dict()))
+    for name, cfg in runs:
+        s = run_one(cfg, out / "runs" / name)
+        assert s["state"] == "finished" and s["best_val_bpc"] > 0
+    state = read_sweep(out)
+    assert state["metric"] == "bpc" and state["groups"][0]["best_val_bpc_n"] == 1
+    assert "best_val_bpc" in result_fields(sweep.metric_keys())
+    b = SweepBrowser(folder=tmp_path / "sweeps")
+    b.sweep = "text"
+    assert "best val bpc" in b.table.object and "bits per character" in b.figure.title.text

@@ -335,3 +335,13 @@ def test_population_statistics_carry_to_sequences_three_times_longer(tmp_path):
     before = {k: v.clone() for k, v in exp.model.state_dict().items()}
     exp.evaluate("test", length=90, batch_stats=True)       # leaves the population alone
     assert all(torch.equal(before[k], v) for k, v in exp.model.state_dict().items())
+
+
+def test_cli_data_text_reports_the_ptb_files_and_the_fallback(ptb_dir, capsys):
+    assert cli_main(["data", "--text", "--dir", str(ptb_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "ptb.char.valid.txt" in out and "checksum ok" in out
+    assert "ptb.char.train.txt     missing" in out
+    assert "load_text() would use: nothing" in out and "lacks ptb.char.train.txt" in out
+    assert cli_main(["data", "--text"]) == 0
+    assert "ship with Python" in capsys.readouterr().out

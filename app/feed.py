@@ -1,0 +1,77 @@
+"""The record feed: what a drain of one run's records changes (no Panel; unit-tested).
+
+A run's trainer puts records on the run's queue (on its thread); the session's periodic
+drain takes them off and :func:`digest` reads them: it updates the run's own state (step,
+speed, state and reason, info, validation scores in the run's metric and direction, test
+score, the loss EMA) and returns what the plots must add (:class:`Digest`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+
+@dataclass
+class Digest:
+    steps: List[int] = field(default_factory=list)
+    loss: Any = None                     # (N,) raw training loss
+    smooth: Any = None                   # (N,) its EMA, continuing the run's
+    val_steps: List[int] = field(default_factory=list)
+    val_values: List[float] = field(default_factory=list)   # the run's metric (acc, bpc, ...)
+    sat_rows: List[tuple] = field(default_factory=list)     # (step, g saturated, cell saturated)
+    probe: Optional[Dict[str, Any]] = None                  # the newest probe record
+    first_probe: Optional[Dict[str, Any]] = None            # the first probe record in recs
+
+
+def digest(run, recs: List[Dict[str, Any]], smoothing: float) -> Digest:
+    """Apply ``recs`` to ``run`` (a :class:`~app.runs.DashboardRun`) and return what to draw."""
+    d = Digest()
+    losses = []
+    for rec in recs:
+        kind = rec.get("kind")
+        if kind == "train":
+            d.steps.append(rec["step"])
+            losses.append(rec["loss"])
+            run.step = rec["step"]
+            run.rate = rec.get("updates_per_s", 0.0)
+        elif kind == "val":
+            value = rec[run.metric.key]
+            d.val_steps.append(rec["step"])
+            d.val_values.append(value)
+            run.last_val = value
+            if run.best_val is None or run.metric.better(value, run.best_val):
+                run.best_val = value
+        elif kind == "test":
+            run.test_acc = rec[run.metric.key]
+        elif kind == "probe":
+            d.probe = rec
+            if d.first_probe is None:
+                d.first_probe = rec
+            sat = rec.get("saturation", {})
+            d.sat_rows.append((rec["step"], sat.get("g", np.nan), sat.get("c_out", np.nan)))
+        elif kind == "state":
+            run.state = rec["state"]
+            run.reason = rec.get("reason", "")
+            if rec.get("step"):
+                run.step = rec["step"]
+        elif kind == "info":
+            run.info = rec
+        elif kind == "error":
+            run.error = rec.get("message", "")
+    if losses:
+        loss = np.asarray(losses, dtype=float)
+        smooth = np.empty_like(loss)
+        ema, n = run.ema, run.ema_n
+        for i, x in enumerate(loss):      # EMA started at the first value
+            if not math.isfinite(x):
+                smooth[i] = np.nan
+                continue
+            ema = x if ema is None else smoothing * ema + (1 - smoothing) * x
+            n += 1
+            smooth[i] = ema
+        run.ema, run.ema_n = ema, n
+        d.loss, d.smooth = loss, smooth
+    return d

@@ -1,0 +1,63 @@
+"""The dashboard's parts that hold no Panel: the record feed, the status, the URL state."""
+from types import SimpleNamespace
+
+import numpy as np
+
+from app.feed import digest
+from app.status import alerts, status_html
+from app.url_state import validate_query
+from bnlstm import tasks
+
+
+def _run(task="row", **kw):
+    base = dict(id=1, label="BN-LSTM row", color="#123456", state="running", reason="", step=0,
+                rate=0.0, info={}, metric=tasks.get(task).metric, last_val=None, best_val=None,
+                test_acc=None, error="", ema=None, ema_n=0, launched=True, cancelled=False,
+                config=SimpleNamespace(steps=100), queue_position=lambda: 0)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_digest_follows_the_metrics_direction_and_continues_the_ema():
+    run = _run("text")
+    recs = [{"kind": "info", "device": "cpu", "data_kind": "python-docs"},
+            {"kind": "train", "step": 1, "loss": 4.0, "updates_per_s": 2.0},
+            {"kind": "train", "step": 2, "loss": 2.0, "updates_per_s": 3.0},
+            {"kind": "val", "step": 2, "loss": 1.5, "bpc": 3.0, "acc": 0.2},
+            {"kind": "probe", "step": 2, "saturation": {"g": 0.25}},
+            {"kind": "val", "step": 4, "loss": 1.9, "bpc": 3.5, "acc": 0.1},
+            {"kind": "state", "state": "paused", "step": 4, "reason": ""}]
+    d = digest(run, recs, smoothing=0.5)
+    assert d.steps == [1, 2] and np.allclose(d.smooth, [4.0, 3.0])
+    assert d.val_values == [3.0, 3.5] and run.best_val == 3.0 and run.last_val == 3.5  # lower wins
+    assert d.probe["step"] == 2 and d.sat_rows[0][:2] == (2, 0.25) and np.isnan(d.sat_rows[0][2])
+    assert (run.state, run.step, run.rate) == ("paused", 4, 3.0)
+    d2 = digest(run, [{"kind": "train", "step": 5, "loss": 1.0}], smoothing=0.5)
+    assert np.allclose(d2.smooth, [2.0])                          # the EMA goes on
+    mnist = _run("row")
+    digest(mnist, [{"kind": "val", "step": 1, "loss": 1, "acc": 0.5},
+                   {"kind": "val", "step": 2, "loss": 1, "acc": 0.4}], 0.9)
+    assert mnist.best_val == 0.5                                  # higher wins
+
+
+def test_status_speaks_each_runs_metric_and_data():
+    text = _run("text", info={"device": "cpu", "data_kind": "python-docs", "data_is_full": False},
+                last_val=2.31,
+                best_val=2.3)
+    mnist = _run("row", id=2, info={"device": "cpu", "data_is_full": False}, last_val=0.9)
+    out = status_html([text, mnist], {"active": 1, "max_runs": 2, "queued": 0})
+    assert "val bpc 2.310 (best 2.300)" in out and "Python's docs" in out
+    assert "val acc 0.900" in out and "bundled sample" in out
+    assert "Ready." in status_html([], {"active": 0, "max_runs": 2, "queued": 0})
+    data, fail = alerts([text])
+    assert "The text is" in data and fail is None
+    _, fail = alerts([_run(state="diverged", reason="the loss became nan at step 3")])
+    assert "diverged" in fail and "nan at step 3" in fail
+
+
+def test_url_values_are_checked_and_unknown_ones_named():
+    good, problems = validate_query({"task": "text", "seq_len": "50", "lr": "10",
+                                     "bogus": "1", "hidden": "-3"}, {"hidden": 100})
+    assert good == {"task": "text", "seq_len": 50, "lr": 10.0}
+    assert any("unknown URL parameter 'bogus'" in p for p in problems)
+    assert any("'hidden=-3' is not valid" in p and "using the default 100" in p for p in problems)
