@@ -164,3 +164,13 @@ def test_console_script_target_exists():
     tree = ast.parse(path.read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == func for n in tree.body), \
         f"console script {target}: no function {func}() in {path.relative_to(ROOT)}"
+
+
+def test_every_subpackage_is_packaged():
+    """A wheel holds only the packages pyproject lists: every folder of bnlstm/ and app/ with an
+    __init__.py must be there (bnlstm.tasks and bnlstm.paper were once missed)."""
+    import tomllib
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "bnlstm").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
