@@ -40,14 +40,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import importlib.util
 import os
-import re
 import struct
-import tempfile
-import urllib.request
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -56,6 +52,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .downloads import cache_root, explicit_dir, fetch, mirror_list
 
 __all__ = [
     "DataError", "MNIST", "MNIST_FILES", "MNIST_URLS", "TASKS", "PERMUTATION_SEED", "FALLBACK_SEED",
@@ -134,27 +132,16 @@ class MNIST:
 # --------------------------------------------------------------------------- places
 def cache_dir() -> Path:
     """Where downloads go: ``$BNLSTM_CACHE_DIR/mnist`` or ``platformdirs.user_cache_dir("bnlstm")/mnist``."""
-    base = os.environ.get("BNLSTM_CACHE_DIR")
-    if not base:
-        import platformdirs
-        base = platformdirs.user_cache_dir("bnlstm", appauthor=False)
-    return Path(base).expanduser() / "mnist"
+    return cache_root() / "mnist"
 
 
 def mirror_urls() -> List[str]:
     """Base URLs tried in order: ``$BNLSTM_MNIST_URL`` (comma/space separated) or :data:`MNIST_URLS`."""
-    env = os.environ.get("BNLSTM_MNIST_URL", "").strip()
-    urls = [u for u in re.split(r"[\s,]+", env) if u] if env else list(MNIST_URLS)
-    return [u if u.endswith("/") else u + "/" for u in urls]
+    return mirror_list("BNLSTM_MNIST_URL", MNIST_URLS)
 
 
 def _explicit_dir(root: Optional[PathLike]) -> Optional[Tuple[Path, str]]:
-    if root is not None and str(root) != "":
-        return Path(root).expanduser(), "data directory"
-    env = os.environ.get("BNLSTM_MNIST_DIR")
-    if env:
-        return Path(env).expanduser(), "BNLSTM_MNIST_DIR"
-    return None
+    return explicit_dir(root, "BNLSTM_MNIST_DIR")
 
 
 def _fallback_path() -> Optional[Path]:
@@ -251,42 +238,18 @@ def _load_dir(directory: Path) -> MNIST:
 # --------------------------------------------------------------------------- download
 def _download_one(name: str, directory: Path, urls: Sequence[str], progress: bool, timeout: float) -> None:
     sha, size = MNIST_FILES[name]
-    errors = []
-    for base in urls:
-        url = base + name
-        tmp = None
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = resp.headers.get("Content-Length")
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-                h = hashlib.sha256()
-                n = 0
-                from tqdm.auto import tqdm
-                with os.fdopen(fd, "wb") as out, tqdm(
-                        total=int(total) if total else size, unit="B", unit_scale=True,
-                        unit_divisor=1024, desc=name, disable=not progress, leave=False) as bar:
-                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                        out.write(chunk)
-                        h.update(chunk)
-                        n += len(chunk)
-                        bar.update(len(chunk))
-            actual = h.hexdigest()
-            if actual != sha:
-                errors.append(f"{url}: checksum mismatch (expected sha256 {sha}, {size} bytes; "
-                              f"actual sha256 {actual}, {n} bytes)")
-                continue
-            os.replace(tmp, directory / name)
-            tmp = None
-            return
-        except (OSError, ValueError, http.client.HTTPException) as exc:   # URLError is an OSError
-            reason = getattr(exc, "reason", None) or exc
-            errors.append(f"{url}: {reason}")
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+
+    def verify(url: str, raw: bytes) -> Optional[str]:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual == sha:
+            return None
+        return (f"{url}: checksum mismatch (expected sha256 {sha}, {size} bytes; "
+                f"actual sha256 {actual}, {len(raw)} bytes)")
+
+    errors = fetch(name, directory, urls, verify, progress=progress, timeout=timeout,
+                   size_hint=size)
+    if not errors:
+        return
     offline = all("checksum" not in e for e in errors)
     hint = ("\nAre you offline? Put the four files in a directory and pass it (--data-dir / "
             "BNLSTM_MNIST_DIR), or set BNLSTM_MNIST_URL to a reachable mirror." if offline else "")

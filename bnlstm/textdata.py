@@ -34,18 +34,16 @@ validation or test text that training never saw becomes :data:`UNKNOWN`.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import re
 import sys
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .downloads import cache_root, explicit_dir, fetch, mirror_list
 
 PathLike = Union[str, os.PathLike]
 
@@ -71,7 +69,6 @@ PTB_URLS: Tuple[str, ...] = (
 )
 UNKNOWN = "\ufffd"             # a validation/test character the training text lacks
 SPLIT = (0.90, 0.05, 0.05)     # a text file's train / validation / test fractions, in order
-_CHUNK = 1 << 16
 
 
 @dataclass(repr=False)
@@ -169,17 +166,12 @@ def _decode(path: Path, raw: bytes) -> str:
 # --------------------------------------------------------------------------- places
 def ptb_cache_dir() -> Path:
     """``$BNLSTM_CACHE_DIR/ptb`` or the platform's user cache ``bnlstm/ptb``."""
-    base = os.environ.get("BNLSTM_CACHE_DIR")
-    if not base:
-        import platformdirs
-        base = platformdirs.user_cache_dir("bnlstm", appauthor=False)
-    return Path(base).expanduser() / "ptb"
+    return cache_root() / "ptb"
 
 
 def mirror_urls() -> List[str]:
-    env = os.environ.get("BNLSTM_PTB_URL", "").strip()
-    urls = [u for u in re.split(r"[\s,]+", env) if u] if env else list(PTB_URLS)
-    return [u if u.endswith("/") else u + "/" for u in urls]
+    """Base URLs tried in order: ``$BNLSTM_PTB_URL`` (comma/space separated) or :data:`PTB_URLS`."""
+    return mirror_list("BNLSTM_PTB_URL", PTB_URLS)
 
 
 def _missing(directory: Path) -> List[str]:
@@ -208,42 +200,19 @@ def _load_ptb(directory: Path) -> Text:
 
 def _download_one(name: str, directory: Path, urls: Sequence[str], progress: bool,
                   timeout: float) -> None:
-    errors = []
-    for base in urls:
-        url = base + name
-        tmp = None
+    def verify(url: str, raw: bytes) -> Optional[str]:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = resp.headers.get("Content-Length")
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-                from tqdm.auto import tqdm
-                chunks = []
-                with os.fdopen(fd, "wb") as out, tqdm(
-                        total=int(total) if total else None, unit="B", unit_scale=True,
-                        unit_divisor=1024, desc=name, disable=not progress, leave=False) as bar:
-                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                        out.write(chunk)
-                        chunks.append(chunk)
-                        bar.update(len(chunk))
-            try:
-                _check(Path(url), b"".join(chunks), name)
-            except TextDataError as exc:
-                errors.append(str(exc).split(". Delete")[0])
-                continue
-            os.replace(tmp, directory / name)
-            tmp = None
-            return
-        except (OSError, ValueError, http.client.HTTPException) as exc:   # URLError is an OSError
-            errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-    raise TextDataError(f"could not download {name} into {directory}:\n  " + "\n  ".join(errors)
-                        + "\nPut the three files in a folder and pass it (--data-dir / "
-                          "BNLSTM_PTB_DIR), or set BNLSTM_PTB_URL to a reachable mirror.")
+            _check(Path(url), raw, name)
+        except TextDataError as exc:
+            return str(exc).split(". Delete")[0]
+        return None
+
+    errors = fetch(name, directory, urls, verify, progress=progress, timeout=timeout,
+                   size_hint=PTB_FILES[name][2])
+    if errors:
+        raise TextDataError(f"could not download {name} into {directory}:\n  " + "\n  ".join(errors)
+                            + "\nPut the three files in a folder and pass it (--data-dir / "
+                              "BNLSTM_PTB_DIR), or set BNLSTM_PTB_URL to a reachable mirror.")
 
 
 def download_ptb(directory: Optional[PathLike] = None, progress: bool = True,
@@ -309,11 +278,7 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
     """Find, verify and load the text (see the module docstring for the order)."""
     if text_file:
         return load_text_file(text_file)
-    explicit = None
-    if root is not None and str(root) != "":
-        explicit = (Path(root).expanduser(), "data directory")
-    elif os.environ.get("BNLSTM_PTB_DIR"):
-        explicit = (Path(os.environ["BNLSTM_PTB_DIR"]).expanduser(), "BNLSTM_PTB_DIR")
+    explicit = explicit_dir(root, "BNLSTM_PTB_DIR")
     if explicit is not None:
         directory, what = explicit
         if download:
@@ -343,12 +308,7 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
 def describe(root: Optional[PathLike] = None) -> str:
     """Which Penn Treebank files are where, verified, and which text :func:`load_text` would use."""
     lines = []
-    dirs = []
-    if root:
-        dirs.append((Path(root).expanduser(), "data directory"))
-    elif os.environ.get("BNLSTM_PTB_DIR"):
-        dirs.append((Path(os.environ["BNLSTM_PTB_DIR"]).expanduser(), "BNLSTM_PTB_DIR"))
-    dirs.append((ptb_cache_dir(), "cache"))
+    dirs = [d for d in (explicit_dir(root, "BNLSTM_PTB_DIR"),) if d] + [(ptb_cache_dir(), "cache")]
     for directory, what in dirs:
         lines.append(f"{what}: {directory}" + ("" if directory.is_dir() else " (does not exist)"))
         for name in PTB_FILES:

@@ -13,9 +13,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ..config import TrainConfig
 from ..probes import UNIT_EDGES
 from ..model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
 from .common import _config, _first_reaching, _load, _meta, _smooth, _train
