@@ -34,8 +34,15 @@ STATS_LABELS = {"per_step": "per step (the paper)", "shared": "shared over time"
 
 
 def task_options() -> Dict[str, str]:
-    """Every registered task (plug-ins too), as the task menu shows them."""
-    return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in tasks.all_tasks()}
+    """Every registered task (plug-ins too), as the task menu shows them. A plug-in that
+    cannot be loaded is left out (the server log says why); the page still works."""
+    try:
+        found = tasks.all_tasks()
+    except tasks.TaskError as exc:
+        from .scheduler import log
+        log(f"task plug-ins: {exc}")
+        found = [tasks._REGISTRY[n] for n in list(tasks._REGISTRY)]
+    return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in found}
 
 
 def recipe(task: str) -> Dict[str, Any]:

@@ -51,3 +51,12 @@ def test_the_page_shows_only_the_chosen_tasks_settings_and_its_recipe():
         ("rmsprop", 1e-3, 100, 0.1)
     assert not d.settings.w_seq_len.visible
     d.dispose()
+
+
+def test_a_broken_task_plugin_leaves_the_page_working(monkeypatch):
+    from app.settings_panel import task_options
+    from bnlstm import tasks
+    monkeypatch.setenv("BNLSTM_TASKS", "no_such_plugin_module")
+    monkeypatch.setattr(tasks, "_LOADED", {"builtin": True, "plugins": set()})
+    opts = task_options()
+    assert "text" in opts.values() and "row" in opts.values()
