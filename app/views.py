@@ -177,7 +177,9 @@ def set_val_metric(p, metric) -> None:
         title, label, rng = "Validation accuracy", "accuracy", (0, 1.02)
     else:
         title = f"Validation {metric.label}"
-        label, rng = metric.label + ("" if metric.higher_is_better else " (lower: better)"), None
+        short = {"bits per character": "bits/char"}.get(metric.label, metric.label)
+        label = short if metric.higher_is_better else short + " (lower is better)"
+        rng = None
     if p.title.text != title:
         p.title.text = title
         p.yaxis.axis_label = label
