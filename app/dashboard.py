@@ -26,6 +26,7 @@ from .runs import DashboardRun, preload_data_in_background
 from .scheduler import get_scheduler, log
 from .sweeps import SweepBrowser
 from .feed import digest
+from .offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
 from .status import alerts, status_html
 from .text_view import TextSection
@@ -152,15 +153,15 @@ class Dashboard(param.Parameterized):
         for name in ("input_alert", "new_run_card", "new_run_hint", "live_card", "w_temperature"):
             setattr(self, name, getattr(self.settings, name))
         # controls
-        self.b_start = pn.widgets.Button(name="Start", button_type="success", icon="player-play",
+        self.b_start = pn.widgets.Button(name="Start", button_type="success", icon=ICONS["play"],
                                          css_classes=["btn-start"], width=120, height=44)
-        self.b_pause = pn.widgets.Button(name="Pause", button_type="warning", icon="player-pause",
+        self.b_pause = pn.widgets.Button(name="Pause", button_type="warning", icon=ICONS["pause"],
                                          css_classes=["btn-pause"], width=130, height=44)
-        self.b_step = pn.widgets.Button(name="Step", button_type="primary", icon="player-skip-forward",
+        self.b_step = pn.widgets.Button(name="Step", button_type="primary", icon=ICONS["step"],
                                         css_classes=["btn-step"], width=110, height=44)
-        self.b_stop = pn.widgets.Button(name="Stop", button_type="danger", icon="player-stop",
+        self.b_stop = pn.widgets.Button(name="Stop", button_type="danger", icon=ICONS["stop"],
                                         css_classes=["btn-stop"], width=110, height=44)
-        self.b_reset = pn.widgets.Button(name="Reset", button_type="default", icon="refresh",
+        self.b_reset = pn.widgets.Button(name="Reset", button_type="default", icon=ICONS["reset"],
                                          css_classes=["btn-reset"], width=110, height=44)
         self.b_start.on_click(lambda e: self.start())
         self.b_pause.on_click(lambda e: self.toggle_pause())
@@ -319,7 +320,7 @@ class Dashboard(param.Parameterized):
             title="Recurrent Batch Normalization: train a BN-LSTM live",
             sidebar=self.sidebar, main=self.main, sidebar_width=380,
             accent_base_color="#1f77b4", header_background="#1f4e79",
-            main_max_width="1600px")
+            main_max_width="1600px", design=OfflineFast, font=FONT, font_url="")
         return tpl
 
     def view(self) -> pn.Column:
@@ -463,8 +464,8 @@ class Dashboard(param.Parameterized):
 
     def _show_paused(self, paused: bool) -> None:
         """The Pause button offers Resume (and a play icon) while runs are paused."""
-        self.b_pause.name, self.b_pause.icon = (("Resume", "player-play") if paused
-                                                else ("Pause", "player-pause"))
+        self.b_pause.name, self.b_pause.icon = (("Resume", ICONS["play"]) if paused
+                                                else ("Pause", ICONS["pause"]))
 
     def step(self) -> None:
         live = [r for r in self.runs if r.live]

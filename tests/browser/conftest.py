@@ -110,12 +110,15 @@ def server(tmp_path_factory):
             proc.kill()
 
 
-def _offline(route):
-    """Loopback requests go through; anything else (web fonts...) gets an empty answer."""
+def _offline(route, outside=None):
+    """Loopback requests go through; anything else gets an empty answer (and is noted in
+    ``outside``: the page must need nothing from beyond the server)."""
     url = route.request.url
     if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "http://localhost", "data:", "blob:")):
         route.continue_()
     else:
+        if outside is not None:
+            outside.append(url)
         route.fulfill(status=200, body="", content_type="text/plain")
 
 
@@ -132,7 +135,11 @@ def open_app(server, browser):
         page.console_errors = []
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-        page.route("**/*", _offline)
+        outside = page.outside_requests = []
+
+        def route_offline(route):       # one argument: Playwright passes the request to two
+            _offline(route, outside)
+        page.route("**/*", route_offline)
         page.goto(server.url + query)
         if wait:
             page.wait_for_selector(".btn-start button")

@@ -80,6 +80,63 @@ def test_page_loads_without_console_errors(open_app):
     assert page.locator(".card-new-run").count() == 1 and page.locator(".card-live").count() == 1
     time.sleep(1.0)
     assert page.console_errors == []
+    # no web font and no icon font from outside (the icons are inline SVGs); the test server's
+    # --check-unused-sessions makes Panel link its own CSS from its CDN, so that part is checked
+    # against a server started as ./scripts/dashboard starts it (the test below)
+    fonts = [u for u in page.outside_requests if "font" in u and "holoviz" not in u]
+    assert fonts == [], fonts
+    assert page.locator(".btn-start svg").count() >= 1
+
+
+def test_the_page_needs_nothing_from_beyond_the_server(browser):
+    """Served as ./scripts/dashboard serves it, a page asks nothing of the internet: a
+    classroom without internet gets the whole page (scripts, styles, icons, font)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    REPO = Path(__file__).resolve().parents[2]
+    SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "BNLSTM_MNIST_DIR": str(SHARED_MNIST_DIR),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"),
+                             "--address", "127.0.0.1", "--port", str(port), "--liveness",
+                             "--allow-websocket-origin", f"127.0.0.1:{port}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = None
+    try:
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        outside = []
+
+        def route_offline(route):
+            url = route.request.url
+            if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+                route.continue_()
+            else:
+                outside.append(url)
+                route.abort()
+        page.route("**/*", route_offline)
+        page.goto(f"http://127.0.0.1:{port}/app")
+        page.wait_for_selector(".btn-start button", timeout=60_000)
+        time.sleep(2.0)
+        assert outside == [], outside
+    finally:
+        if ctx is not None:
+            ctx.close()
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
