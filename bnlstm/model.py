@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Iterable, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -535,6 +536,34 @@ class BNLSTM(nn.Module):
         if rec is not None:
             Trace._finish(rec)
         return torch.stack(outputs), (h, c)
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, ``module`` normalizes every batch with its own per-step statistics
+    (training mode, without h_0 noise): the paper's "batch statistics" at test time. After
+    it, the population statistics (running averages, counts) and the module's mode are as
+    they were: nothing evaluated this way changes the model."""
+    norms = [m for m in module.modules() if isinstance(m, SequenceBatchNorm)]
+    lstms = [m for m in module.modules() if isinstance(m, (BNLSTM, BNTanhRNN))]
+    kept = [(m, [b.detach().clone() for b in (m.running_mean, m.running_var,
+                                              m.num_batches_tracked)]) for m in norms]
+    noise = [(m, m.h0_noise) for m in lstms]
+    was_training = module.training
+    for m in lstms:
+        m.h0_noise = 0.0
+    module.train()
+    try:
+        yield module
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, tracked) in kept:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(tracked)
+        for m, h0 in noise:
+            m.h0_noise = h0
+        module.train(was_training)       # also drops each norm's cached T_max
 
 
 @torch.no_grad()

@@ -1015,3 +1015,27 @@ def test_grad_norms_per_example_is_the_batch_mean_of_example_norms():
     torch.testing.assert_close(tr.grad_norms(0, per_example=True), want)
     torch.testing.assert_close(tr.grad_norms(0), torch.stack([h.grad.norm() for h in hs]))
     assert not torch.allclose(tr.grad_norms(0), want)
+
+
+def test_batch_statistics_normalizes_by_the_batch_and_leaves_the_population_alone():
+    from bnlstm.model import batch_statistics
+    torch.manual_seed(0)
+    m = bnlstm.BNLSTM(3, 5, batch_first=True, max_length=4, h0_noise=0.3).double()
+    for _ in range(3):
+        m(torch.randn(6, 4, 3, dtype=torch.float64))
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.randn(6, 7, 3, dtype=torch.float64)
+    with torch.no_grad(), batch_statistics(m):
+        assert m.training and m.h0_noise == 0.0
+        out = m(x)[0]
+    assert not m.training and m.h0_noise == 0.3
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    ref = copy.deepcopy(m)
+    for bn in ref.norm_layers():
+        bn.momentum = 0.0
+    ref.h0_noise = 0.0
+    ref.train()
+    with torch.no_grad():
+        assert torch.allclose(out, ref(x)[0], atol=1e-12)
+        assert not torch.allclose(out, m(x)[0])              # eval mode: the population's

@@ -4,6 +4,7 @@ See :mod:`bnlstm.paper` for the table of experiments.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -16,34 +17,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..probes import UNIT_EDGES
-from ..model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
+from ..model import (BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, batch_statistics,
+                     reestimate_stats)
 from .common import _config, _first_reaching, _load, _meta, _smooth, _train
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) -> float:
     """Accuracy of ``model`` over ``batches``; population statistics (eval mode) unless
     ``batch_stats``: then every test batch is normalized with its own statistics, per step
-    (the model runs in training mode on a copy, with no h_0 noise and frozen running stats)."""
-    if batch_stats:
-        model = copy.deepcopy(model)
-        for m in model.modules():
-            if isinstance(m, SequenceBatchNorm):
-                m.momentum = 0.0                   # the copy's running stats stay as they are
-            if isinstance(m, BNLSTM):
-                m.h0_noise = 0.0
-        model.train()
-    else:
-        was = model.training
+    (:func:`bnlstm.model.batch_statistics`: no h_0 noise, the running stats untouched)."""
+    was = model.training
+    if not batch_stats:
         model.eval()
     correct = total = 0
-    for x, y in batches:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    if not batch_stats:
-        model.train(was)
+    with batch_statistics(model) if batch_stats else contextlib.nullcontext():
+        for x, y in batches:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    model.train(was)
     return correct / max(total, 1)
-
-
 
 
 # =========================================================================== Figure 1b

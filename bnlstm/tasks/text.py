@@ -14,6 +14,7 @@ character's loss (bits) and the hidden units' activations -- what the dashboard 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from .. import textdata
 from ..experiment import SequenceExperiment, build_rnn
-from ..model import Trace
+from ..model import Trace, batch_statistics
 from . import BITS_PER_CHAR, Metric, Task, register
 
 LN2 = math.log(2.0)
@@ -57,10 +58,14 @@ class CharLM(nn.Module):
         return logits
 
 
-def build_char_model(config, vocab_size: int) -> CharLM:
+def _check_model(config) -> None:
     if config.model == "bn-tanh-rnn":
         raise ValueError("the text task trains LSTMs (lstm, bnlstm-input, bnlstm); "
                          "bn-tanh-rnn is the paper's Figure 1a model on MNIST")
+
+
+def build_char_model(config, vocab_size: int) -> CharLM:
+    _check_model(config)
     return CharLM(build_rnn(config, config.seq_len, vocab_size), vocab_size)
 
 
@@ -175,16 +180,10 @@ class TextExperiment(SequenceExperiment):
         no running average updated) instead of the population statistics."""
         model = self.model
         was = model.training
-        model.train(batch_stats)
-        kept = {}
-        if batch_stats:                  # batch statistics; the population's are put back after
-            kept = {k: v.clone() for k, v in model.state_dict().items()
-                    if k.rsplit(".", 1)[-1] in ("running_mean", "running_var",
-                                                "num_batches_tracked")}
-            noise = getattr(model.rnn, "h0_noise", 0.0)
-            model.rnn.h0_noise = 0.0
+        if not batch_stats:
+            model.eval()
         total, correct, loss_sum = 0, 0, 0.0
-        try:
+        with batch_statistics(model) if batch_stats else contextlib.nullcontext():
             for x, y in self.eval_batches(split, length, batch_size):
                 if batch_stats and x.shape[0] < 2:
                     continue                 # batch statistics need two sequences
@@ -193,11 +192,7 @@ class TextExperiment(SequenceExperiment):
                                                   y.reshape(-1), reduction="sum"))
                 correct += int((logits.argmax(-1) == y).sum())
                 total += y.numel()
-        finally:
-            if batch_stats:
-                model.load_state_dict(kept, strict=False)
-                model.rnn.h0_noise = noise
-            model.train(was)
+        model.train(was)
         loss = loss_sum / max(total, 1)
         return {"loss": loss, "bpc": loss / LN2, "acc": correct / max(total, 1), "n": total}
 
@@ -234,7 +229,6 @@ class TextTask(Task):
     metrics = (BITS_PER_CHAR, NEXT_CHAR)
     views = ("probes", "text")
     data_options = ("text_file",)
-    excludes = frozenset()
     # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
     defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
                 "seq_len": 100, "h0_noise": 0.0, "momentum": 0.05, "steps": 2000,
@@ -249,8 +243,7 @@ class TextTask(Task):
                    text_file=None, **options):
         if options:
             raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
-        if config.model == "bn-tanh-rnn":
-            build_char_model(config, 2)           # the same message, before any work
+        _check_model(config)                      # before any work
         opts = {"text_file": text_file} if text_file else {}
         return TextExperiment(config, data=data, data_dir=data_dir, download=download, **opts)
 
