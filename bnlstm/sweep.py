@@ -172,6 +172,7 @@ class Sweep:
         if "seed" in self.base:
             raise SweepError("seeds come from --seeds, not --seed")
         self.runs()                  # every combination must be a valid config (or SweepError)
+        self._metric_keys = self._find_metric_keys()
 
     @classmethod
     def from_args(cls, grid: Sequence[str] = (), seeds: int = 1, base: Optional[Dict[str, Any]] = None,
@@ -228,8 +229,11 @@ class Sweep:
 
     def metric_keys(self) -> List[str]:
         """The metrics of the sweep's tasks, each task's first metric first (MNIST: acc)."""
+        return list(self._metric_keys)
+
+    def _find_metric_keys(self) -> List[str]:
         from . import tasks
-        names = [self.settings()["task"]] + [t for t in self.grid.get("task", [])]
+        names = self.grid["task"] if "task" in self.grid else [self.settings()["task"]]
         firsts, rest = [], []
         for name in dict.fromkeys(names):
             try:
@@ -348,8 +352,8 @@ def _row(name: str, sweep: Sweep, cfg: Dict[str, Any], summary: Optional[Dict[st
     s = summary or {}
     row = {"name": name, "state": s.get("state", fallback_state),
            "reason": s.get("reason", reason), "seed": cfg["seed"],
-           **{f: s.get(f) for f in result_fields(sweep.metric_keys()) if f.startswith(
-               ("best_val_", "test_"))},
+           **{f"{p}_{k}": s.get(f"{p}_{k}") for k in sweep.metric_keys()
+              for p in ("best_val", "test")},
            "best_step": s.get("best_step"), "updates": s.get("steps"),
            "wall_time_s": s.get("wall_time_s"), "worker": s.get("worker", "")}
     row.update({k: cfg[k] for k in sweep.keys})
