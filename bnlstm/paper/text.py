@@ -55,6 +55,12 @@ def _text(data, data_dir, text_file, source: str) -> textdata.Text:
     return textdata.load_text(data_dir, text_file=text_file)
 
 
+def _text_config(quick: bool, **settings):
+    """The text task's recipe, then the experiment's settings (CPU, no probes)."""
+    from .. import tasks
+    return _config(quick, **{**tasks.get("text").defaults, "task": "text", **settings})
+
+
 def _experiment(cfg, data):
     from ..tasks.text import TextExperiment
     return TextExperiment(cfg, data=data)
@@ -88,11 +94,10 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
     val_step = None
     for m in models:
         for seed in seeds:
-            cfg = _config(quick, **{**_recipe(), "task": "text", "model": m, "steps": steps,
-                                    "seed": seed, "hidden": hidden, "seq_len": seq_len,
-                                    "eval_every": max(steps // 10, 1), "val_limit": val_limit,
-                                    "reestimate": reestimate_batches, "test_at_end": True,
-                                    **config})
+            cfg = _text_config(quick, **{
+                "model": m, "steps": steps, "seed": seed, "hidden": hidden, "seq_len": seq_len,
+                "eval_every": max(steps // 10, 1), "val_limit": val_limit,
+                "reestimate": reestimate_batches, "test_at_end": True, **config})
             exp, trainer, c = _train(cfg, text, experiment=_experiment(cfg, text))
             curves[m].append(c["val_bpc"])
             val_step = c["val_step"]
@@ -109,11 +114,6 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
                      reestimate_batches=reestimate_batches, val_limit=val_limit,
                      source=source, **config))
     return out
-
-
-def _recipe() -> Dict[str, Any]:
-    from .. import tasks
-    return dict(tasks.get("text").defaults)
 
 
 def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600, 700, 800,
@@ -153,10 +153,10 @@ def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600
     n_chars: List[int] = []
     curves = {}
     for m in ("bnlstm", "lstm"):
-        cfg = _config(quick, **{**_recipe(), "task": "text", "model": m, "steps": steps,
-                                "seed": seed, "hidden": hidden, "seq_len": train_len,
-                                "eval_every": max(steps // 10, 1), "val_limit": 0 if not quick else 50,
-                                "reestimate": reestimate_batches, **config})
+        cfg = _text_config(quick, **{
+            "model": m, "steps": steps, "seed": seed, "hidden": hidden, "seq_len": train_len,
+            "eval_every": max(steps // 10, 1), "val_limit": 50 if quick else 0,
+            "reestimate": reestimate_batches, **config})
         exp, trainer, c = _train(cfg, text, experiment=_experiment(cfg, text))
         curves[m] = {"val_step": c["val_step"], "val_bpc": c["val_bpc"]}
         exp.ids["test"] = exp.ids["test"][:test_chars + 1]
