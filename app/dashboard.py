@@ -121,10 +121,7 @@ class Dashboard(param.Parameterized):
             return
         query = dict(loc.query_params)
         good, problems = validate_query(query, DASHBOARD_DEFAULTS)
-        if good.get("task") and tasks.get(good["task"]).family != tasks.get(self.config.task).family:
-            self.config.param.update(**recipe(good["task"]))    # the link's task, with its recipe
-        if good:
-            self.config.param.update(**good)
+        self.apply_settings(good)
         if problems:
             self._url_problems = problems
             # drop the offending parameters before Panel syncs, so that it never sees them
@@ -132,6 +129,15 @@ class Dashboard(param.Parameterized):
         names = [k for k in TrainConfig.param if k != "name"]
         loc.sync(self.config, names, on_error=self._on_url_error)
         self._show_url_problems()            # also when nothing in the link could be used
+
+    def apply_settings(self, settings: Dict[str, Any]) -> None:
+        """Settings from a link: its task first (a task of another family brings its
+        recipe, through the settings panel), then the others, which override the recipe."""
+        rest = dict(settings)
+        if "task" in rest:
+            self.config.task = rest.pop("task")
+        if rest:
+            self.config.param.update(**rest)
 
     def _on_url_error(self, bad: Dict[str, Any]) -> None:
         msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())

@@ -60,3 +60,15 @@ def test_a_broken_task_plugin_leaves_the_page_working(monkeypatch):
     monkeypatch.setattr(tasks, "_LOADED", {"builtin": True, "plugins": set()})
     opts = task_options()
     assert "text" in opts.values() and "row" in opts.values()
+
+
+def test_a_links_settings_override_its_tasks_recipe():
+    """?task=text&hidden=32: the text recipe (Adam 2e-3, batch 64) and the link's hidden=32."""
+    from app.dashboard import Dashboard
+    d = Dashboard(sync_url=False)
+    d.apply_settings({"task": "text", "hidden": 32, "seq_len": 40})
+    assert (d.config.task, d.config.hidden, d.config.seq_len) == ("text", 32, 40)
+    assert (d.config.optimizer, d.config.batch_size) == ("adam", 64)
+    d.apply_settings({"task": "row", "lr": 0.01})
+    assert (d.config.lr, d.config.optimizer, d.config.hidden) == (0.01, "rmsprop", 100)
+    d.dispose()
