@@ -6,6 +6,3 @@ Installed as the package ``bnlstm_app`` (the ``app/`` folder); served with
     from bnlstm_app.dashboard import Dashboard
     Dashboard().servable()    # or Dashboard().view() in a cell
 """
-from .scheduler import RunScheduler, get_scheduler
-
-__all__ = ["RunScheduler", "get_scheduler"]

@@ -1,9 +1,11 @@
 """The dashboard: settings from :class:`bnlstm.TrainConfig`, controls, live plots, status.
 
-One :class:`Dashboard` per browser session. Training runs in each run's trainer
-thread; the thread only puts records on a queue, and :meth:`Dashboard.drain`
-(a periodic callback on the server's event loop, every ``DRAIN_MS``) moves them
-into the plots' streams and the status panes in one batch.
+One :class:`Dashboard` per browser session. Runs train in the run engine
+(:mod:`bnlstm.engine`): on Dask worker processes when served (the server only builds
+pages and streams records), or in threads of this process in a notebook; their records
+collect in each run's handle, and :meth:`Dashboard.drain` (a periodic callback on the
+server's event loop, every ``DRAIN_MS``) moves them into the plots' streams and the
+status panes in one batch.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import param
 from bnlstm import TrainConfig, tasks
 
 from . import views
-from .runs import DashboardRun, preload_data_in_background
-from .scheduler import get_scheduler, log
+from .runs import DashboardRun, get_engine, preload_data_in_background
+from .applog import env_int, log
 from .sweeps import SweepBrowser
 from .feed import digest
 from .offline import FONT, ICONS, OfflineFast
@@ -37,6 +39,12 @@ STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most t
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
+
+
+def session_run_limit() -> int:
+    """Runs one page may have queued or training at once (``BNLSTM_SESSION_RUNS``, default 2,
+    a comparison's pair): a class shares the workers fairly."""
+    return env_int("BNLSTM_SESSION_RUNS", 2, minimum=1)
 
 
 
@@ -84,14 +92,23 @@ class Dashboard(param.Parameterized):
         "Exponential smoothing of the bold loss curve (0: none); applies live."))
 
     def __init__(self, config: Optional[TrainConfig] = None, sync_url: Optional[bool] = None,
-                 **params):
+                 engine=None, **params):
+        """``engine``: ``"dask"`` (runs on worker processes), ``"threads"`` (in this process),
+        or an engine object; default ``$BNLSTM_ENGINE``, else ``"dask"`` on a served page and
+        ``"threads"`` in a notebook."""
         super().__init__(**params)
+        served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        if engine is None or isinstance(engine, str):
+            import os
+            engine = get_engine(engine or os.environ.get("BNLSTM_ENGINE", "").strip()
+                                or ("dask" if served else "threads"))
+        self.engine = engine
+        self.run_limit = session_run_limit()
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
         # the plots are built once, with one fixed layer per slot; runs borrow slots
         self.slots = [views.RunStreams(i) for i in range(views.N_SLOTS)]
         self.streams: Dict[int, views.RunStreams] = {}     # run id -> its slot
-        self.scheduler = get_scheduler()
         self._destroyed = False
         self._last_status = ""
         self._status_at = 0.0
@@ -100,9 +117,9 @@ class Dashboard(param.Parameterized):
         self._focus_shown_at = 0.0
         self._next_drain_at = 0.0
         self._callback = None
-        preload_data_in_background()
+        preload_data_in_background(self.engine)
         if sync_url is None:
-            sync_url = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+            sync_url = served
         self._build_widgets()
         if sync_url:
             self._sync_url()
@@ -358,7 +375,7 @@ class Dashboard(param.Parameterized):
             if run.live:
                 for e in events:
                     try:
-                        setattr(run.config, e.name, e.new)
+                        run.set(e.name, e.new)
                     except Exception:
                         pass
 
@@ -397,6 +414,12 @@ class Dashboard(param.Parameterized):
         return None
 
     def _new_run(self, overrides=None, tag="", mode="run") -> Optional[DashboardRun]:
+        live = [r for r in self.runs if r.live]
+        if len(live) >= self.run_limit:
+            self._notify(f"This page already has {len(live)} run(s) queued or training, the "
+                         f"most one page may have at once on this server (so that a class "
+                         "shares it fairly): stop one, or wait for it to finish.")
+            return None
         slot = self._free_slot()
         if slot is None:
             self._notify(f"{len(self.runs)} runs are already training in this page: stop one "
@@ -404,7 +427,7 @@ class Dashboard(param.Parameterized):
             return None
         cfg = TrainConfig.from_dict(self.config.to_dict(), **(overrides or {}))
         try:
-            run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag)
+            run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag, engine=self.engine)
         except ValueError as exc:            # e.g. a model the task does not train
             self.settings.problem(str(exc))
             return None
@@ -684,7 +707,7 @@ class Dashboard(param.Parameterized):
 
     # ------------------------------------------------------------------- status
     def _status_html(self) -> str:
-        return status_html(self.runs, self.scheduler.counts())
+        return status_html(self.runs, self.engine.counts())
 
     def _update_status(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -1,25 +1,27 @@
-"""One training run owned by one browser session: trainer thread, record queue, run dir.
+"""One training run owned by one browser session: an engine handle and what the page saw.
 
-The worker thread only ever calls :meth:`queue.Queue.put` (and the run recorder,
-which writes files); everything that touches Panel or Bokeh happens in the
+The run trains elsewhere (a Dask worker, or a thread: :mod:`bnlstm.engine`); its records
+collect in the handle, and everything that touches Panel or Bokeh happens in the
 session's periodic ``drain`` on the server's event loop (see ``dashboard.py``).
+The run record (metrics, summary, checkpoint) lives in memory: no run directory here.
 """
 from __future__ import annotations
 
+import csv
+import io
 import itertools
-import queue
+import json
 import re
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
+import zipfile
 from typing import Any, Dict, List, Optional
 
-from bnlstm import RunRecorder, TrainConfig, Trainer, tasks
+from bnlstm import TrainConfig, tasks
+from bnlstm.records import _clean, metric_fields
 from bnlstm.trainer import TERMINAL
 
-from .scheduler import get_scheduler, log
+from .applog import log
 
 # ------------------------------------------------------------------ shared data (one per server)
 def shared_data(task: str = "row"):
@@ -49,8 +51,13 @@ def warm_up_torch() -> None:
     opt.step()
 
 
-def preload_data_in_background() -> None:
-    """Once per server: load MNIST and warm PyTorch up, so the first Start waits for neither."""
+def preload_data_in_background(engine=None) -> None:
+    """Once per server: start the engine's workers (which load MNIST and warm PyTorch up
+    themselves), or for in-process threads load MNIST and warm PyTorch up here, so the
+    first Start waits for neither."""
+    if engine is not None and getattr(engine, "kind", "") == "dask":
+        engine.start()
+        return
     if _PRELOADED.is_set():
         return
     _PRELOADED.set()
@@ -95,29 +102,27 @@ def public_record(rec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class DashboardRun:
-    """A run of one session: a :class:`Trainer` fed to a queue, admitted by the scheduler.
+    """A run of one session: a handle of the run engine, plus what the page has seen of it.
 
-    ``mode`` says what to do when the scheduler admits it: ``"run"``, ``"paused"``
-    (start paused) or ``"step"`` (do one update, then wait paused).
+    The engine (:mod:`bnlstm.engine`) trains it: by default on a Dask worker process, so
+    the server's event loop never waits behind a training step; or in a thread of this
+    process (``BNLSTM_ENGINE=threads``, a notebook's default). ``mode`` says how it starts
+    once a worker takes it: ``"run"``, ``"paused"`` or ``"step"`` (one update, then paused).
     """
 
-    def __init__(self, config: TrainConfig, color: str, mode: str = "run", tag: str = ""):
+    def __init__(self, config: TrainConfig, color: str, mode: str = "run", tag: str = "",
+                 engine=None):
         self.id = next(_RUN_IDS)
         self.config = TrainConfig.from_dict(config.to_dict())    # the run's own copy
+        # refuse what the task cannot train here, at once (the worker would fail later)
+        tasks.get(self.config.task).experiment(self.config, data=lambda: None)
         self.color = color
         self.label = (tag + ": " if tag else "") + self.config.summary()
         self.metric = tasks.get(self.config.task).metric      # what "validation" means here
         self.mode = mode
-        self.queue: "queue.Queue[Dict[str, Any]]" = queue.Queue()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"bnlstm-run{self.id}-"))
-        self.trainer = Trainer(self.config, experiment=tasks.get(self.config.task).experiment(
-                                   self.config, data=lambda: shared_data(self.config.task)),
-                               callbacks=[lambda rec, q=self.queue: q.put(public_record(rec))])
-        self.recorder = RunRecorder(self.dir).attach(self.trainer)
-        self.trainer.add_callback(self._on_record)
-        self.scheduler = get_scheduler()
-        self.cancelled = False
-        self.launched = False
+        self.engine = engine if engine is not None else get_engine()
+        self.handle = None
+        self._reader = None
         self.disposed = False
         # what the session has seen so far (updated by the drain, on the event loop)
         self.state = "queued"
@@ -132,109 +137,143 @@ class DashboardRun:
         self.ema: Optional[float] = None
         self.ema_n = 0
 
-    # ------------------------------------------------------------- worker side
-    def _on_record(self, rec: Dict[str, Any]) -> None:       # on the worker thread
-        if rec.get("kind") == "state" and rec.get("state") in TERMINAL:
-            self.recorder.close()
-            self.scheduler.release(self)
-            log(f"run {self.id} ended: {rec.get('state')} ({rec.get('reason', '')}); "
-                f"trainer threads alive: {count_trainer_threads() - 1}")
-
     # ------------------------------------------------------------ control side
     def submit(self) -> int:
-        return self.scheduler.submit(self)
+        """Hand the run to the engine (it waits there for a worker)."""
+        if self.handle is None:
+            self.handle = self.engine.submit(self.config, self.mode)
+            self._reader = self.handle.reader()
+            self.handle.listeners.append(self._on_record)
+        return self.handle.position
 
-    def launch(self) -> None:                                  # called by the scheduler
-        if self.cancelled:
-            self.scheduler.release(self)
-            return
-        self.launched = True
-        if self.mode == "step":
-            self.trainer.step()
-        else:
-            self.trainer.start(paused=self.mode == "paused")
-        log(f"run {self.id} thread started ({self.label})")
+    def _on_record(self, rec: Dict[str, Any]) -> None:      # on the engine's thread
+        if rec.get("kind") == "state":
+            st = rec.get("state")
+            if st == "starting":
+                log(f"run {self.id} started on a worker ({self.label})")
+            elif st in TERMINAL:
+                log(f"run {self.id} ended: {st} ({rec.get('reason', '')})")
+
+    @property
+    def launched(self) -> bool:
+        """It has left the queue (a worker took it)."""
+        return self.state not in ("queued",)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.disposed
 
     @property
     def live(self) -> bool:
-        """Queued or training (not yet in a terminal state)."""
-        if self.cancelled:
+        """Queued, training, paused or parked (not yet in a terminal state)."""
+        if self.disposed:
             return False
-        if not self.launched:
+        if self.handle is None:
             return True
-        return self.trainer.state not in TERMINAL
+        return self.handle.live
 
     def queue_position(self) -> int:
-        return 0 if self.launched or self.cancelled else self.scheduler.position(self)
+        h = self.handle
+        return h.position if h is not None and h.state == "queued" else 0
 
     def pause(self) -> None:
-        if self.launched:
-            self.trainer.pause()
+        if self.handle is not None:
+            self.handle.pause()
         else:
             self.mode = "paused"
 
     def resume(self) -> None:
-        if self.launched:
-            self.trainer.resume()
+        if self.handle is not None:
+            self.handle.resume()
         else:
             self.mode = "run"
 
     def step_once(self) -> None:
-        if self.launched:
-            self.trainer.step()
+        if self.handle is not None:
+            self.handle.step_once()
         else:
             self.mode = "step"
 
     def stop(self) -> None:
-        if self.launched:
-            self.trainer.stop()
-        elif not self.cancelled:
-            self.cancelled = True
-            self.scheduler.release(self)
-            self.queue.put({"kind": "state", "state": "stopped", "step": 0,
-                            "reason": "stopped before it left the queue"})
-            self.recorder.close()
+        if self.handle is not None:
+            self.handle.stop()
+
+    def set(self, name: str, value: Any) -> None:
+        """A live setting (``TrainConfig.LIVE``) for the rest of this run."""
+        setattr(self.config, name, value)
+        if self.handle is not None and self.handle.live:
+            self.handle.set(name, value)
 
     def dispose(self, wait: bool = False) -> None:
-        """Stop the run and free its memory and run dir (in the background unless ``wait``)."""
+        """Stop the run and drop its records and files (``wait``: until it has ended)."""
         if self.disposed:
             return
         self.disposed = True
-        self.stop()
-
-        def _cleanup(run=self):
-            ended = run.trainer.join(60)
-            run.recorder.close()
-            shutil.rmtree(run.dir, ignore_errors=True)
-            if ended:                              # drop the model, optimizer and best weights
-                run.trainer.experiment = None
-                run.trainer.best = None
-            log(f"run {run.id} disposed; trainer threads alive: {count_trainer_threads()}")
-
-        if wait:
-            _cleanup()
-        else:
-            threading.Thread(target=_cleanup, name="bnlstm-run-cleanup", daemon=True).start()
+        h = self.handle
+        if h is not None:
+            h.stop()
+            if wait:
+                h.wait(60)
+            h.close()
+        log(f"run {self.id} disposed")
 
     def drain(self, limit: int = 5000) -> List[Dict[str, Any]]:
-        out = []
-        try:
-            for _ in range(limit):
-                out.append(self.queue.get_nowait())
-        except queue.Empty:
-            pass
-        return out
+        """The records this session has not seen yet, without server paths."""
+        if self._reader is None:
+            return []
+        return [public_record(r) for r in self._reader.drain(limit)]
 
     # ------------------------------------------------------------------ export
+    @property
+    def summary(self) -> Dict[str, Any]:
+        """The run's summary.json once it has ended (else {})."""
+        raw = self.handle.files.get("summary.json") if self.handle is not None else None
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+
     def metrics_csv(self) -> bytes:
-        path = self.dir / "metrics.csv"
-        return path.read_bytes() if path.exists() else b""
+        """metrics.csv of the records so far (the run's own file once it has ended)."""
+        if self.handle is None:
+            return b""
+        keys = [m.key for m in tasks.get(self.config.task).metrics]
+        return records_csv(self.handle.history, metric_fields(keys))
 
     def record_zip(self) -> bytes:
-        """The run record as a zip, its texts without server paths."""
-        from bnlstm.records import zip_run_dir
-        return zip_run_dir(self.dir, redact=redact_paths)
+        """The run record as a zip (config, metrics, and once ended its summary and
+        checkpoint), its texts without server paths."""
+        files = dict(self.handle.files) if self.handle is not None else {}
+        files.setdefault("config.json", (self.config.to_json() + "\n").encode())
+        files["metrics.csv"] = self.metrics_csv()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name in sorted(files):
+                data = files[name]
+                if name.endswith((".json", ".txt")):
+                    data = redact_paths(data.decode("utf-8", "replace")).encode()
+                z.writestr(name, data)
+        return buf.getvalue()
+
+
+def records_csv(recs: List[Dict[str, Any]], fields) -> bytes:
+    """The ``train``/``val``/``test`` records as metrics.csv (the columns of RunRecorder)."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(fields)
+    for rec in recs:
+        kind = rec.get("kind")
+        if kind in ("train", "val", "test"):
+            w.writerow([kind if f == "kind" else _clean(rec.get(f, "")) for f in fields])
+    return out.getvalue().encode()
 
 
 def count_trainer_threads() -> int:
+    """Trainer threads alive in this process (none while the Dask engine trains)."""
     return sum(1 for t in threading.enumerate() if t.name == "bnlstm-trainer" and t.is_alive())
+
+
+def get_engine(kind: Optional[str] = None):
+    """This server's run engine (:func:`bnlstm.engine.get_engine`), logging to the app log."""
+    from bnlstm.engine import get_engine as _get
+    return _get(kind, log=log)

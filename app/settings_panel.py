@@ -39,7 +39,7 @@ def task_options() -> Dict[str, str]:
     try:
         found = tasks.all_tasks()
     except tasks.TaskError as exc:
-        from .scheduler import log
+        from .applog import log
         log(f"task plug-ins: {exc}")
         found = [tasks._REGISTRY[n] for n in list(tasks._REGISTRY)]
     return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in found}

@@ -10,7 +10,7 @@ import html
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754",
-                "paused": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
+                "paused": "#fd7e14", "parked": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
                 "diverged": "#dc3545", "failed": "#dc3545"}
 DATA_KINDS = {"ptb": "Penn Treebank", "python-docs": "Python's docs", "file": "a text file"}
 
@@ -52,7 +52,7 @@ def status_html(runs: Sequence[Any], counts: Dict[str, int]) -> str:
         extra = ""
         if state == "queued":
             extra = f" (position {pos} in the server queue)" if pos else ""
-        elif state in ("diverged", "failed", "stopped", "finished") and r.reason:
+        elif state in ("diverged", "failed", "stopped", "finished", "parked") and r.reason:
             extra = f": {html.escape(r.reason)}"
         info = r.info or {}
         short = "val bpc" if r.metric.key == "bpc" else f"val {r.metric.key}"

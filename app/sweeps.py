@@ -23,7 +23,7 @@ from bokeh.plotting import figure
 
 from bnlstm.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
-from .scheduler import log
+from .applog import log
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often

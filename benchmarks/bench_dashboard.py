@@ -129,9 +129,8 @@ def main():
     args = ap.parse_args()
 
     os.environ.setdefault("BNLSTM_MNIST_DIR", str(REPO.parent / "shared" / "data" / "mnist"))
-    from app.scheduler import default_max_runs
     threads = int(os.environ.get("BNLSTM_TORCH_THREADS") or max(1, (os.cpu_count() or 1)
-                                                                  // default_max_runs()))
+                                                                  // max(2, os.cpu_count() or 1)))
     import torch
     torch.set_num_threads(threads)
     env = {**os.environ, "BNLSTM_TORCH_THREADS": str(threads),

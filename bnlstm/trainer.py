@@ -134,6 +134,13 @@ class Trainer:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def waiting(self) -> bool:
+        """Paused with no step to do and not asked to stop: it holds its place, idle."""
+        with self._wake:
+            return (self.state == "paused" and not self._running.is_set()
+                    and not self._pending_steps and not self._stop.is_set())
+
     # ---------------------------------------------------------------- records
     def _emit(self, record: Record) -> None:
         for fn in list(self.callbacks):

@@ -287,7 +287,7 @@ def test_closing_the_tab_stops_its_training_thread(open_app, server):
     page.get_by_role("button", name="Start", exact=True).click()
     wait_points(page, "loss,smooth,step", 3)
     run_id = run_rows(page).first.get_attribute("data-run")
-    server.wait_for_log(f"run {run_id} thread started")
+    server.wait_for_log(f"run {run_id} started on a worker")
     assert f"run {run_id} ended" not in server.log()
     page.context.close()
     log = server.wait_for_log(f"run {run_id} ended: stopped", timeout=30)

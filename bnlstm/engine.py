@@ -1,0 +1,885 @@
+"""The run engine: live, controllable training runs, on Dask worker processes or in threads.
+
+The dashboard (and a notebook) never trains in its own process when it uses
+:class:`DaskEngine`: each run is one long Dask task (:func:`train_on_worker`) on a
+worker process, so the cluster is the queue (a run waits for a free worker thread;
+one thread per worker, one run per thread). The web process only sends commands and
+reads records:
+
+    web process                              scheduler                 worker process
+    RunHandle.pause() --> engine outbox --> Queue "<key>-cmd"    -->  Trainer.pause()
+    RunHandle.read()  <-- handle history <-- Queue "<inbox>"     <--  records, in batches
+
+One *pump* thread per web process does all Dask calls (the server's event loop never
+blocks on the cluster): it submits runs, forwards commands, takes every run's record
+batches off the process's one inbox queue (one call per tick, however many runs), reads
+the queue positions once a second and renews the process's lease. A run:
+
+- streams the trainer's records (batched every ``FLUSH_S`` on the worker);
+- obeys ``pause``/``resume``/``step``/``stop`` and live settings (``lr``, ...) at its
+  next update;
+- *parks* when paused for longer than ``pause_timeout`` s: it hands its worker to the
+  next run in the queue and keeps a resumable snapshot in the web process; ``resume``
+  or ``step`` queues it again and it goes on from that step;
+- ends ``failed``, with the reason, when its worker dies (killed, or over its memory
+  limit); a run never restarts on its own;
+- stops when the web process that owns it goes (its lease lapses for ``LEASE_S``).
+
+:class:`ThreadEngine` does the same with the trainer in a thread of this process (for a
+notebook that wants no cluster, and for tests); its handles have the same methods.
+
+Every handle keeps the run's records (its *history*): any number of readers
+(:meth:`RunHandle.reader`) get every record from the first, so a read-only view of a
+run can open at any time. Nothing here imports Panel.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import pickle
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .config import TrainConfig
+from .trainer import TERMINAL
+
+RUN_PREFIX = "bnlstm-run"
+FLUSH_S = 0.15          # the worker sends its records (and reads commands) this often
+TICK_S = 0.1            # the pump's period in the web process
+POSITIONS_S = 1.0       # queue positions are read this often
+LEASE_S = 60.0          # a run whose web process has not renewed its lease for this long stops
+UNREAD_LIMIT = 4000     # record batches left unread in the inbox before a run stops itself
+RECORD_FILES = ("config.json", "summary.json", "checkpoint.pt", "error.txt")
+WORKER_DIED = ("its worker process died (it went over the worker's memory limit, or was "
+               "killed); the server and the other runs go on. Press Start for a new run")
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run anything (no cluster, a bad address), with the reason."""
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        sys.stderr.write(f"bnlstm: ignoring {name}={raw!r} (not a number); using {default}\n")
+        return default
+
+
+# =============================================================================== the run handle
+class RunHandle:
+    """One run as its owner sees it: controls, state, its records so far.
+
+    ``state`` is what the records said last (``queued`` before the first); ``position``
+    the 1-based place in the cluster's queue (0 when training or done); ``files`` the
+    run record (summary, checkpoint, ...) once it has ended. Controls never block.
+    """
+
+    def __init__(self, engine, config: TrainConfig, mode: str = "run"):
+        self.engine = engine
+        self.config = TrainConfig.from_dict(config.to_dict())     # the run's own copy
+        self.mode = mode                         # before it starts: run, paused or step
+        self.id = uuid.uuid4().hex[:12]
+        self.state = "queued"
+        self.reason = ""
+        self.step = 0
+        self.position = 0
+        self.files: Dict[str, bytes] = {}
+        self.history: List[Dict[str, Any]] = []  # every record, in order
+        self._lock = threading.Lock()
+        self.done = threading.Event()            # set once the run record is complete
+        self.closed = False
+        self.listeners: List[Callable[[Dict[str, Any]], None]] = []
+
+    # ---- what the engine feeds in (any thread)
+    def _receive(self, recs: List[Dict[str, Any]]) -> None:
+        with self._lock:
+            for rec in recs:
+                if rec.get("kind") == "state":
+                    self.state, self.reason = rec["state"], rec.get("reason", "")
+                    if self.state != "queued":
+                        self.position = 0
+                if rec.get("step"):
+                    self.step = rec["step"]
+                self.history.append(rec)
+        for rec in recs:
+            for fn in list(self.listeners):
+                try:
+                    fn(rec)
+                except Exception:        # a broken listener must not stop the records
+                    pass
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def live(self) -> bool:
+        """Queued, training, paused or parked: not ended and not closed."""
+        return not self.ended and not self.closed
+
+    # ---- reading
+    def reader(self) -> "Reader":
+        """A cursor over this run's records, from the first (any number of them)."""
+        return Reader(self)
+
+    def records_since(self, cursor: int, limit: int = 5000):
+        with self._lock:
+            out = self.history[cursor:cursor + limit]
+        return out, cursor + len(out)
+
+    # ---- controls (never block)
+    def pause(self) -> None:
+        self.engine._control(self, {"op": "pause"})
+
+    def resume(self) -> None:
+        self.engine._control(self, {"op": "resume"})
+
+    def step_once(self) -> None:
+        self.engine._control(self, {"op": "step"})
+
+    def stop(self) -> None:
+        self.engine._control(self, {"op": "stop"})
+
+    def set(self, name: str, value: Any) -> None:
+        """A live setting (one of ``TrainConfig.LIVE``) for the rest of the run."""
+        setattr(self.config, name, value)
+        self.engine._control(self, {"op": "set", "name": name, "value": value})
+
+    def close(self) -> None:
+        """Stop the run if it is live and forget it (its records and files are dropped)."""
+        if self.closed:
+            return
+        if self.live:
+            self.stop()
+        self.closed = True
+        self.engine._forget(self)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the run has ended and its files are in (True) or ``timeout``."""
+        return self.done.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id} {self.state} step {self.step}>"
+
+
+class Reader:
+    """Records of one run not yet read by this reader (:meth:`drain`)."""
+
+    def __init__(self, handle: RunHandle):
+        self.handle = handle
+        self.cursor = 0
+
+    def drain(self, limit: int = 5000) -> List[Dict[str, Any]]:
+        out, self.cursor = self.handle.records_since(self.cursor, limit)
+        return out
+
+
+def _state(state: str, step: int = 0, reason: str = "") -> Dict[str, Any]:
+    return {"kind": "state", "state": state, "step": step, "reason": reason, "elapsed": 0.0}
+
+
+# ============================================================================== in-process threads
+class ThreadEngine:
+    """Runs as trainer threads of this process, at most ``max_runs`` at once (FIFO queue).
+
+    For a notebook that wants no cluster, and for tests. Same handles and controls as
+    :class:`DaskEngine`; a paused run keeps its slot (there is no one else to give it to).
+    """
+
+    kind = "threads"
+
+    def __init__(self, max_runs: Optional[int] = None, data: Optional[Callable] = None):
+        self.max_runs = max(1, int(max_runs or max(2, os.cpu_count() or 1)))
+        self._data = data
+        self._lock = threading.Lock()
+        self._active: List[RunHandle] = []
+        self._queue: "deque[RunHandle]" = deque()
+        self._trainers: Dict[str, Any] = {}
+
+    def start(self) -> "ThreadEngine":
+        return self
+
+    def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
+        h = RunHandle(self, config, mode)
+        with self._lock:
+            self._queue.append(h)
+        self._admit()
+        self._positions()
+        return h
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return {"active": len(self._active), "queued": len(self._queue),
+                    "max_runs": self.max_runs}
+
+    def _positions(self) -> None:
+        with self._lock:
+            for i, h in enumerate(self._queue):
+                h.position = i + 1
+
+    def _admit(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue or len(self._active) >= self.max_runs:
+                    return
+                h = self._queue.popleft()
+                self._active.append(h)
+            h.position = 0
+            self._launch(h)
+
+    def _launch(self, h: RunHandle) -> None:
+        from . import tasks
+        from .records import RunRecorder
+        from .trainer import Trainer
+        out = Path(tempfile.mkdtemp(prefix="bnlstm-run-"))
+        try:
+            task = tasks.get(h.config.task)
+            data = self._data or (lambda t=h.config.task: tasks.shared_data(t))
+            trainer = Trainer(h.config, experiment=task.experiment(h.config, data=data),
+                              callbacks=[lambda rec, h=h: h._receive([rec])])
+        except Exception as exc:
+            shutil.rmtree(out, ignore_errors=True)
+            h._receive([_state("failed", 0, f"{type(exc).__name__}: {exc}")])
+            self._ended(h, {})
+            return
+        recorder = RunRecorder(out).attach(trainer)
+
+        def on_end(rec, h=h, recorder=recorder, out=out):
+            if rec.get("kind") == "state" and rec.get("state") in TERMINAL:
+                recorder.close()
+                files = {n: (out / n).read_bytes() for n in RECORD_FILES if (out / n).is_file()}
+                shutil.rmtree(out, ignore_errors=True)
+                trainer.experiment = None          # the model, optimizer and data views
+                trainer.best = None
+                self._ended(h, files)
+        trainer.add_callback(on_end)
+        self._trainers[h.id] = trainer
+        if h.mode == "step":
+            trainer.step()
+        else:
+            trainer.start(paused=h.mode == "paused")
+
+    def _ended(self, h: RunHandle, files: Dict[str, bytes]) -> None:
+        h.files = files
+        with self._lock:
+            if h in self._active:
+                self._active.remove(h)
+            self._trainers.pop(h.id, None)
+        h.done.set()
+        self._admit()
+        self._positions()
+
+    def _control(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
+        op = cmd["op"]
+        with self._lock:
+            trainer = self._trainers.get(h.id)
+            queued = h in self._queue
+            if queued and op == "stop":
+                self._queue.remove(h)
+        if trainer is not None:
+            if op == "pause":
+                trainer.pause()
+            elif op == "resume":
+                trainer.resume()
+            elif op == "step":
+                trainer.step()
+            elif op == "stop":
+                trainer.stop()
+            # "set": the trainer reads h.config, which the handle already changed
+        elif queued:
+            if op == "stop":
+                h._receive([_state("stopped", 0, "stopped before it left the queue")])
+                h.done.set()
+                self._positions()
+            else:
+                h.mode = {"pause": "paused", "resume": "run", "step": "step"}.get(op, h.mode)
+
+    def _forget(self, h: RunHandle) -> None:
+        h.history = []
+        h.files = {}
+
+    def join(self, timeout: float = 60.0) -> bool:
+        """Wait for every trainer thread (tests)."""
+        deadline = time.monotonic() + timeout
+        for t in list(self._trainers.values()):
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not self._trainers
+
+    def close(self) -> None:
+        for h in list(self._queue) + list(self._active):
+            h.stop()
+
+
+# ================================================================================ the worker side
+def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, lease: str,
+                    mode: str = "run", resume: Optional[bytes] = None, threads: int = 1,
+                    pause_timeout: float = 300.0, lease_s: float = LEASE_S) -> Dict[str, Any]:
+    """The body of a run's Dask task: train ``config`` on this worker, live.
+
+    Records go to the ``inbox`` queue as pickled ``(run_id, [records])`` batches; commands
+    come from the queue ``<key>-cmd``. Returns ``{"state", "files"}`` (the run record's
+    files as bytes) or, for a parked run, ``{"state": "parked", "snapshot": bytes}``.
+    """
+    import torch
+    from distributed import Event, Queue, Variable, get_client
+
+    from . import tasks
+    from .records import RunRecorder
+    from .trainer import Trainer
+
+    client = get_client()
+    out_q = Queue(inbox, client=client)
+    cmd_q = Queue(key + "-cmd", client=client)
+    buf: "deque[Dict[str, Any]]" = deque()
+
+    def flush() -> None:
+        batch = []
+        while buf:
+            batch.append(buf.popleft())
+        if batch:
+            out_q.put(pickle.dumps((run_id, batch), protocol=pickle.HIGHEST_PROTOCOL))
+
+    started = Event(key + "-started", client=client)
+    if started.is_set():             # Dask started this task again: its first worker died
+        buf.append(_state("failed", 0, WORKER_DIED))
+        flush()
+        return {"state": "failed", "files": {}}
+    started.set()
+    if threads:
+        torch.set_num_threads(int(threads))
+    cfg = TrainConfig.from_dict(config)
+    tmp = Path(tempfile.mkdtemp(prefix="bnlstm-worker-run-"))
+    try:
+        snap = (torch.load(io.BytesIO(resume), map_location="cpu", weights_only=True)
+                if resume else None)
+        task = tasks.get(cfg.task)
+        trainer = Trainer(cfg, task.experiment(cfg, data=lambda: tasks.shared_data(cfg.task)),
+                          callbacks=[buf.append], resume=snap)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        buf.append(_state("failed", 0, f"{type(exc).__name__}: {exc}"))
+        flush()
+        return {"state": "failed", "files": {}}
+    recorder = RunRecorder(tmp, prior_wall_time=snap.get("elapsed", 0.0) if snap else 0.0)
+    recorder.attach(trainer)
+    if mode == "step":
+        trainer.step()
+    else:
+        trainer.start(paused=mode == "paused")
+    lease_var = Variable(lease, client=client)
+    lease_seen, lease_at = None, time.monotonic()
+    checked_at = time.monotonic()
+    paused_since: Optional[float] = None
+    parked: Optional[bytes] = None
+    why_stop = ""
+
+    def relabel() -> None:
+        """The trainer's "stopped" record says why the worker stopped it."""
+        for i, rec in enumerate(buf):
+            if rec.get("kind") != "state" or rec.get("state") != "stopped":
+                continue
+            if parked is not None:
+                buf[i] = _state("parked", trainer.step_count, (
+                    f"paused for more than {pause_timeout:.0f} s, so its training slot went "
+                    "to the next run; Resume or Step puts it back in the queue and it goes "
+                    "on from here"))
+            elif why_stop:
+                buf[i] = {**rec, "reason": f"stopped at step {trainer.step_count}: {why_stop}"}
+
+    try:
+        while trainer.alive or trainer.state == "idle":
+            time.sleep(FLUSH_S)
+            cmds = cmd_q.get(batch=True)        # never blocks (a timed-out get logs errors)
+            for c in cmds:
+                op = c.get("op")
+                if op == "pause":
+                    trainer.pause()
+                elif op == "resume":
+                    trainer.resume()
+                elif op == "step":
+                    trainer.step()
+                    paused_since = None
+                elif op == "stop":
+                    trainer.stop()
+                elif op == "set" and c.get("name") in TrainConfig.LIVE:
+                    try:
+                        setattr(cfg, c["name"], c["value"])
+                    except Exception:
+                        pass
+            now = time.monotonic()
+            if trainer.waiting:
+                paused_since = paused_since or now
+                if now - paused_since > pause_timeout:           # give the worker back
+                    blob = io.BytesIO()
+                    torch.save(trainer.snapshot(), blob)
+                    parked = blob.getvalue()
+                    trainer.stop()
+            else:
+                paused_since = None
+            if now - checked_at > 5.0:          # is anyone still there?
+                checked_at = now
+                try:
+                    seen = lease_var.get(timeout=2)
+                except Exception:
+                    seen = lease_seen
+                if seen != lease_seen:
+                    lease_seen, lease_at = seen, now
+                elif now - lease_at > lease_s and not why_stop:
+                    why_stop = "the web server that started it is gone"
+                    trainer.stop()
+                try:
+                    unread = out_q.qsize()
+                except Exception:
+                    unread = 0
+                if unread > UNREAD_LIMIT and not why_stop:
+                    why_stop = "no one has read its records for a long time"
+                    trainer.stop()
+            relabel()
+            flush()
+        trainer.join(30)
+        relabel()
+        flush()
+        recorder.close()
+        if parked is not None:
+            return {"state": "parked", "snapshot": parked, "files": {}}
+        files = {n: (tmp / n).read_bytes() for n in RECORD_FILES if (tmp / n).is_file()}
+        return {"state": trainer.state, "files": files}
+    finally:
+        trainer.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for q in (out_q, cmd_q):
+            try:
+                q.close()
+            except Exception:
+                pass
+
+
+def warm_worker() -> float:
+    """Import torch and bnlstm, load MNIST and take one tiny step (on each worker at start),
+    so that the first run a worker gets starts at once. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    import torch
+    import torch.nn.functional as F
+
+    from . import tasks
+    from .experiment import build_model, make_optimizer
+    try:
+        tasks.shared_data("row")
+    except Exception:
+        pass
+    cfg = TrainConfig(task="row", hidden=8, batch_size=4)
+    model = build_model(cfg, 28, 28)
+    opt = make_optimizer(cfg, model.parameters())
+    F.cross_entropy(model(torch.zeros(4, 28, 28)), torch.zeros(4, dtype=torch.long)).backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def queue_view(dask_scheduler=None, prefix: str = RUN_PREFIX) -> Dict[str, Any]:
+    """On the scheduler: the runs waiting for a worker (keys, first in line first), how many
+    train, and how many worker threads there are. Shared by every web process."""
+    events = getattr(dask_scheduler.extensions.get("events"), "_events", {})
+    waiting, running = [], 0
+    for key, ts in dask_scheduler.tasks.items():
+        if not (isinstance(key, str) and key.startswith(prefix)):
+            continue
+        if ts.state not in ("queued", "no-worker", "processing", "waiting", "released"):
+            continue
+        ev = events.get(key + "-started")
+        if ev is not None and ev.is_set():
+            running += 1
+        else:
+            waiting.append((ts.priority or (0,), key))
+    waiting.sort()
+    return {"waiting": [k for _, k in waiting], "running": running,
+            "slots": sum(ws.nthreads for ws in dask_scheduler.workers.values())}
+
+
+# ================================================================================ the Dask engine
+class DaskEngine:
+    """Runs as Dask tasks on worker processes; this process only streams and controls.
+
+    Args:
+        address: an existing scheduler (``tcp://host:8786``; default
+            ``$BNLSTM_DASK_SCHEDULER``); without one, an embedded ``LocalCluster`` of
+            ``n_workers`` processes on loopback, started on first use.
+        n_workers: worker processes of the embedded cluster (default ``$BNLSTM_MAX_RUNS``,
+            else the machine's cores, at least 2): runs that train at once.
+        memory_limit: per worker (default ``$BNLSTM_WORKER_MEMORY``, else the machine's
+            memory shared by the workers and this process); a run over it ends ``failed``.
+        threads: torch threads per run.
+        pause_timeout: seconds a run may stay paused before it gives its worker back
+            (default ``$BNLSTM_PAUSE_TIMEOUT``, else 300).
+    """
+
+    kind = "dask"
+
+    def __init__(self, address: Optional[str] = None, n_workers: Optional[int] = None,
+                 memory_limit: Optional[str] = None, threads: int = 1,
+                 pause_timeout: Optional[float] = None, log: Callable[[str], None] = None):
+        self.address = address if address is not None else _env("BNLSTM_DASK_SCHEDULER")
+        self.n_workers = int(n_workers or int(_env_float("BNLSTM_MAX_RUNS", 0))
+                             or max(2, os.cpu_count() or 1))
+        self.memory_limit = memory_limit or _env("BNLSTM_WORKER_MEMORY") or None
+        self.threads = max(1, int(threads))
+        self.pause_timeout = float(pause_timeout if pause_timeout is not None
+                                   else _env_float("BNLSTM_PAUSE_TIMEOUT", 300.0))
+        self.log = log or (lambda msg: None)
+        self.inbox = f"bnlstm-inbox-{uuid.uuid4().hex[:12]}"
+        self.lease = self.inbox + "-lease"
+        self.client = None
+        self.cluster = None
+        self.error: Optional[str] = None
+        self.ready = threading.Event()
+        self._outbox: "queue.Queue[tuple]" = queue.Queue()
+        self._wake = threading.Event()
+        self._handles: Dict[str, RunHandle] = {}       # run id -> handle (live or ending)
+        self._futures: Dict[str, Any] = {}             # run id -> its current future
+        self._keys: Dict[str, str] = {}                # run id -> its current task key
+        self._snapshots: Dict[str, bytes] = {}         # run id -> parked snapshot
+        self._attempts = itertools.count(1)
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._closing = False
+        self._counts = {"active": 0, "queued": 0, "max_runs": self.n_workers}
+
+    # ---------------------------------------------------------------- public
+    def start(self) -> "DaskEngine":
+        """Start the pump thread (which starts or joins the cluster); returns at once."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._pump, name="bnlstm-engine",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the cluster is up; :class:`EngineError` if it cannot be."""
+        self.start()
+        if not self.ready.wait(timeout):
+            raise EngineError(f"the Dask cluster did not start within {timeout:.0f} s")
+        if self.error:
+            raise EngineError(self.error)
+
+    def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
+        """Queue a run; returns its handle at once (the pump submits it)."""
+        self.start()
+        h = RunHandle(self, config, mode)
+        with self._lock:
+            self._handles[h.id] = h
+        self._send(("submit", h))
+        return h
+
+    def counts(self) -> Dict[str, int]:
+        """Runs training, runs waiting, worker threads: the whole cluster's (every web
+        process's runs), as of the last second."""
+        return dict(self._counts)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"no cluster ({self.error})"
+        if self.cluster is not None:
+            return f"a local Dask cluster of {self.n_workers} worker processes"
+        return f"the Dask cluster at {self.address}" if self.address else "starting"
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    # ------------------------------------------------------------- controls
+    def _send(self, item: tuple) -> None:
+        self._outbox.put(item)
+        self._wake.set()
+
+    def _control(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
+        if h.closed:
+            return
+        self._send(("control", h, cmd))
+
+    def _forget(self, h: RunHandle) -> None:
+        self._send(("forget", h))
+
+    # ------------------------------------------------------------------ pump
+    def _connect(self) -> None:
+        import dask
+        from distributed import Client, LocalCluster, Queue, Variable
+        if self.address:
+            try:
+                self.client = Client(self.address, timeout="10s", set_as_default=False)
+            except Exception as exc:
+                raise EngineError(f"cannot reach the Dask scheduler at {self.address!r} "
+                                  f"(BNLSTM_DASK_SCHEDULER): {type(exc).__name__}: {exc}")
+        else:
+            # a dead worker fails its run at once (no retry); queued runs stay on the
+            # scheduler instead of waiting in a busy worker's own queue
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
+                self.cluster = LocalCluster(
+                    n_workers=self.n_workers, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=None,
+                    memory_limit=self.memory_limit or _share_of_memory(self.n_workers),
+                    env={"OMP_NUM_THREADS": str(self.threads),
+                         "MKL_NUM_THREADS": str(self.threads)})
+                self.client = Client(self.cluster, set_as_default=False)
+        self._inbox = Queue(self.inbox, client=self.client)
+        self._lease = Variable(self.lease, client=self.client)
+        self._lease_n = 0
+        self._lease.set(self._lease_n)
+        threading.Thread(target=self._warm_workers, name="bnlstm-engine-warm",
+                         daemon=True).start()
+
+    def _warm_workers(self) -> None:
+        """Data and torch on every worker before the first run needs them (not waited for)."""
+        try:
+            took = self.client.run(warm_worker)
+            self.log(f"engine: workers warmed up in {max(took.values()):.1f} s")
+        except Exception as exc:
+            self.log(f"engine: warm-up failed (harmless): {exc!r}")
+
+    def _pump(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._connect()
+            self.log(f"engine: {self.describe()} ready in {time.perf_counter() - t0:.1f} s")
+        except Exception as exc:
+            self.error = str(exc) if isinstance(exc, EngineError) else \
+                f"the Dask cluster did not start: {type(exc).__name__}: {exc}"
+            self.log(f"engine: {self.error}")
+            self.ready.set()
+            self._fail_everything(self.error)
+            return
+        self.ready.set()
+        last_pos = last_lease = 0.0
+        while not self._closing:
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            try:
+                self._handle_outbox()
+                self._take_records()
+                self._check_futures()
+                now = time.monotonic()
+                if now - last_pos >= POSITIONS_S:
+                    last_pos = now
+                    self._read_positions()
+                if now - last_lease >= 5.0:
+                    last_lease = now
+                    self._lease_n += 1
+                    self._lease.set(self._lease_n)
+            except Exception as exc:          # the pump never dies of one bad call
+                self.log(f"engine: pump error {type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+        try:
+            for h in list(self._handles.values()):
+                if h.live:
+                    self._command(h, {"op": "stop"})
+            time.sleep(0.5)
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        except Exception:
+            pass
+
+    def _fail_everything(self, why: str) -> None:
+        for h in list(self._handles.values()):
+            if h.live:
+                h._receive([_state("failed", h.step, why)])
+                h.done.set()
+        while True:           # later submissions fail too, as they come
+            try:
+                item = self._outbox.get(timeout=1.0)
+            except queue.Empty:
+                if self._closing:
+                    return
+                continue
+            if item[0] == "submit":
+                item[1]._receive([_state("failed", 0, why)])
+                item[1].done.set()
+
+    def _submit_task(self, h: RunHandle, resume: Optional[bytes] = None) -> None:
+        from distributed import Queue
+        key = f"{RUN_PREFIX}-{h.id}-{next(self._attempts)}"
+        Queue(key + "-cmd", client=self.client)            # exists before the worker asks
+        mode = h.mode
+        fut = self.client.submit(
+            train_on_worker, key, h.id, h.config.to_dict(), self.inbox, self.lease, mode,
+            resume, self.threads, self.pause_timeout, key=key, pure=False, retries=0,
+            priority=-int(time.time() * 1000))
+        self._keys[h.id], self._futures[h.id] = key, fut
+        self.log(f"engine: run {h.id} submitted ({h.config.summary()})")
+
+    def _command(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
+        from distributed import Queue
+        key = self._keys.get(h.id)
+        if key is not None:
+            Queue(key + "-cmd", client=self.client).put(cmd)
+
+    def _handle_outbox(self) -> None:
+        while True:
+            try:
+                item = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            what, h = item[0], item[1]
+            if what == "submit":
+                if not h.closed:
+                    self._submit_task(h)
+            elif what == "control":
+                self._on_control(h, item[2])
+            elif what == "forget":        # a run on a worker goes once its worker has let go
+                if h.id not in self._futures:
+                    self._drop(h)
+
+    def _on_control(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
+        op = cmd["op"]
+        if h.ended:
+            return
+        if h.id in self._snapshots:                      # parked
+            if op in ("resume", "step"):
+                h.mode = "run" if op == "resume" else "step"
+                h._receive([_state("queued", h.step, "back in the queue")])
+                self._submit_task(h, resume=self._snapshots.pop(h.id))
+            elif op == "stop":
+                self._snapshots.pop(h.id, None)
+                h._receive([_state("stopped", h.step, f"stopped at step {h.step} (parked)")])
+                h.done.set()
+            return
+        if h.state == "queued":                          # not on a worker yet
+            if op == "stop":
+                self._command(h, cmd)      # in case a worker has just taken it
+                fut = self._futures.pop(h.id, None)
+                if fut is not None:
+                    fut.cancel()
+                h._receive([_state("stopped", 0, "stopped before it left the queue")])
+                h.done.set()
+                return
+            if op in ("pause", "resume", "step"):
+                h.mode = {"pause": "paused", "resume": "run", "step": "step"}[op]
+        self._command(h, cmd)          # also when queued: the worker reads it at its start
+
+    def _drop(self, h: RunHandle) -> None:
+        fut = self._futures.pop(h.id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+        self._snapshots.pop(h.id, None)
+        key = self._keys.pop(h.id, None)
+        if key is not None:
+            self._release_key(key)
+        with self._lock:
+            self._handles.pop(h.id, None)
+        h.history = []
+        h.files = {}
+
+    def _release_key(self, key: str) -> None:
+        from distributed import Event, Queue
+        for fn in (lambda: Queue(key + "-cmd", client=self.client).close(),
+                   lambda: Event(key + "-started", client=self.client).clear()):
+            try:
+                fn()
+            except Exception:
+                pass
+
+    def _take_records(self) -> None:
+        for blob in self._inbox.get(batch=True):
+            try:
+                run_id, recs = pickle.loads(blob)
+            except Exception:
+                continue
+            h = self._handles.get(run_id)
+            if h is not None:
+                h._receive(recs)
+
+    def _check_futures(self) -> None:
+        for run_id, fut in list(self._futures.items()):
+            if not fut.done():
+                continue
+            h = self._handles.get(run_id)
+            self._futures.pop(run_id, None)
+            key = self._keys.get(run_id)
+            try:
+                res = fut.result(timeout=5)
+                err = None
+            except Exception as exc:
+                res, err = None, exc
+            if key is not None:
+                self._release_key(key)
+            if h is None:
+                continue
+            self._take_records()                      # the run's last records come first
+            if res is not None and res.get("state") == "parked":
+                if h.closed:
+                    self._drop(h)
+                    continue
+                self._snapshots[run_id] = res["snapshot"]
+                if h.state != "parked":
+                    h._receive([_state("parked", h.step, "paused too long: slot given back")])
+                continue
+            if err is not None and not h.ended:
+                name = type(err).__name__
+                why = WORKER_DIED if name == "KilledWorker" else f"{name}: {err}"
+                h._receive([_state("failed", h.step, why)])
+            elif res is not None and not h.ended:     # ended without a last state record
+                h._receive([_state(res.get("state", "failed"), h.step, "")])
+            h.files = dict((res or {}).get("files") or {})
+            h.done.set()
+            self.log(f"engine: run {run_id} ended: {h.state} ({h.reason})")
+            if h.closed:
+                self._drop(h)
+
+    def _read_positions(self) -> None:
+        try:
+            view = self.client.run_on_scheduler(queue_view)
+        except Exception:
+            return
+        waiting = {k: i + 1 for i, k in enumerate(view["waiting"])}
+        for run_id, key in list(self._keys.items()):
+            h = self._handles.get(run_id)
+            if h is not None:
+                h.position = waiting.get(key, 0) if h.state == "queued" else 0
+        self._counts = {"active": view["running"], "queued": len(waiting),
+                        "max_runs": view["slots"] or self.n_workers}
+
+
+def _share_of_memory(n_workers: int) -> str:
+    """The machine's memory divided among the workers and this process."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "auto"
+    return str(int(total // (n_workers + 1)))
+
+
+# ================================================================================== one per process
+_ENGINES: Dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(kind: Optional[str] = None, log: Callable[[str], None] = None):
+    """This process's engine of ``kind`` (``"dask"`` or ``"threads"``; default
+    ``$BNLSTM_ENGINE``, else ``"dask"``), made on first use and shared by every caller."""
+    kind = (kind or _env("BNLSTM_ENGINE", "dask")).lower()
+    if kind not in ("dask", "threads"):
+        raise EngineError(f"unknown engine {kind!r}: choose 'dask' or 'threads'")
+    with _ENGINES_LOCK:
+        if kind not in _ENGINES:
+            if kind == "dask":
+                _ENGINES[kind] = DaskEngine(log=log).start()
+            else:
+                _ENGINES[kind] = ThreadEngine(int(_env_float("BNLSTM_MAX_RUNS", 0)) or None)
+        return _ENGINES[kind]

@@ -1,0 +1,231 @@
+"""The run engine (bnlstm.engine): runs on Dask worker processes, or threads, controlled live.
+
+One embedded cluster of two worker processes serves the whole module (it is what a
+dashboard server starts); the thread engine is tested with the same checks.
+"""
+import io
+import json
+import os
+import signal
+import time
+import zipfile
+
+import pytest
+import torch
+
+from bnlstm import TrainConfig
+from bnlstm.engine import (WORKER_DIED, DaskEngine, ThreadEngine, queue_view,
+                           train_on_worker)
+
+FAST = dict(task="row", hidden=16, batch_size=16, eval_every=1000, probe_every=0, lr=1e-3)
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**FAST, **kw})
+
+
+def wait_for(cond, timeout=60.0, what="the condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def dask_engine(mnist_dir):
+    os.environ["BNLSTM_MNIST_DIR"] = str(mnist_dir)          # the workers inherit it
+    eng = DaskEngine(n_workers=2, pause_timeout=3.0)
+    eng.wait_ready(120)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(params=["dask", "threads"])
+def engine(request, dask_engine, mnist_dir):
+    if request.param == "dask":
+        yield dask_engine
+    else:
+        eng = ThreadEngine(max_runs=2)
+        yield eng
+        eng.close()
+        eng.join(30)
+
+
+def train_steps(h):
+    return [r["step"] for r in h.history if r["kind"] == "train"]
+
+
+def test_a_run_streams_its_records_and_obeys_pause_step_resume_stop(engine):
+    h = engine.submit(cfg(steps=100000))
+    reader = h.reader()
+    wait_for(lambda: h.state == "running" and h.step >= 5, what="training")
+    t0 = time.monotonic()
+    h.pause()
+    wait_for(lambda: h.state == "paused", 5, "paused")
+    assert time.monotonic() - t0 < 1.0                  # Pause acts within a second
+    time.sleep(0.6)
+    at = h.step
+    time.sleep(0.6)
+    assert h.step == at                                  # nothing trains while paused
+    h.step_once()
+    wait_for(lambda: h.step == at + 1, 5, "one step")
+    time.sleep(0.5)
+    assert h.step == at + 1 and h.state == "paused"
+    h.set("lr", 5e-4)                                    # a live setting reaches the run
+    h.resume()
+    wait_for(lambda: h.step >= at + 5, 10, "resumed")
+    t0 = time.monotonic()
+    h.stop()
+    assert h.wait(10) and h.state == "stopped"
+    assert time.monotonic() - t0 < 2.0
+    steps = train_steps(h)
+    assert steps == list(range(1, len(steps) + 1))       # every update, once, in order
+    lrs = {r["lr"] for r in h.history if r["kind"] == "train" and r["step"] > at + 3}
+    assert lrs == {5e-4}
+    got = reader.drain()
+    assert got == h.history[:len(got)] and reader.drain(limit=1) == h.history[len(got):][:1]
+    summary = json.loads(h.files["summary.json"])
+    assert summary["state"] == "stopped" and summary["steps"] == h.step
+    assert "checkpoint.pt" in h.files and "config.json" in h.files
+
+
+def test_a_finished_run_tests_its_best_weights(engine):
+    h = engine.submit(cfg(steps=30, eval_every=15))
+    assert h.wait(120), h
+    assert h.state == "finished" and h.step == 30
+    kinds = [r["kind"] for r in h.history]
+    assert kinds.count("val") == 2 and kinds.count("test") == 1
+    s = json.loads(h.files["summary.json"])
+    assert s["test_acc"] is not None and s["best_step"] in (15, 30)
+    ck = torch.load(io.BytesIO(h.files["checkpoint.pt"]), weights_only=True)
+    assert ck["config"]["hidden"] == 16
+
+
+def test_runs_wait_their_turn_in_order_and_a_queued_run_can_be_stopped(dask_engine):
+    eng = dask_engine
+    long = [eng.submit(cfg(steps=100000)) for _ in range(2)]
+    wait_for(lambda: all(h.state == "running" for h in long), what="two runs training")
+    third, fourth = eng.submit(cfg(steps=20)), eng.submit(cfg(steps=20))
+    wait_for(lambda: third.position == 1 and fourth.position == 2, 10, "queue positions")
+    assert third.state == "queued" and eng.counts()["queued"] == 2
+    assert eng.counts()["active"] == 2 and eng.counts()["max_runs"] == 2
+    fourth.stop()                                      # leaves the queue without training
+    assert fourth.wait(5) and fourth.state == "stopped" and not train_steps(fourth)
+    long[0].stop()
+    wait_for(lambda: third.state in ("running", "finished"), 30, "the third run's turn")
+    assert third.wait(60) and third.state == "finished"
+    long[1].stop()
+    assert long[1].wait(10)
+
+
+def test_a_run_paused_too_long_gives_its_worker_back_and_goes_on_later(dask_engine):
+    eng = dask_engine                                  # pause_timeout=3 s here
+    a = eng.submit(cfg(steps=60))
+    wait_for(lambda: a.step >= 10, what="training")
+    a.pause()
+    wait_for(lambda: a.state == "parked", 15, "parked")
+    assert not a.done.is_set() and a.live
+    parked_at = a.step
+    assert "Resume" in a.reason
+    b = eng.submit(cfg(steps=10))                      # the freed worker takes new work
+    assert b.wait(60) and b.state == "finished"
+    a.resume()
+    assert a.wait(60) and a.state == "finished", a.reason
+    steps = train_steps(a)
+    assert steps == list(range(1, 61)) and a.step == 60 and parked_at < 60
+    assert json.loads(a.files["summary.json"])["steps"] == 60
+
+
+def test_a_killed_worker_fails_its_run_and_nothing_else(dask_engine):
+    eng = dask_engine
+    a, b = eng.submit(cfg(steps=100000)), eng.submit(cfg(steps=100000))
+    wait_for(lambda: a.step >= 3 and b.step >= 3, what="both training")
+    where = eng.client.run_on_scheduler(lambda dask_scheduler: {
+        k: ts.processing_on.address for k, ts in dask_scheduler.tasks.items()
+        if str(k).startswith("bnlstm-run") and ts.processing_on is not None})
+    pids = eng.client.run(os.getpid)
+    os.kill(pids[where[eng._keys[a.id]]], signal.SIGKILL)
+    assert a.wait(30) and a.state == "failed" and a.reason == WORKER_DIED
+    at = b.step
+    wait_for(lambda: b.step > at + 5, 20, "the other run going on")
+    b.stop()
+    assert b.wait(10) and b.state == "stopped"
+    c = eng.submit(cfg(steps=10))                      # the restarted worker takes new runs
+    assert c.wait(90) and c.state == "finished"
+
+
+def test_closing_a_handle_ends_its_run_on_the_worker_and_frees_it(dask_engine):
+    eng = dask_engine
+    h = eng.submit(cfg(steps=100000))
+    wait_for(lambda: h.step >= 3, what="training")
+    h.close()
+    wait_for(lambda: h.id not in eng._handles, 10, "the engine letting go")
+    assert h.history == [] and not h.live
+    wait_for(lambda: eng.client.run_on_scheduler(queue_view)["running"] == 0, 10,
+             "no run left on the workers")
+
+
+def test_two_web_processes_share_one_cluster_and_one_queue(dask_engine):
+    other = DaskEngine(address=dask_engine.client.scheduler.address)   # a second web process
+    other.wait_ready(30)
+    try:
+        mine = [dask_engine.submit(cfg(steps=100000)) for _ in range(2)]
+        wait_for(lambda: all(h.state == "running" for h in mine), what="two runs training")
+        theirs = other.submit(cfg(steps=10))
+        wait_for(lambda: theirs.position == 1, 10, "the other process's run queued")
+        assert other.counts()["active"] == 2 and other.counts()["queued"] == 1
+        mine[0].stop()
+        assert theirs.wait(60) and theirs.state == "finished"
+        mine[1].stop()
+        assert mine[1].wait(10)
+    finally:
+        other.close()
+
+
+def test_a_run_whose_web_process_is_gone_stops(dask_engine):
+    """The web process renews a lease; a run whose lease lapses stops itself."""
+    from distributed import Queue, Variable
+    client = dask_engine.client
+    inbox = Queue("test-lapsed-inbox", client=client)
+    Variable("test-lapsed-lease", client=client).set(0)          # never renewed
+    Queue("bnlstm-run-lapsed-1-cmd", client=client)
+    fut = client.submit(train_on_worker, "bnlstm-run-lapsed-1", "lapsed",
+                        cfg(steps=100000).to_dict(), "test-lapsed-inbox", "test-lapsed-lease",
+                        lease_s=1.0, key="bnlstm-run-lapsed-1", pure=False)
+    res = fut.result(timeout=60)
+    recs = [r for blob in inbox.get(batch=True) for r in __import__("pickle").loads(blob)[1]]
+    last = [r for r in recs if r["kind"] == "state"][-1]
+    assert res["state"] == "stopped" and last["state"] == "stopped"
+    assert "the web server that started it is gone" in last["reason"]
+
+
+def test_a_setting_the_task_refuses_fails_the_run_with_its_reason(engine):
+    h = engine.submit(cfg(task="text", model="bn-tanh-rnn", steps=5))
+    assert h.wait(60) and h.state == "failed" and "bn-tanh-rnn" in h.reason
+
+
+def test_an_unreachable_scheduler_fails_runs_with_a_message():
+    eng = DaskEngine(address="tcp://127.0.0.1:9")
+    with pytest.raises(Exception, match="cannot reach the Dask scheduler"):
+        eng.wait_ready(60)
+    h = eng.submit(cfg(steps=5))
+    assert h.wait(10) and h.state == "failed" and "cannot reach" in h.reason
+    eng.close()
+
+
+def test_a_sessions_run_record_zip_has_its_metrics_and_names_no_server_path(dask_engine):
+    from bnlstm_app.runs import DashboardRun
+    run = DashboardRun(cfg(steps=12, eval_every=6), color="#000", engine=dask_engine)
+    run.submit()
+    assert run.handle.wait(60)
+    z = zipfile.ZipFile(io.BytesIO(run.record_zip()))
+    assert sorted(z.namelist()) == ["checkpoint.pt", "config.json", "metrics.csv",
+                                    "summary.json"]
+    rows = z.read("metrics.csv").decode().splitlines()
+    assert rows[0] == "step,kind,loss,acc,grad_norm,lr,elapsed"
+    assert sum(r.split(",")[1] == "train" for r in rows[1:]) == 12
+    text = z.read("summary.json").decode()
+    assert str(os.environ["BNLSTM_MNIST_DIR"]) not in text and ".../mnist" in text
+    run.dispose()
