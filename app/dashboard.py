@@ -12,7 +12,9 @@ from __future__ import annotations
 import html
 import io
 import math
+import secrets
 import time
+import weakref
 from contextlib import contextmanager
 from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
@@ -39,6 +41,10 @@ STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most t
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
+
+
+# share token -> the open page whose runs a class may follow (this web process only)
+_FOLLOWABLE: "weakref.WeakValueDictionary[str, Dashboard]" = weakref.WeakValueDictionary()
 
 
 def session_run_limit() -> int:
@@ -81,6 +87,7 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 .server { color: #555; font-size: 15px; margin-top: 4px; }
 .legend { font-size: 17px; display: flex; flex-wrap: wrap; gap: 6px 22px; }
 .legend .swatch { width: 22px; height: 6px; vertical-align: middle; border-radius: 2px; }
+.share { color: #555; font-size: 15px; }
 """
 
 
@@ -92,12 +99,21 @@ class Dashboard(param.Parameterized):
         "Exponential smoothing of the bold loss curve (0: none); applies live."))
 
     def __init__(self, config: Optional[TrainConfig] = None, sync_url: Optional[bool] = None,
-                 engine=None, **params):
+                 engine=None, follow: Optional[str] = None, **params):
         """``engine``: ``"dask"`` (runs on worker processes), ``"threads"`` (in this process),
         or an engine object; default ``$BNLSTM_ENGINE``, else ``"dask"`` on a served page and
-        ``"threads"`` in a notebook."""
+        ``"threads"`` in a notebook. ``follow``: another page's share token (its link's
+        ``?follow=``): this page shows that page's runs live, read-only, and trains nothing."""
         super().__init__(**params)
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        if follow is None and served and pn.state.location is not None:
+            raw = pn.state.location.query_params.get("follow")
+            follow = str(raw) if raw not in (None, "") else None
+        self.follow_token = follow
+        self.leader: Optional["Dashboard"] = _FOLLOWABLE.get(follow) if follow else None
+        self.share_token = secrets.token_urlsafe(9)
+        if follow is None:
+            _FOLLOWABLE[self.share_token] = self
         if engine is None or isinstance(engine, str):
             import os
             engine = get_engine(engine or os.environ.get("BNLSTM_ENGINE", "").strip()
@@ -134,7 +150,7 @@ class Dashboard(param.Parameterized):
     # ------------------------------------------------------------------------ URL
     def _sync_url(self) -> None:
         loc = pn.state.location
-        if loc is None:
+        if loc is None or self.follow_token is not None:    # a follower takes no settings
             return
         query = dict(loc.query_params)
         good, problems = validate_query(query, DASHBOARD_DEFAULTS)
@@ -273,9 +289,22 @@ class Dashboard(param.Parameterized):
         presets = pn.FlexBox(pn.pane.HTML("<b style='font-size:16px'>Compare:</b>",
                                           margin=(18, 5, 0, 10)),
                              *self.preset_buttons, sizing_mode="stretch_width")
+        if self.follow_token is None:
+            self.share_note = pn.pane.HTML(
+                "<div class='share'>A class can watch this page's runs live, read-only, "
+                f"without training anything: <a class='follow-link' href='?follow="
+                f"{self.share_token}' target='_blank'>follow link</a> (copy it from the "
+                "new tab's address bar).</div>", stylesheets=[CSS], css_classes=["share-note"],
+                sizing_mode="stretch_width")
+            top = [self.url_alert, self.data_alert, self.fail_alert, controls, presets,
+                   self.status, self.share_note]
+        else:
+            self.follow_banner = pn.pane.Alert(self._follow_text(), alert_type="info",
+                                               css_classes=["follow-banner"],
+                                               sizing_mode="stretch_width")
+            top = [self.follow_banner, self.data_alert, self.fail_alert, self.status]
         self.main = [
-            pn.Column(self.url_alert, self.data_alert, self.fail_alert, controls, presets,
-                      self.status, sizing_mode="stretch_width"),
+            pn.Column(*top, sizing_mode="stretch_width"),
             section("1. Learning curves",
                     "After <b>LSTM vs BN-LSTM</b>, point at: the BN-LSTM's loss falls faster "
                     "and its validation score improves sooner than the LSTM's (accuracy rises "
@@ -324,6 +353,11 @@ class Dashboard(param.Parameterized):
                          "running runs at once.</div>"),
             self.input_alert, self.live_card, self.new_run_card, self.new_run_hint,
         ]
+        if self.follow_token is not None:         # nothing here changes the runs followed
+            self.sidebar = [pn.pane.HTML(
+                "<div style='font-size:15px'>This is a <b>read-only</b> view of another "
+                "page's runs: its settings and controls are on that page. Open the "
+                "dashboard without <code>?follow=</code> to train runs of your own.</div>")]
 
     def _text_column(self, section) -> pn.Column:
         self.text_col = section(
@@ -535,6 +569,7 @@ class Dashboard(param.Parameterized):
         if self._destroyed:
             return
         self._destroyed = True
+        _FOLLOWABLE.pop(self.share_token, None)
         if hasattr(self, "sweeps"):
             self.sweeps.dispose()
         n = len([r for r in self.runs if r.live])
@@ -648,12 +683,60 @@ class Dashboard(param.Parameterized):
         run = self._run_by_id(self.w_export_run.value)
         return io.BytesIO(run.record_zip() if run is not None else b"")
 
+    # ------------------------------------------------------------------- follow
+    def _follow_text(self) -> str:
+        if self.leader is None:
+            return ("<b>This follow link is not open on this server</b> (the page it belongs "
+                    "to has closed, or the link is mistyped). Ask for the link again.")
+        if self.leader._destroyed:
+            return ("<b>The page you follow has closed.</b> Its runs are shown as they ended.")
+        return ("<b>Following another page's runs, live and read-only.</b> What it starts, "
+                "pauses or stops shows here; nothing on this page changes its runs.")
+
+    def _follow_leader(self) -> None:
+        """Mirror the leader's runs: new ones get a slot of the same colour, removed ones
+        leave; each mirror reads its run's records from the first."""
+        lead = self.leader
+        if lead is None:
+            return
+        text = self._follow_text()
+        if self.follow_banner.object != text:
+            self.follow_banner.object = text
+        if lead._destroyed:
+            return
+        theirs = {r.id: r for r in lead.runs if r.handle is not None}
+        changed = False
+        for run in [r for r in self.runs if r.id not in theirs]:
+            self.streams.pop(run.id).assign(None)
+            self.runs.remove(run)
+            run.dispose()
+            changed = True
+        for rid, run in theirs.items():
+            if rid in self.streams:
+                continue
+            slot = self.slots[lead.streams[rid].index] if rid in lead.streams else None
+            if slot is None or slot.run is not None:
+                continue
+            mirror = DashboardRun.follow(run)
+            slot.assign(mirror)
+            self.runs.append(mirror)
+            self.streams[rid] = slot
+            views.set_val_metric(self.val_figure, mirror.metric)
+            changed = True
+        if changed:
+            self.runs.sort(key=lambda r: r.id)
+            self._show_text_section()
+            self._refresh_run_lists()
+            self._update_status(force=True)
+
     # -------------------------------------------------------------------- drain
     def drain(self) -> None:
         """Move queued records into the plots (on the event loop, every DRAIN_MS)."""
         if self._destroyed or time.monotonic() < self._next_drain_at:
             return
         try:
+            if self.follow_token is not None:
+                self._follow_leader()
             batches = [(run, self.streams[run.id], run.drain()) for run in list(self.runs)
                        if run.id in self.streams]
             now = time.monotonic()

@@ -137,6 +137,24 @@ class DashboardRun:
         self.ema: Optional[float] = None
         self.ema_n = 0
 
+    @classmethod
+    def follow(cls, run: "DashboardRun") -> "DashboardRun":
+        """A read-only mirror of another session's ``run``: the same handle, read from its
+        first record by a reader of its own; its controls do nothing and its disposal
+        leaves the run alone."""
+        m = cls.__new__(cls)
+        m.id, m.config, m.color, m.label = run.id, run.config, run.color, run.label
+        m.metric, m.mode, m.engine = run.metric, run.mode, run.engine
+        m.handle = run.handle
+        m._reader = run.handle.reader() if run.handle is not None else None
+        m.disposed, m.read_only = False, True
+        m.state, m.reason, m.step, m.rate, m.info = "queued", "", 0, 0.0, {}
+        m.best_val = m.last_val = m.test_acc = m.ema = None
+        m.error, m.ema_n = "", 0
+        return m
+
+    read_only = False
+
     # ------------------------------------------------------------ control side
     def submit(self) -> int:
         """Hand the run to the engine (it waits there for a worker)."""
@@ -177,29 +195,37 @@ class DashboardRun:
         return h.position if h is not None and h.state == "queued" else 0
 
     def pause(self) -> None:
+        if self.read_only:
+            return
         if self.handle is not None:
             self.handle.pause()
         else:
             self.mode = "paused"
 
     def resume(self) -> None:
+        if self.read_only:
+            return
         if self.handle is not None:
             self.handle.resume()
         else:
             self.mode = "run"
 
     def step_once(self) -> None:
+        if self.read_only:
+            return
         if self.handle is not None:
             self.handle.step_once()
         else:
             self.mode = "step"
 
     def stop(self) -> None:
-        if self.handle is not None:
+        if self.handle is not None and not self.read_only:
             self.handle.stop()
 
     def set(self, name: str, value: Any) -> None:
         """A live setting (``TrainConfig.LIVE``) for the rest of this run."""
+        if self.read_only:
+            return
         setattr(self.config, name, value)
         if self.handle is not None and self.handle.live:
             self.handle.set(name, value)
@@ -210,6 +236,9 @@ class DashboardRun:
             return
         self.disposed = True
         h = self.handle
+        if self.read_only:                  # a follower lets go of its reader only
+            self._reader = None
+            return
         if h is not None:
             h.stop()
             if wait:

@@ -40,3 +40,75 @@ def test_downloaded_run_record_names_no_server_path(tmp_path):
     assert str(tmp_path) not in text and ".../mnist" in text
     raw = zipfile.ZipFile(io.BytesIO(zip_run_dir(tmp_path)))          # the CLI's: unchanged
     assert str(tmp_path) in raw.read("summary.json").decode()
+
+
+# ------------------------------------------------------------------ sessions on one engine
+def _dashboards(mnist_dir, monkeypatch, **kw):
+    from bnlstm.engine import ThreadEngine
+    from bnlstm_app.dashboard import Dashboard
+    monkeypatch.setenv("BNLSTM_MNIST_DIR", str(mnist_dir))
+    eng = ThreadEngine(max_runs=2)
+    cfg = dict(task="row", hidden=16, batch_size=16, steps=100000, eval_every=20, probe_every=10)
+    lead = Dashboard(sync_url=False, engine=eng)
+    lead.config.param.update(**cfg)
+    return eng, lead, Dashboard
+
+
+def _until(cond, dashboards, timeout=60):
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for d in dashboards:
+            d._next_drain_at = 0.0
+            d.drain()
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("not reached in time")
+
+
+def test_a_page_holds_at_most_its_share_of_runs(mnist_dir, monkeypatch):
+    monkeypatch.setenv("BNLSTM_SESSION_RUNS", "2")
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    try:
+        a, b = lead.start(), lead.start()
+        assert a is not None and b is not None
+        assert lead.start() is None and len(lead.runs) == 2          # refused, with a message
+        a.stop()
+        _until(lambda: a.state == "stopped", [lead])
+        assert lead.start() is not None                               # an ended run frees it
+    finally:
+        lead.dispose()
+        eng.join(30)
+
+
+def test_a_follow_link_shows_another_pages_runs_live_and_read_only(mnist_dir, monkeypatch):
+    eng, lead, Dashboard = _dashboards(mnist_dir, monkeypatch)
+    follower = Dashboard(sync_url=False, engine=eng, follow=lead.share_token)
+    stranger = Dashboard(sync_url=False, engine=eng, follow="no-such-token")
+    try:
+        names = {getattr(o, "name", None) for o in follower.main[0].objects}
+        assert not names & {"Start", "Pause", "Step", "Stop", "Reset"}
+        assert "read-only" in follower.follow_banner.object
+        assert "not open on this server" in stranger.follow_banner.object
+        run = lead.start()
+        _until(lambda: len(follower.runs) == 1 and follower.runs[0].step >= 25,
+               [lead, follower])
+        mirror = follower.runs[0]
+        assert mirror.id == run.id and mirror.color == run.color and mirror.read_only
+        s = follower.streams[run.id]
+        assert len(s.loss.data["step"]) >= 25 and s.latest_probe is not None
+        assert s.loss.data["step"][0] == 1                      # from the run's first record
+        follower.stop()                                         # does nothing to the run
+        follower.toggle_pause()
+        at = run.handle.step
+        _until(lambda: run.handle.step > at + 5, [lead, follower])
+        assert run.handle.state == "running"
+        lead.reset()                                            # the leader's reset empties it
+        _until(lambda: not follower.runs, [lead, follower])
+        lead.dispose()
+        _until(lambda: "has closed" in follower.follow_banner.object, [follower])
+    finally:
+        for d in (follower, stranger, lead):
+            d.dispose()
+        eng.join(30)
