@@ -36,3 +36,17 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
         sys.stderr.write(f"bnlstm app: ignoring {name}={raw!r} (not an integer); using {default}\n")
         return default
     return max(minimum, value)
+
+
+def quiet_periodic_callback(callback, period_ms: int):
+    """``pn.state.add_periodic_callback`` that does not mark the page busy on each call.
+
+    Panel's periodic callbacks switch the page's busy indicator on and off around every
+    call: two messages to the browser (and a redraw) per call, five times a second for a
+    drain, in every open page, even when nothing changed. A *background* callback does
+    the same work without them.
+    """
+    from panel.io.callbacks import PeriodicCallback
+    cb = PeriodicCallback(callback=callback, period=period_ms, background=True)
+    cb.start()
+    return cb

@@ -27,7 +27,7 @@ from bnlstm import TrainConfig, tasks
 
 from . import views
 from .runs import DashboardRun, get_engine, preload_data_in_background
-from .applog import env_int, log
+from .applog import env_int, log, quiet_periodic_callback
 from .sweeps import SweepBrowser
 from .feed import digest
 from .offline import FONT, ICONS, OfflineFast
@@ -36,7 +36,8 @@ from .status import alerts, status_html
 from .text_view import TextSection
 from .url_state import validate_query
 
-DRAIN_MS = 200
+DRAIN_MS = 200               # the drain's period while the page has a live run
+IDLE_DRAIN_MS = 1000         # ... and while it has none (only the server line can change)
 STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
@@ -273,6 +274,10 @@ class Dashboard(param.Parameterized):
         self.p_stats = [pn.pane.Bokeh(panel.figure, sizing_mode="stretch_width")
                         for panel in self.stats_panels]
 
+        views.lean(*(pane.object for pane in (self.p_loss, self.p_val, self.p_sat, self.p_hist,
+                                              self.p_grad, self.p_units, self.p_kurt)),
+                   *(panel.figure for panel in self.stats_panels))
+
         self.legends = [pn.pane.HTML("", visible=False, stylesheets=[CSS], sizing_mode="stretch_width",
                                      css_classes=["plot-legend"], margin=(4, 10))
                         for _ in range(3)]
@@ -388,12 +393,13 @@ class Dashboard(param.Parameterized):
 
     def servable(self, title: str = "bnlstm dashboard"):
         self.attach_session()
-        return self.template().servable(title=title)
+        with _frozen():          # the document's model graph is computed once, not per root
+            return self.template().servable(title=title)
 
     def attach_session(self) -> None:
         """Start the periodic drain and register the clean-up for this session."""
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.drain, period=DRAIN_MS)
+            self._callback = quiet_periodic_callback(self.drain, DRAIN_MS)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(_make_destroy_hook(self))
 
@@ -483,6 +489,7 @@ class Dashboard(param.Parameterized):
         runs = [r for r in runs if r is not None]
         if not runs:
             return
+        self._next_drain_at = 0.0          # the new runs' first records at once
         views.set_val_metric(self.val_figure, runs[-1].metric)
         self._show_text_section()
         self._refresh_run_lists()
@@ -744,6 +751,8 @@ class Dashboard(param.Parameterized):
                        for _, s, recs in batches) or self._focus_due(now)
             if not work:                   # nothing to draw: no freeze, no plot refresh
                 self._update_status()
+                if not self._watching():   # an idle page looks again in a second
+                    self._next_drain_at = now + IDLE_DRAIN_MS / 1000
                 return
             # Data-source patches (stream / new arrays) add no models, so they need no freeze
             # of the document (a freeze recomputes the whole model graph on exit).
@@ -760,6 +769,13 @@ class Dashboard(param.Parameterized):
                 log(f"slow drain: {took:.2f} s")
         except Exception as exc:          # never let one bad batch stop the callback
             log(f"drain error: {exc!r}")
+
+    def _watching(self) -> bool:
+        """A run of this page is live (or, for a follower, of the page it follows)."""
+        if any(r.live for r in self.runs):
+            return True
+        lead = self.leader
+        return lead is not None and not lead._destroyed and any(r.live for r in lead.runs)
 
     def _drain_run(self, run: DashboardRun, s: views.RunStreams, recs: List[Dict[str, Any]]) -> None:
         d = digest(run, recs, self.smoothing)          # the run's state, and what to draw

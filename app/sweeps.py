@@ -23,7 +23,7 @@ from bokeh.plotting import figure
 
 from bnlstm.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
-from .applog import log
+from .applog import log, quiet_periodic_callback
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often
@@ -114,7 +114,7 @@ class SweepBrowser(param.Parameterized):
 
     def attach_session(self) -> None:
         if self._callback is None and pn.state.curdoc is not None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=int(REFRESH_S * 1000))
+            self._callback = quiet_periodic_callback(self.tick, int(REFRESH_S * 1000))
 
     def dispose(self) -> None:
         if self._callback is not None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import os
 import pickle
 import queue
@@ -54,7 +55,8 @@ from .trainer import TERMINAL
 
 RUN_PREFIX = "bnlstm-run"
 FLUSH_S = 0.15          # the worker sends its records (and reads commands) this often
-TICK_S = 0.1            # the pump's period in the web process
+TICK_S = 0.1            # the pump's period in the web process while runs are on the cluster
+IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
 LEASE_S = 60.0          # a run whose web process has not renewed its lease for this long stops
 UNREAD_LIMIT = 4000     # record batches left unread in the inbox before a run stops itself
@@ -326,6 +328,25 @@ class ThreadEngine:
 
 
 # ================================================================================ the worker side
+_NICED = False
+
+
+def _lower_priority() -> None:
+    """Once per worker process: a lower CPU priority (``$BNLSTM_WORKER_NICE``, default 10;
+    0 keeps it), so that on a machine shared with the web server, its pages and clicks
+    always get the CPU first and training takes what is left."""
+    global _NICED
+    if _NICED:
+        return
+    _NICED = True
+    try:
+        n = int(_env_float("BNLSTM_WORKER_NICE", 10))
+        if n > 0:
+            os.nice(n)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, lease: str,
                     mode: str = "run", resume: Optional[bytes] = None, threads: int = 1,
                     pause_timeout: float = 300.0, lease_s: float = LEASE_S) -> Dict[str, Any]:
@@ -342,6 +363,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     from .records import RunRecorder
     from .trainer import Trainer
 
+    _lower_priority()
     client = get_client()
     out_q = Queue(inbox, client=client)
     cmd_q = Queue(key + "-cmd", client=client)
@@ -472,6 +494,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
 def warm_worker() -> float:
     """Import torch and bnlstm, load MNIST and take one tiny step (on each worker at start),
     so that the first run a worker gets starts at once. Returns the seconds it took."""
+    _lower_priority()
     t0 = time.perf_counter()
     import torch
     import torch.nn.functional as F
@@ -638,6 +661,8 @@ class DaskEngine:
                     env={"OMP_NUM_THREADS": str(self.threads),
                          "MKL_NUM_THREADS": str(self.threads)})
                 self.client = Client(self.cluster, set_as_default=False)
+        if self.cluster is not None:       # the in-process scheduler: no line per poll
+            logging.getLogger("distributed.scheduler").addFilter(_QuietQueueView())
         self._inbox = Queue(self.inbox, client=self.client)
         self._lease = Variable(self.lease, client=self.client)
         self._lease_n = 0
@@ -668,14 +693,16 @@ class DaskEngine:
         self.ready.set()
         last_pos = last_lease = 0.0
         while not self._closing:
-            self._wake.wait(TICK_S)
+            busy = bool(self._futures) or not self._outbox.empty()
+            self._wake.wait(TICK_S if busy else IDLE_TICK_S)    # a command wakes it at once
             self._wake.clear()
             try:
                 self._handle_outbox()
                 self._take_records()
                 self._check_futures()
                 now = time.monotonic()
-                if now - last_pos >= POSITIONS_S:
+                queued = any(h.state == "queued" for h in list(self._handles.values()))
+                if now - last_pos >= (POSITIONS_S if queued else 5 * POSITIONS_S):
                     last_pos = now
                     self._read_positions()
                 if now - last_lease >= 5.0:
@@ -854,6 +881,13 @@ class DaskEngine:
                 h.position = waiting.get(key, 0) if h.state == "queued" else 0
         self._counts = {"active": view["running"], "queued": len(waiting),
                         "max_runs": view["slots"] or self.n_workers}
+
+
+class _QuietQueueView(logging.Filter):
+    """Drops the scheduler's line for each queue-position read (once a second)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "queue_view" not in record.getMessage()
 
 
 def _share_of_memory(n_workers: int) -> str:

@@ -1,0 +1,375 @@
+"""A class on one server: N sessions each starting a run, one real browser that clicks.
+
+    python benchmarks/bench_classroom.py [--sessions 30] [--steps 200] [--engine dask]
+
+Starts ``panel serve app/`` as ``./scripts/dashboard`` does (loopback, ``--liveness``),
+then:
+
+1. the *teacher*: headless Chromium (Debian's /usr/bin/chromium) opens the page (page
+   ready: the Start button and the Bokeh document are there), starts a long run, and
+   every few seconds clicks Pause, then Resume, timing each until the status row shows
+   it (``click -> update``, through the browser);
+2. ``--sessions`` *students*: light Bokeh clients (``bokeh.client``, one thread and event
+   loop each, a real websocket session, no rendering), opened one after another; each
+   times its session's document arriving (page ready, server side), clicks Start on a
+   ``--steps`` run and times its row appearing, and once the run trains clicks Pause and
+   Resume once, timing each;
+3. meanwhile ``/liveness`` is polled every 0.25 s (the server's event loop latency) and
+   the memory (RSS) of the server process and, apart, of its Dask workers is sampled.
+
+It reports page ready, click-to-update (p50, p95, max), ``/liveness`` latency, how long
+the queue takes to drain (last Start to last run finished), how many runs finished,
+the server's CPU with every session open and idle, and the server's memory: after the
+first page (the starting level), at the peak, and after every session has closed.
+``--out FILE`` also writes the numbers as JSON. Needs BNLSTM_MNIST_DIR (default:
+../shared/data/mnist). Numbers are this machine's; compare runs of the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")
+STATE = re.compile(r"data-state='(\w+)'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def summary(xs):
+    return {"n": len(xs), "p50": pct(xs, 50), "p95": pct(xs, 95), "max": max(xs) if xs else None}
+
+
+# ------------------------------------------------------------------------- monitors
+class Monitor(threading.Thread):
+    """/liveness latency every 0.25 s; server and worker RSS every 0.5 s."""
+
+    def __init__(self, port: int, pid: int):
+        super().__init__(daemon=True)
+        import psutil
+        self.proc = psutil.Process(pid)
+        self.url = f"http://127.0.0.1:{port}/liveness"
+        self.live = []
+        self.mem = []                   # (t, server MB, workers MB)
+        self.stop = threading.Event()
+
+    def rss(self):
+        try:
+            server = self.proc.memory_info().rss / 2**20
+            workers = sum(c.memory_info().rss for c in self.proc.children(recursive=True)) / 2**20
+            return server, workers
+        except Exception:
+            return None, None
+
+    def run(self):
+        last_mem = 0.0
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as r:
+                    r.read()
+                self.live.append(time.perf_counter() - t0)
+            except Exception:
+                self.live.append(30.0)
+            if time.monotonic() - last_mem > 0.5:
+                last_mem = time.monotonic()
+                s, w = self.rss()
+                if s is not None:
+                    self.mem.append((time.time(), s, w))
+            self.stop.wait(0.25)
+
+    def cpu_percent(self, seconds: float) -> float:
+        self.proc.cpu_percent(None)
+        time.sleep(seconds)
+        return self.proc.cpu_percent(None)
+
+
+# -------------------------------------------------------------------------- students
+class Student(threading.Thread):
+    """A light client: a real session over a websocket, no browser."""
+
+    def __init__(self, url: str, args: dict, pause_resume: bool = True):
+        super().__init__(daemon=True)
+        self.url, self.args, self.pause_resume = url, args, pause_resume
+        self.ready_s = None
+        self.error = None
+        self.clicks = []                # (what, seconds to the page showing it)
+        self.states = []
+        self.finished_at = None
+        self.pulled = threading.Event()
+        self._loop = None
+        self._session = None
+
+    def run(self):
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            import panel.models.location  # noqa: F401  (the document's Panel models)
+            from bokeh.client import pull_session
+            from bokeh.events import ButtonClick
+            from tornado.ioloop import IOLoop
+            t0 = time.perf_counter()
+            s = self._session = pull_session(url=self.url, arguments=self.args)
+            self.ready_s = time.perf_counter() - t0
+            self._loop = IOLoop.current()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.pulled.set()
+            return
+        self.pulled.set()
+        doc = s.document
+
+        def model(cls):
+            return next(m for m in doc.models if cls in (getattr(m, "css_classes", None) or []))
+        start, pause, status = model("btn-start"), model("btn-pause"), model("bnlstm-status")
+        pending = {}                   # what was clicked -> (state awaited, t0)
+
+        def click(what, button, awaited):
+            pending[what] = (awaited, time.perf_counter())
+            doc.callbacks.send_event(ButtonClick(button))
+
+        def on_change(event):
+            states = STATE.findall(html.unescape(getattr(status, "text", "") or ""))
+            state = states[0] if states else None
+            if state and (not self.states or self.states[-1] != state):
+                self.states.append(state)
+            now = time.perf_counter()
+            for what, (awaited, t0) in list(pending.items()):
+                if state in awaited:
+                    self.clicks.append((what, now - t0))
+                    del pending[what]
+            if state == "running" and self.pause_resume and "paused" not in self.states \
+                    and "pause" not in pending:
+                click("pause", pause, ("paused",))
+            elif state == "paused" and "resume" not in pending and \
+                    not any(w == "resume" for w, _ in self.clicks):
+                click("resume", pause, ("running", "finished"))
+            if state == "finished" and self.finished_at is None:
+                self.finished_at = time.time()
+        doc.on_change(on_change)
+        click("start", start, ("queued", "starting", "running", "finished"))
+        try:
+            s._loop_until_closed()
+        except Exception as exc:
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+
+    def close(self):
+        if self._loop is not None and self._session is not None:
+            self._loop.add_callback(self._session.close)
+
+
+# --------------------------------------------------------------------------- teacher
+def teacher_page(browser, url):
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(120_000)
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector(".btn-start button")
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+    return ctx, page, time.perf_counter() - t0
+
+
+def teacher_state(page):
+    row = page.locator(".bnlstm-status tr.run-row").first
+    return row.get_attribute("data-state") if row.count() else None
+
+
+def teacher_click(page, button, want, timeout=60.0):
+    t0 = time.perf_counter()
+    page.get_by_role("button", name=button, exact=True).click()
+    end = t0 + timeout
+    while time.perf_counter() < end:
+        if teacher_state(page) in want:
+            return time.perf_counter() - t0
+        time.sleep(0.02)
+    return None
+
+
+# ------------------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=30, help="light client sessions (students)")
+    ap.add_argument("--steps", type=int, default=200, help="updates of each student's run")
+    ap.add_argument("--engine", choices=("dask", "threads"), default="dask",
+                    help="where runs train: Dask worker processes (the default) or threads "
+                         "of the server (what the dashboard did before)")
+    ap.add_argument("--no-browser", action="store_true", help="no teacher page")
+    ap.add_argument("--drain-timeout", type=float, default=1800.0)
+    ap.add_argument("--out", help="also write the numbers to this JSON file")
+    args = ap.parse_args()
+
+    port = free_port()
+    env = {**os.environ, "BNLSTM_ENGINE": args.engine, "BNLSTM_APP_LOG": "1",
+           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
+                                              str(REPO.parent / "shared" / "data" / "mnist")),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
+    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
+           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    logf = open(log_path, "w")
+    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
+           "cores": os.cpu_count()}
+    students = []
+    try:
+        end = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
+                break
+            except OSError:
+                if time.time() > end or srv.poll() is not None:
+                    raise SystemExit(f"server did not start; see {log_path}")
+                time.sleep(0.3)
+        mon = Monitor(port, srv.pid)
+        mon.start()
+        print(f"server on {url} (engine {args.engine}); log {log_path}")
+        time.sleep(2.0)
+        out["mem_idle_mb"] = mon.rss()[0]
+
+        pw = browser = page = ctx = None
+        teacher_clicks = []
+        first = Student(url, {"steps": str(args.steps)}, pause_resume=False)
+        first.start()
+        first.pulled.wait(120)
+        out["ready_first_light_s"] = first.ready_s
+        if not args.no_browser:
+            from playwright.sync_api import sync_playwright
+            pw = sync_playwright().start()
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
+            ctx, page, ready = teacher_page(browser, url + "?steps=100000")
+            out["ready_browser_idle_s"] = ready
+            print(f"teacher's page ready in {ready:.2f} s (idle server)")
+            teacher_clicks.append(("start", teacher_click(page, "Start", ("running",))))
+        time.sleep(5.0)
+        first.close()
+        first.join(10)
+        time.sleep(1.0)
+        out["mem_start_mb"] = mon.rss()[0]      # the starting level: server after one page
+
+        t_load = time.time()
+        for i in range(args.sessions):
+            st = Student(url, {"steps": str(args.steps)})
+            st.start()
+            st.pulled.wait(180)
+            students.append(st)
+            print(f"  student {i + 1:2d}: page ready {st.ready_s if st.ready_s else -1:.2f} s"
+                  + (f" ERROR {st.error}" if st.error else ""), flush=True)
+            if page is not None and i % 5 == 4:          # the teacher clicks during the load
+                teacher_clicks.append(("pause", teacher_click(page, "Pause", ("paused",))))
+                teacher_clicks.append(("resume", teacher_click(page, "Resume", ("running",))))
+        t_started = time.time()
+        if page is not None:
+            out["ready_browser_loaded_s"] = teacher_page(browser, url)[2]
+            print(f"a new browser page at {args.sessions} sessions: ready in "
+                  f"{out['ready_browser_loaded_s']:.2f} s")
+        while time.time() - t_started < args.drain_timeout:
+            if all(s.finished_at or s.error for s in students):
+                break
+            if page is not None and int(time.time() - t_started) % 15 == 0:
+                teacher_clicks.append(("pause", teacher_click(page, "Pause", ("paused",))))
+                teacher_clicks.append(("resume", teacher_click(page, "Resume", ("running",))))
+            time.sleep(1.0)
+        done = [s.finished_at for s in students if s.finished_at]
+        out["runs_finished"] = len(done)
+        out["queue_drain_s"] = (max(done) - t_started) if done else None
+        out["load_s"] = t_started - t_load
+        if page is not None:
+            teacher_clicks.append(("stop", teacher_click(page, "Stop", ("stopped",))))
+        time.sleep(3.0)
+        out["server_cpu_idle_sessions_pct"] = mon.cpu_percent(10.0)
+
+        ready = [s.ready_s for s in students if s.ready_s is not None]
+        light_clicks = [t for s in students for _, t in s.clicks]
+        tclicks = [t for _, t in teacher_clicks if t is not None]
+        out["ready_light_s"] = summary(ready)
+        out["click_light_s"] = summary(light_clicks)
+        out["click_browser_s"] = summary(tclicks)
+        out["click_browser_missed"] = sum(t is None for _, t in teacher_clicks)
+        out["click_light_missed"] = sum(1 for s in students for w in ("start",)
+                                        if not any(c == w for c, _ in s.clicks))
+        out["errors"] = [s.error for s in students if s.error]
+
+        for s in students:
+            s.close()
+        if browser is not None:
+            ctx.close()
+            browser.close()
+            pw.stop()
+        time.sleep(40.0)                        # sessions are destroyed after ~15-35 s
+        mon.stop.set()
+        mon.join(35)
+        out["mem_after_close_mb"] = mon.rss()[0]
+        out["mem_peak_mb"] = max(m[1] for m in mon.mem)
+        out["workers_mem_peak_mb"] = max(m[2] for m in mon.mem)
+        out["liveness_s"] = summary(mon.live)
+        during = [x for x in mon.live]
+        out["liveness_over_1s"] = sum(x > 1.0 for x in during)
+        logtext = log_path.read_text(errors="replace")
+        out["sessions_destroyed"] = logtext.count("session destroyed")
+    finally:
+        for s in students:
+            s.close()
+        srv.terminate()
+        try:
+            srv.wait(20)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+        logf.close()
+
+    def f(v, unit="s"):
+        return "-" if v is None else f"{v:.2f} {unit}"
+    print(f"\nclassroom: {args.sessions} sessions, {args.steps}-update runs, engine "
+          f"{args.engine}, {os.cpu_count()} cores")
+    for key, what in (("ready_light_s", "page ready, light clients (server side)"),
+                      ("click_light_s", "click -> update, light clients"),
+                      ("click_browser_s", "click -> update, the browser (Pause/Resume)"),
+                      ("liveness_s", "/liveness latency")):
+        d = out.get(key) or {}
+        print(f"  {what:45s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
+              f"max {f(d.get('max'))}  (n={d.get('n')})")
+    print(f"  {'page ready, browser, idle server':45s} {f(out.get('ready_browser_idle_s'))}")
+    print(f"  {'page ready, browser, at N sessions':45s} {f(out.get('ready_browser_loaded_s'))}")
+    print(f"  runs finished: {out.get('runs_finished')} of {args.sessions}; queue drained in "
+          f"{f(out.get('queue_drain_s'))} after the last Start; clicks never shown: "
+          f"browser {out.get('click_browser_missed')}, light {out.get('click_light_missed')}")
+    print(f"  server CPU, {args.sessions + 1} sessions open and idle: "
+          f"{out.get('server_cpu_idle_sessions_pct', 0):.1f}% of a core")
+    print(f"  server memory: idle {f(out.get('mem_idle_mb'), 'MB')}, after one page "
+          f"{f(out.get('mem_start_mb'), 'MB')}, peak {f(out.get('mem_peak_mb'), 'MB')}, after "
+          f"all closed {f(out.get('mem_after_close_mb'), 'MB')}; workers' peak "
+          f"{f(out.get('workers_mem_peak_mb'), 'MB')}")
+    if out.get("errors"):
+        print(f"  errors: {out['errors'][:3]}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
