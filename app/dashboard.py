@@ -30,6 +30,7 @@ from .runs import DashboardRun, get_engine, preload_data_in_background
 from .applog import env_int, log, quiet_periodic_callback
 from .sweeps import SweepBrowser
 from .feed import digest
+from .memory import release_soon
 from .offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
 from .status import alerts, status_html
@@ -38,6 +39,8 @@ from .url_state import validate_query
 
 DRAIN_MS = 200               # the drain's period while the page has a live run
 IDLE_DRAIN_MS = 1000         # ... and while it has none (only the server line can change)
+MAX_UNSENT_BYTES = 4 << 20   # a page that has not read this much of its updates gets no more
+                             # until it catches up (its records wait in the run's handle)
 STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most twice a second
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
@@ -113,6 +116,7 @@ class Dashboard(param.Parameterized):
         self.follow_token = follow
         self.leader: Optional["Dashboard"] = _FOLLOWABLE.get(follow) if follow else None
         self.share_token = secrets.token_urlsafe(9)
+        weakref.finalize(self, log, "dashboard freed")     # the tests count these lines
         if follow is None:
             _FOLLOWABLE[self.share_token] = self
         if engine is None or isinstance(engine, str):
@@ -133,6 +137,7 @@ class Dashboard(param.Parameterized):
         self._focus_probe_step = -1
         self._focus_shown_at = 0.0
         self._next_drain_at = 0.0
+        self._backlogged = False
         self._callback = None
         preload_data_in_background(self.engine)
         if sync_url is None:
@@ -741,6 +746,13 @@ class Dashboard(param.Parameterized):
         """Move queued records into the plots (on the event loop, every DRAIN_MS)."""
         if self._destroyed or time.monotonic() < self._next_drain_at:
             return
+        if unsent_bytes(pn.state.curdoc) > MAX_UNSENT_BYTES:     # a frozen or slow client
+            if not self._backlogged:
+                log(f"session {self.share_token[:4]}: its browser is not reading; updates wait")
+            self._backlogged = True
+            self._next_drain_at = time.monotonic() + IDLE_DRAIN_MS / 1000
+            return
+        self._backlogged = False
         try:
             if self.follow_token is not None:
                 self._follow_leader()
@@ -842,6 +854,20 @@ def _frozen():
         yield
 
 
+def unsent_bytes(doc) -> int:
+    """Bytes written to this session's websocket(s) that the browser has not yet taken
+    (0 outside a server, or if it cannot be told)."""
+    try:
+        session = doc.session_context._session
+        total = 0
+        for conn in session._subscribed_connections:
+            stream = conn._socket.ws_connection.stream
+            total += stream._total_write_index - stream._total_write_done_index
+        return total
+    except Exception:
+        return 0
+
+
 def _ema(x: np.ndarray, a: float) -> np.ndarray:
     out = np.empty_like(x, dtype=float)
     ema = None
@@ -861,4 +887,5 @@ def _make_destroy_hook(dashboard: "Dashboard"):
             dash.dispose()
         except Exception as exc:
             _log(f"session clean-up failed: {exc!r}")
+        release_soon()
     return _on_destroyed
