@@ -45,6 +45,13 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")
 STATE = re.compile(r"data-state='(\w+)'")
 
+# bokeh.client handles each incoming message one call deeper than the last (its
+# _handle_messages -> _next -> state.run -> _handle_messages): a session open for a few
+# minutes of live updates passes Python's default limit and its connection dies. Deep
+# enough for hours, on threads with room for it.
+sys.setrecursionlimit(1_000_000)
+threading.stack_size(256 << 20)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -368,12 +368,28 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     out_q = Queue(inbox, client=client)
     cmd_q = Queue(key + "-cmd", client=client)
     buf: "deque[Dict[str, Any]]" = deque()
+    parked: Optional[bytes] = None      # a snapshot, once the run gives its worker back
+    why_stop = ""                       # set when the worker stops the run itself
+
+    def relabel(batch: List[Dict[str, Any]]) -> None:
+        """The trainer's "stopped" record says why the worker stopped it."""
+        for i, rec in enumerate(batch):
+            if rec.get("kind") != "state" or rec.get("state") != "stopped":
+                continue
+            if parked is not None:
+                batch[i] = _state("parked", rec.get("step", 0), (
+                    f"paused for more than {pause_timeout:.0f} s, so its training slot went "
+                    "to the next run; Resume or Step puts it back in the queue and it goes "
+                    "on from here"))
+            elif why_stop:
+                batch[i] = {**rec, "reason": f"stopped at step {rec.get('step', 0)}: {why_stop}"}
 
     def flush() -> None:
         batch = []
-        while buf:
+        while buf:                      # the trainer thread appends meanwhile: pop, never iterate
             batch.append(buf.popleft())
         if batch:
+            relabel(batch)
             out_q.put(pickle.dumps((run_id, batch), protocol=pickle.HIGHEST_PROTOCOL))
 
     started = Event(key + "-started", client=client)
@@ -407,22 +423,6 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     lease_seen, lease_at = None, time.monotonic()
     checked_at = time.monotonic()
     paused_since: Optional[float] = None
-    parked: Optional[bytes] = None
-    why_stop = ""
-
-    def relabel() -> None:
-        """The trainer's "stopped" record says why the worker stopped it."""
-        for i, rec in enumerate(buf):
-            if rec.get("kind") != "state" or rec.get("state") != "stopped":
-                continue
-            if parked is not None:
-                buf[i] = _state("parked", trainer.step_count, (
-                    f"paused for more than {pause_timeout:.0f} s, so its training slot went "
-                    "to the next run; Resume or Step puts it back in the queue and it goes "
-                    "on from here"))
-            elif why_stop:
-                buf[i] = {**rec, "reason": f"stopped at step {trainer.step_count}: {why_stop}"}
-
     try:
         while trainer.alive or trainer.state == "idle":
             time.sleep(FLUSH_S)
@@ -471,10 +471,8 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
                 if unread > UNREAD_LIMIT and not why_stop:
                     why_stop = "no one has read its records for a long time"
                     trainer.stop()
-            relabel()
             flush()
         trainer.join(30)
-        relabel()
         flush()
         recorder.close()
         if parked is not None:
@@ -483,6 +481,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
         return {"state": trainer.state, "files": files}
     finally:
         trainer.stop()
+        trainer.join(30)                # its recorder writes in tmp until it has ended
         shutil.rmtree(tmp, ignore_errors=True)
         for q in (out_q, cmd_q):
             try:
@@ -650,6 +649,11 @@ class DaskEngine:
                 raise EngineError(f"cannot reach the Dask scheduler at {self.address!r} "
                                   f"(BNLSTM_DASK_SCHEDULER): {type(exc).__name__}: {exc}")
         else:
+            if _forked_web_process():
+                sys.stderr.write(
+                    "bnlstm: this web process is one of several (panel serve --num-procs) and "
+                    "starts a Dask cluster of its own, so the processes do not share one queue; "
+                    "start one cluster and set BNLSTM_DASK_SCHEDULER to its address\n")
             # a dead worker fails its run at once (no retry); queued runs stay on the
             # scheduler instead of waiting in a busy worker's own queue
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
@@ -888,6 +892,15 @@ class _QuietQueueView(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "queue_view" not in record.getMessage()
+
+
+def _forked_web_process() -> bool:
+    """One of the processes ``panel serve --num-procs N`` forks (Tornado's task id)."""
+    try:
+        from tornado.process import task_id
+        return task_id() is not None
+    except Exception:
+        return False
 
 
 def _share_of_memory(n_workers: int) -> str:

@@ -112,3 +112,29 @@ def test_a_follow_link_shows_another_pages_runs_live_and_read_only(mnist_dir, mo
         for d in (follower, stranger, lead):
             d.dispose()
         eng.join(30)
+
+
+def test_a_page_whose_browser_stops_reading_gets_no_more_updates_until_it_catches_up(
+        mnist_dir, monkeypatch):
+    from types import SimpleNamespace as NS
+    from bnlstm_app import dashboard as dmod
+    stream = NS(_total_write_index=9_000_000, _total_write_done_index=1_000_000)
+    conn = NS(_socket=NS(ws_connection=NS(stream=stream)))
+    doc = NS(session_context=NS(_session=NS(_subscribed_connections=[conn])))
+    assert dmod.unsent_bytes(doc) == 8_000_000 and dmod.unsent_bytes(None) == 0
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    unsent = {"n": 0}
+    monkeypatch.setattr(dmod, "unsent_bytes", lambda doc: unsent["n"])
+    try:
+        run = lead.start()
+        _until(lambda: run.step >= 5, [lead])
+        unsent["n"] = dmod.MAX_UNSENT_BYTES + 1            # the browser froze
+        at = len(lead.streams[run.id].loss.data["step"])
+        _until(lambda: run.handle.step > run.step + 20, [lead])
+        assert len(lead.streams[run.id].loss.data["step"]) == at      # nothing more sent
+        unsent["n"] = 0                                    # it reads again: it catches up
+        _until(lambda: len(lead.streams[run.id].loss.data["step"]) >= run.handle.step - 5,
+               [lead])
+    finally:
+        lead.dispose()
+        eng.join(30)

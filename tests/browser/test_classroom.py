@@ -1,0 +1,109 @@
+"""Faults a classroom server must survive: a frozen client, a killed worker, a follow link.
+
+These use light clients (real sessions over websockets, no browser) against the same
+``panel serve app/`` as the browser tests; runs train on its Dask worker processes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from light_client import open_client
+
+HERE = Path(__file__).resolve().parent
+FAST = {"steps": "100000", "hidden": "32", "batch_size": "32", "probe_every": "1",
+        "eval_every": "50", "val_limit": "500"}
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def test_a_frozen_client_costs_the_server_little_and_stalls_no_one(server):
+    frozen = subprocess.Popen([sys.executable, str(HERE / "light_client.py"), server.url,
+                               "&".join(f"{k}={v}" for k, v in FAST.items())],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(HERE)})
+    other = None
+    try:
+        assert frozen.stdout.readline().strip() == "running"       # its run trains
+        frozen.send_signal(signal.SIGSTOP)                          # and it stops reading
+        before = rss_mb(server.proc.pid)
+        other = open_client(server.url, {"steps": "30", "hidden": "16", "probe_every": "0"})
+        other.click("btn-start")
+        assert other.wait_state(("queued", "starting", "running", "finished"), 10) < 5
+        other.wait_state(("finished",), 120)
+        time.sleep(20)                              # the frozen page's run goes on meanwhile
+        assert rss_mb(server.proc.pid) - before < 150
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()                               # a client that dies without a goodbye
+        frozen.wait(10)
+        if other is not None:
+            other.close()
+    # its session is destroyed and its run ends on the worker
+    log = server.wait_for_log("session destroyed: stopping 1 live run", timeout=60)
+    assert "ended: stopped" in log
+
+
+def _worker_pids(server_pid: int):
+    """The Dask worker processes (not their nannies) of the server."""
+    kids = psutil.Process(server_pid).children(recursive=True)
+    return [p.pid for p in kids if p.ppid() != server_pid]
+
+
+def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(server):
+    a = open_client(server.url, FAST)
+    b = None
+    try:
+        a.click("btn-start")
+        a.wait_state(("running",), 120)
+        for pid in _worker_pids(server.proc.pid):            # every worker, mid-run
+            os.kill(pid, signal.SIGKILL)
+        a.wait_state(("failed",), 60)
+        assert "worker process died" in a.text("bnlstm-status")
+        b = open_client(server.url, {"steps": "20", "hidden": "16", "probe_every": "0"})
+        b.click("btn-start")                                 # restarted workers take it
+        b.wait_state(("finished",), 180)
+        a.click("btn-start")                                 # and the first page goes on
+        a.wait_state(("running", "finished"), 180)
+        a.click("btn-stop")
+    finally:
+        for c in (a, b):
+            if c is not None:
+                c.close()
+
+
+def test_a_class_follows_the_teachers_runs_read_only(server):
+    teacher = open_client(server.url, {"steps": "100000", "hidden": "16", "probe_every": "10"})
+    students = []
+    try:
+        share = teacher.text("share-note")
+        token = share.split("follow=")[1].split("'")[0].split("&")[0]
+        teacher.click("btn-start")
+        teacher.wait_state(("running",), 120)
+        students = [open_client(server.url, {"follow": token}) for _ in range(3)]
+        for s in students:
+            s.wait_state(("running",), 30)
+            assert "read-only" in s.text("follow-banner")
+            controls = [m for m in s.doc.models if {"btn-start", "btn-pause", "btn-stop",
+                        "btn-step", "btn-reset"} & set(getattr(m, "css_classes", None) or [])]
+            assert controls == []                     # no control that changes the runs
+        teacher.click("btn-pause")
+        for s in students:
+            s.wait_state(("paused",), 10)
+        teacher.click("btn-pause")                            # Resume
+        for s in students:
+            s.wait_state(("running",), 10)
+        log = server.log()
+        assert log.count("started on a worker") >= 1
+    finally:
+        teacher.click("btn-stop")
+        for c in [teacher] + students:
+            c.close()
