@@ -772,7 +772,9 @@ class Dashboard(param.Parameterized):
                 self._drain_run(run, s, recs)
             self._refresh_focus()
             self._refresh_text()
-            self._update_status()
+            # a run that changed state (paused, running, finished...) shows it at once
+            self._update_status(force=any(r.get("kind") == "state"
+                                          for _, _, recs in batches for r in recs))
             took = time.monotonic() - now
             # keep the event loop free at least half the time, whatever the machine's load:
             # a slow drain pushes the next one back, so clicks are always answered quickly
@@ -826,7 +828,7 @@ class Dashboard(param.Parameterized):
             return
         self._status_at = now
         text = self._status_html()
-        if force or text != self._last_status:
+        if text != self._last_status:
             self._last_status = text
             self.status.object = text
         data_msg, fail_msg = alerts(self.runs)       # the data in use, and failures

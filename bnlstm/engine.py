@@ -54,7 +54,7 @@ from .config import TrainConfig
 from .trainer import TERMINAL
 
 RUN_PREFIX = "bnlstm-run"
-FLUSH_S = 0.15          # the worker sends its records (and reads commands) this often
+FLUSH_S = 0.1           # the worker sends its records (and reads commands) this often
 TICK_S = 0.1            # the pump's period in the web process while runs are on the cluster
 IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
@@ -666,7 +666,7 @@ class DaskEngine:
                          "MKL_NUM_THREADS": str(self.threads)})
                 self.client = Client(self.cluster, set_as_default=False)
         if self.cluster is not None:       # the in-process scheduler: no line per poll
-            logging.getLogger("distributed.scheduler").addFilter(_QuietQueueView())
+            logging.getLogger("distributed.worker").addFilter(_QuietQueueView())   # its run()
         self._inbox = Queue(self.inbox, client=self.client)
         self._lease = Variable(self.lease, client=self.client)
         self._lease_n = 0

@@ -122,9 +122,8 @@ def test_runs_wait_their_turn_in_order_and_a_queued_run_can_be_stopped(dask_engi
 
 def test_a_run_paused_too_long_gives_its_worker_back_and_goes_on_later(dask_engine):
     eng = dask_engine                                  # pause_timeout=3 s here
-    a = eng.submit(cfg(steps=60))
-    wait_for(lambda: a.step >= 10, what="training")
-    a.pause()
+    a = eng.submit(cfg(steps=60), mode="step")        # one update, then paused
+    wait_for(lambda: a.step == 1 and a.state == "paused", 60, "one step, paused")
     wait_for(lambda: a.state == "parked", 15, "parked")
     assert not a.done.is_set() and a.live
     parked_at = a.step
@@ -134,7 +133,7 @@ def test_a_run_paused_too_long_gives_its_worker_back_and_goes_on_later(dask_engi
     a.resume()
     assert a.wait(60) and a.state == "finished", a.reason
     steps = train_steps(a)
-    assert steps == list(range(1, 61)) and a.step == 60 and parked_at < 60
+    assert steps == list(range(1, 61)) and a.step == 60 and parked_at == 1
     assert json.loads(a.files["summary.json"])["steps"] == 60
 
 
