@@ -58,17 +58,19 @@ class LightClient(threading.Thread):
     def text(self, css: str) -> str:
         return html.unescape(getattr(self.model(css), "text", "") or "")
 
-    def state(self):
+    def state(self, row: int = 0):
+        """The state of the status table's ``row``-th run (-1: the newest)."""
         found = STATE.findall(self.text("bnlstm-status"))
-        return found[0] if found else None
+        return found[row] if found else None
 
-    def wait_state(self, states, timeout: float = 60.0) -> float:
+    def wait_state(self, states, timeout: float = 60.0, row: int = 0) -> float:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            if self.state() in states:
+            if self.state(row) in states:
                 return time.monotonic() - t0
             time.sleep(0.05)
-        raise AssertionError(f"state {self.state()!r}, not one of {states}, after {timeout} s")
+        raise AssertionError(f"state {self.state(row)!r}, not one of {states}, "
+                             f"after {timeout} s")
 
     def close(self) -> None:
         if self.loop is not None:

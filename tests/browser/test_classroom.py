@@ -31,6 +31,7 @@ def test_a_frozen_client_costs_the_server_little_and_stalls_no_one(server):
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(HERE)})
     other = None
+    stopped = server.log().count("ended: stopped")
     try:
         assert frozen.stdout.readline().strip() == "running"       # its run trains
         frozen.send_signal(signal.SIGSTOP)                          # and it stops reading
@@ -48,14 +49,18 @@ def test_a_frozen_client_costs_the_server_little_and_stalls_no_one(server):
         if other is not None:
             other.close()
     # its session is destroyed and its run ends on the worker
-    log = server.wait_for_log("session destroyed: stopping 1 live run", timeout=60)
-    assert "ended: stopped" in log
+    server.wait_for_log("session destroyed: stopping 1 live run", timeout=60)
+    end = time.time() + 30
+    while server.log().count("ended: stopped") < stopped + 1 and time.time() < end:
+        time.sleep(0.2)
+    assert server.log().count("ended: stopped") >= stopped + 1
 
 
 def _worker_pids(server_pid: int):
-    """The Dask worker processes (not their nannies) of the server."""
+    """The Dask worker processes of the server (its nannies live in the server process and
+    spawn them with multiprocessing)."""
     kids = psutil.Process(server_pid).children(recursive=True)
-    return [p.pid for p in kids if p.ppid() != server_pid]
+    return [p.pid for p in kids if "spawn_main" in " ".join(p.cmdline())]
 
 
 def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(server):
@@ -64,7 +69,9 @@ def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(se
     try:
         a.click("btn-start")
         a.wait_state(("running",), 120)
-        for pid in _worker_pids(server.proc.pid):            # every worker, mid-run
+        pids = _worker_pids(server.proc.pid)
+        assert pids, "no worker processes under the server"
+        for pid in pids:                                     # every worker, mid-run
             os.kill(pid, signal.SIGKILL)
         a.wait_state(("failed",), 60)
         assert "worker process died" in a.text("bnlstm-status")
@@ -72,7 +79,7 @@ def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(se
         b.click("btn-start")                                 # restarted workers take it
         b.wait_state(("finished",), 180)
         a.click("btn-start")                                 # and the first page goes on
-        a.wait_state(("running", "finished"), 180)
+        a.wait_state(("running", "finished"), 180, row=-1)
         a.click("btn-stop")
     finally:
         for c in (a, b):
@@ -107,3 +114,23 @@ def test_a_class_follows_the_teachers_runs_read_only(server):
         teacher.click("btn-stop")
         for c in [teacher] + students:
             c.close()
+
+
+def test_closed_sessions_are_freed_and_memory_does_not_grow_round_after_round(server):
+    after = []
+    for _ in range(3):
+        freed = server.log().count("dashboard freed")
+        clients = [open_client(server.url) for _ in range(4)]
+        for c in clients:
+            c.close()
+        log = ""
+        end = time.time() + 60
+        while time.time() < end:                  # destroyed, then garbage collected
+            log = server.log()
+            if log.count("dashboard freed") >= freed + 4:
+                break
+            time.sleep(0.5)
+        assert log.count("dashboard freed") >= freed + 4, "closed sessions were not freed"
+        time.sleep(4)                             # the trim after the last close
+        after.append(rss_mb(server.proc.pid))
+    assert after[2] - after[0] < 40, after        # a plateau, not a leak

@@ -1,0 +1,129 @@
+"""The web server's event loop while two runs train: in its threads, or in worker processes.
+
+    python benchmarks/bench_event_loop.py [--seconds 30]
+
+For each setting, starts ``panel serve app/``, opens two light sessions (websocket
+clients, no browser) that each start a long row run, and once both train measures for
+``--seconds``: ``/liveness`` latency every 0.1 s (how long a request waits for the
+event loop) and, from a third session, the time from clicking Start to its row showing.
+
+- ``threads``: the runs train in threads of the server (``BNLSTM_ENGINE=threads``):
+  they hold the GIL between kernels and share both cores with the event loop;
+- ``dask, nice 0``: in two worker processes at the server's own CPU priority: no GIL
+  shared, the cores still are;
+- ``dask``: the default, workers at niceness 10: the server gets the CPU first.
+
+The first against the second is the GIL's share of the delay; the second against the
+third, the cores'.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_classroom import REPO, Student, free_port, summary  # noqa: E402
+
+SETTINGS = [("threads", {"BNLSTM_ENGINE": "threads"}),
+            ("dask, nice 0", {"BNLSTM_ENGINE": "dask", "BNLSTM_WORKER_NICE": "0"}),
+            ("dask (nice 10)", {"BNLSTM_ENGINE": "dask"})]
+
+
+def measure(name, extra, seconds):
+    port = free_port()
+    env = {**os.environ, **extra, "BNLSTM_MAX_RUNS": "2",
+           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
+                                              str(REPO.parent / "shared" / "data" / "mnist")),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    srv = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"),
+                            "--address", "127.0.0.1", "--port", str(port), "--liveness",
+                            "--allow-websocket-origin", f"127.0.0.1:{port}"],
+                           cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/app"
+    live = f"http://127.0.0.1:{port}/liveness"
+    clients = []
+    try:
+        end = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(live, timeout=2)
+                break
+            except OSError:
+                if time.time() > end:
+                    raise SystemExit(f"{name}: server did not start")
+                time.sleep(0.3)
+        for _ in range(2):
+            c = Student(url, {"steps": "100000"}, pause_resume=False)
+            c.start()
+            c.pulled.wait(120)
+            clients.append(c)
+        end = time.time() + 120
+        while not all(c.states and c.states[-1] == "running" for c in clients):
+            if time.time() > end:
+                raise SystemExit(f"{name}: the runs did not start")
+            time.sleep(0.2)
+        time.sleep(3.0)
+        lat, stop = [], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    urllib.request.urlopen(live, timeout=30).read()
+                    lat.append(time.perf_counter() - t0)
+                except OSError:
+                    lat.append(30.0)
+                stop.wait(0.1)
+        t = threading.Thread(target=poll, daemon=True)
+        t.start()
+        starts = []
+        t_end = time.time() + seconds
+        while time.time() < t_end:          # a third session clicks Start now and then
+            c = Student(url, {"steps": "5", "hidden": "8"}, pause_resume=False)
+            c.start()
+            c.pulled.wait(120)
+            t0 = time.time()
+            while time.time() - t0 < 30 and not any(w == "start" for w, _ in c.clicks):
+                time.sleep(0.05)
+            starts += [s for w, s in c.clicks if w == "start"]
+            c.close()
+            time.sleep(2.0)
+        stop.set()
+        t.join(35)
+        return summary(lat), summary(starts)
+    finally:
+        for c in clients:
+            c.close()
+        srv.terminate()
+        try:
+            srv.wait(20)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    rows = []
+    for name, extra in SETTINGS:
+        live, start = measure(name, extra, args.seconds)
+        rows.append((name, live, start))
+        print(f"{name:16s} /liveness p50 {live['p50']:.3f} p95 {live['p95']:.3f} "
+              f"max {live['max']:.3f} s (n={live['n']});  Start -> row p50 "
+              f"{start['p50'] or 0:.2f} max {start['max'] or 0:.2f} s (n={start['n']})",
+              flush=True)
+    base = rows[0][1]["p95"] or 1e-9
+    for name, live, _ in rows[1:]:
+        print(f"  {name}: /liveness p95 {live['p95'] / base:.2f}x of threads'")
+
+
+if __name__ == "__main__":
+    main()
