@@ -5,7 +5,9 @@
 For each setting, starts ``panel serve app/``, opens two light sessions (websocket
 clients, no browser) that each start a long row run, and once both train measures for
 ``--seconds``: ``/liveness`` latency every 0.1 s (how long a request waits for the
-event loop) and, from a third session, the time from clicking Start to its row showing.
+event loop) and, in the first session, the time from clicking Pause (or Resume) to the
+status row showing it, over and over. No page is built meanwhile (a page build holds
+the event loop for about a second by itself).
 
 - ``threads``: the runs train in threads of the server (``BNLSTM_ENGINE=threads``):
   they hold the GIL between kernels and share both cores with the event loop;
@@ -28,7 +30,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_classroom import REPO, Student, free_port, summary  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
+from bench_classroom import REPO, free_port, summary  # noqa: E402
+from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
 SETTINGS = [("threads", {"BNLSTM_ENGINE": "threads"}),
             ("dask, nice 0", {"BNLSTM_ENGINE": "dask", "BNLSTM_WORKER_NICE": "0"}),
@@ -60,15 +64,11 @@ def measure(name, extra, seconds):
                     raise SystemExit(f"{name}: server did not start")
                 time.sleep(0.3)
         for _ in range(2):
-            c = Student(url, {"steps": "100000"}, pause_resume=False)
-            c.start()
-            c.pulled.wait(120)
+            c = open_client(url, {"steps": "100000"}, timeout=120)
+            c.click("btn-start")
             clients.append(c)
-        end = time.time() + 120
-        while not all(c.states and c.states[-1] == "running" for c in clients):
-            if time.time() > end:
-                raise SystemExit(f"{name}: the runs did not start")
-            time.sleep(0.2)
+        for c in clients:
+            c.wait_state(("running",), 120)
         time.sleep(3.0)
         lat, stop = [], threading.Event()
 
@@ -83,21 +83,17 @@ def measure(name, extra, seconds):
                 stop.wait(0.1)
         t = threading.Thread(target=poll, daemon=True)
         t.start()
-        starts = []
+        clicks = []
         t_end = time.time() + seconds
-        while time.time() < t_end:          # a third session clicks Start now and then
-            c = Student(url, {"steps": "5", "hidden": "8"}, pause_resume=False)
-            c.start()
-            c.pulled.wait(120)
-            t0 = time.time()
-            while time.time() - t0 < 30 and not any(w == "start" for w, _ in c.clicks):
-                time.sleep(0.05)
-            starts += [s for w, s in c.clicks if w == "start"]
-            c.close()
-            time.sleep(2.0)
+        first = clients[0]
+        while time.time() < t_end:          # Pause, Resume, Pause, ... in the first session
+            want = ("paused",) if first.state() == "running" else ("running",)
+            first.click("btn-pause")
+            clicks.append(first.wait_state(want, 30))
+            time.sleep(1.0)
         stop.set()
         t.join(35)
-        return summary(lat), summary(starts)
+        return summary(lat), summary(clicks)
     finally:
         for c in clients:
             c.close()
@@ -117,9 +113,9 @@ def main():
         live, start = measure(name, extra, args.seconds)
         rows.append((name, live, start))
         print(f"{name:16s} /liveness p50 {live['p50']:.3f} p95 {live['p95']:.3f} "
-              f"max {live['max']:.3f} s (n={live['n']});  Start -> row p50 "
-              f"{start['p50'] or 0:.2f} max {start['max'] or 0:.2f} s (n={start['n']})",
-              flush=True)
+              f"max {live['max']:.3f} s (n={live['n']});  Pause/Resume -> shown p50 "
+              f"{start['p50'] or 0:.2f} p95 {start['p95'] or 0:.2f} max "
+              f"{start['max'] or 0:.2f} s (n={start['n']})", flush=True)
     base = rows[0][1]["p95"] or 1e-9
     for name, live, _ in rows[1:]:
         print(f"  {name}: /liveness p95 {live['p95'] / base:.2f}x of threads'")

@@ -195,6 +195,25 @@ def _state(state: str, step: int = 0, reason: str = "") -> Dict[str, Any]:
     return {"kind": "state", "state": state, "step": step, "reason": reason, "elapsed": 0.0}
 
 
+def apply_command(trainer, cmd: Dict[str, Any], config: Optional[TrainConfig] = None) -> None:
+    """One control command on a trainer: ``pause``, ``resume``, ``step``, ``stop``, or
+    ``set`` (a live setting of ``config``, the trainer's own)."""
+    op = cmd.get("op")
+    if op == "pause":
+        trainer.pause()
+    elif op == "resume":
+        trainer.resume()
+    elif op == "step":
+        trainer.step()
+    elif op == "stop":
+        trainer.stop()
+    elif op == "set" and config is not None and cmd.get("name") in TrainConfig.LIVE:
+        try:
+            setattr(config, cmd["name"], cmd["value"])
+        except Exception:         # a bad value leaves the setting as it was
+            pass
+
+
 # ============================================================================== in-process threads
 class ThreadEngine:
     """Runs as trainer threads of this process, at most ``max_runs`` at once (FIFO queue).
@@ -294,15 +313,7 @@ class ThreadEngine:
             if queued and op == "stop":
                 self._queue.remove(h)
         if trainer is not None:
-            if op == "pause":
-                trainer.pause()
-            elif op == "resume":
-                trainer.resume()
-            elif op == "step":
-                trainer.step()
-            elif op == "stop":
-                trainer.stop()
-            # "set": the trainer reads h.config, which the handle already changed
+            apply_command(trainer, cmd)     # "set": h.config, which the trainer reads, changed
         elif queued:
             if op == "stop":
                 h._receive([_state("stopped", 0, "stopped before it left the queue")])
@@ -428,21 +439,9 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
             time.sleep(FLUSH_S)
             cmds = cmd_q.get(batch=True)        # never blocks (a timed-out get logs errors)
             for c in cmds:
-                op = c.get("op")
-                if op == "pause":
-                    trainer.pause()
-                elif op == "resume":
-                    trainer.resume()
-                elif op == "step":
-                    trainer.step()
+                apply_command(trainer, c, cfg)
+                if c.get("op") == "step":
                     paused_since = None
-                elif op == "stop":
-                    trainer.stop()
-                elif op == "set" and c.get("name") in TrainConfig.LIVE:
-                    try:
-                        setattr(cfg, c["name"], c["value"])
-                    except Exception:
-                        pass
             now = time.monotonic()
             if trainer.waiting:
                 paused_since = paused_since or now
