@@ -26,7 +26,7 @@ import param
 from bnlstm import TrainConfig, tasks
 
 from . import views
-from .runs import DashboardRun, get_engine, preload_data_in_background
+from .runs import DashboardRun, get_engine
 from .applog import env_int, log, quiet_periodic_callback
 from .sweeps import SweepBrowser
 from .feed import digest
@@ -120,9 +120,7 @@ class Dashboard(param.Parameterized):
         if follow is None:
             _FOLLOWABLE[self.share_token] = self
         if engine is None or isinstance(engine, str):
-            import os
-            engine = get_engine(engine or os.environ.get("BNLSTM_ENGINE", "").strip()
-                                or ("dask" if served else "threads"))
+            engine = get_engine(engine, default="dask" if served else "threads")
         self.engine = engine
         self.run_limit = session_run_limit()
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
@@ -139,7 +137,7 @@ class Dashboard(param.Parameterized):
         self._next_drain_at = 0.0
         self._backlogged = False
         self._callback = None
-        preload_data_in_background(self.engine)
+        self.engine.start()        # the workers (or this process) warm up before a Start
         if sync_url is None:
             sync_url = served
         self._build_widgets()

@@ -7,75 +7,16 @@ The run record (metrics, summary, checkpoint) lives in memory: no run directory 
 """
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import re
-import threading
-import time
-import zipfile
 from typing import Any, Dict, List, Optional
 
 from bnlstm import TrainConfig, tasks
-from bnlstm.records import _clean, metric_fields
+from bnlstm.records import metric_fields, metrics_csv, zip_files
 from bnlstm.trainer import TERMINAL
 
 from .applog import log
-
-# ------------------------------------------------------------------ shared data (one per server)
-def shared_data(task: str = "row"):
-    """The task's data, loaded once per server process and shared (read-only) by every run;
-    a failure is reported by the run that needed it and retried next time."""
-    return tasks.shared_data(task)
-
-
-_PRELOADED = threading.Event()
-
-
-def warm_up_torch() -> None:
-    """Pay PyTorch's one-off costs before the first Start, not after it.
-
-    The first ``torch.optim`` optimizer of a process imports ``torch._dynamo``
-    (about 1.3 s on this machine, measured with cProfile), and the first forward and
-    backward of a model set up kernels. A tiny model, one step, thrown away.
-    """
-    import torch
-    import torch.nn.functional as F
-    from bnlstm.experiment import build_model, make_optimizer
-    cfg = TrainConfig(task="row", hidden=8, batch_size=4)
-    model = build_model(cfg, 28, 28)
-    opt = make_optimizer(cfg, model.parameters())
-    x, y = torch.zeros(4, 28, 28), torch.zeros(4, dtype=torch.long)
-    F.cross_entropy(model(x), y).backward()
-    opt.step()
-
-
-def preload_data_in_background(engine=None) -> None:
-    """Once per server: start the engine's workers (which load MNIST and warm PyTorch up
-    themselves), or for in-process threads load MNIST and warm PyTorch up here, so the
-    first Start waits for neither."""
-    if engine is not None and getattr(engine, "kind", "") == "dask":
-        engine.start()
-        return
-    if _PRELOADED.is_set():
-        return
-    _PRELOADED.set()
-
-    def _load():
-        t0 = time.perf_counter()
-        try:
-            shared_data()
-        except Exception:
-            pass
-        t1 = time.perf_counter()
-        try:
-            warm_up_torch()
-        except Exception as exc:
-            log(f"torch warm-up failed (harmless): {exc!r}")
-        log(f"preload: MNIST {t1 - t0:.2f} s, torch warm-up {time.perf_counter() - t1:.2f} s")
-    threading.Thread(target=_load, name="bnlstm-data-preload", daemon=True).start()
-
 
 # ------------------------------------------------------------------------------- one run
 _RUN_IDS = itertools.count(1)
@@ -124,7 +65,11 @@ class DashboardRun:
         self.handle = None
         self._reader = None
         self.disposed = False
-        # what the session has seen so far (updated by the drain, on the event loop)
+        self._nothing_seen()
+
+    def _nothing_seen(self) -> None:
+        """What the session has seen of the run so far: nothing yet (the drain updates it,
+        on the event loop)."""
         self.state = "queued"
         self.reason = ""
         self.step = 0
@@ -148,9 +93,7 @@ class DashboardRun:
         m.handle = run.handle
         m._reader = run.handle.reader() if run.handle is not None else None
         m.disposed, m.read_only = False, True
-        m.state, m.reason, m.step, m.rate, m.info = "queued", "", 0, 0.0, {}
-        m.best_val = m.last_val = m.test_acc = m.ema = None
-        m.error, m.ema_n = "", 0
+        m._nothing_seen()
         return m
 
     read_only = False
@@ -263,11 +206,11 @@ class DashboardRun:
             return {}
 
     def metrics_csv(self) -> bytes:
-        """metrics.csv of the records so far (the run's own file once it has ended)."""
+        """metrics.csv of the records so far."""
         if self.handle is None:
             return b""
         keys = [m.key for m in tasks.get(self.config.task).metrics]
-        return records_csv(self.handle.history, metric_fields(keys))
+        return metrics_csv(self.handle.history, metric_fields(keys))
 
     def record_zip(self) -> bytes:
         """The run record as a zip (config, metrics, and once ended its summary and
@@ -275,34 +218,10 @@ class DashboardRun:
         files = dict(self.handle.files) if self.handle is not None else {}
         files.setdefault("config.json", (self.config.to_json() + "\n").encode())
         files["metrics.csv"] = self.metrics_csv()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for name in sorted(files):
-                data = files[name]
-                if name.endswith((".json", ".txt")):
-                    data = redact_paths(data.decode("utf-8", "replace")).encode()
-                z.writestr(name, data)
-        return buf.getvalue()
+        return zip_files(files, redact=redact_paths)
 
 
-def records_csv(recs: List[Dict[str, Any]], fields) -> bytes:
-    """The ``train``/``val``/``test`` records as metrics.csv (the columns of RunRecorder)."""
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(fields)
-    for rec in recs:
-        kind = rec.get("kind")
-        if kind in ("train", "val", "test"):
-            w.writerow([kind if f == "kind" else _clean(rec.get(f, "")) for f in fields])
-    return out.getvalue().encode()
-
-
-def count_trainer_threads() -> int:
-    """Trainer threads alive in this process (none while the Dask engine trains)."""
-    return sum(1 for t in threading.enumerate() if t.name == "bnlstm-trainer" and t.is_alive())
-
-
-def get_engine(kind: Optional[str] = None):
+def get_engine(kind: Optional[str] = None, default: str = "dask"):
     """This server's run engine (:func:`bnlstm.engine.get_engine`), logging to the app log."""
     from bnlstm.engine import get_engine as _get
-    return _get(kind, log=log)
+    return _get(kind, log=log, default=default)

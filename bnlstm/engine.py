@@ -60,6 +60,8 @@ IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
 LEASE_S = 60.0          # a run whose web process has not renewed its lease for this long stops
 UNREAD_LIMIT = 4000     # record batches left unread in the inbox before a run stops itself
+START_MODE = {"pause": "paused", "resume": "run", "step": "step"}   # a control -> how a
+                                        # run that has not reached a worker yet will start
 RECORD_FILES = ("config.json", "summary.json", "checkpoint.pt", "error.txt")
 WORKER_DIED = ("its worker process died (it went over the worker's memory limit, or was "
                "killed); the server and the other runs go on. Press Start for a new run")
@@ -231,9 +233,24 @@ class ThreadEngine:
         self._active: List[RunHandle] = []
         self._queue: "deque[RunHandle]" = deque()
         self._trainers: Dict[str, Any] = {}
+        self._warming: Optional[threading.Thread] = None
 
     def start(self) -> "ThreadEngine":
+        """Warm this process up in the background (once), so the first run waits for nothing."""
+        with self._lock:
+            if self._warming is not None:
+                return self
+            self._warming = threading.Thread(target=self._warm, name="bnlstm-warm-up",
+                                             daemon=True)
+        self._warming.start()
         return self
+
+    @staticmethod
+    def _warm() -> None:
+        try:
+            warm_up()
+        except Exception as exc:                 # harmless: the first run pays instead
+            sys.stderr.write(f"bnlstm: warm-up failed ({exc!r})\n")
 
     def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
         h = RunHandle(self, config, mode)
@@ -320,7 +337,7 @@ class ThreadEngine:
                 h.done.set()
                 self._positions()
             else:
-                h.mode = {"pause": "paused", "resume": "run", "step": "step"}.get(op, h.mode)
+                h.mode = START_MODE.get(op, h.mode)
 
     def _forget(self, h: RunHandle) -> None:
         h.history = []
@@ -490,9 +507,16 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
 
 
 def warm_worker() -> float:
-    """Import torch and bnlstm, load MNIST and take one tiny step (on each worker at start),
-    so that the first run a worker gets starts at once. Returns the seconds it took."""
+    """:func:`warm_up` on a worker (run on each at start), at the workers' lower priority."""
     _lower_priority()
+    return warm_up()
+
+
+def warm_up() -> float:
+    """Pay a process's one-off costs before its first run, not during it: load MNIST, and
+    take one step of a tiny model (the first ``torch.optim`` optimizer imports
+    ``torch._dynamo``, about 1.3 s here; the first forward and backward set up kernels).
+    Returns the seconds it took."""
     t0 = time.perf_counter()
     import torch
     import torch.nn.functional as F
@@ -782,7 +806,7 @@ class DaskEngine:
             return
         if h.id in self._snapshots:                      # parked
             if op in ("resume", "step"):
-                h.mode = "run" if op == "resume" else "step"
+                h.mode = START_MODE[op]
                 h._receive([_state("queued", h.step, "back in the queue")])
                 self._submit_task(h, resume=self._snapshots.pop(h.id))
             elif op == "stop":
@@ -800,7 +824,7 @@ class DaskEngine:
                 h.done.set()
                 return
             if op in ("pause", "resume", "step"):
-                h.mode = {"pause": "paused", "resume": "run", "step": "step"}[op]
+                h.mode = START_MODE[op]
         self._command(h, cmd)          # also when queued: the worker reads it at its start
 
     def _drop(self, h: RunHandle) -> None:
@@ -916,10 +940,11 @@ _ENGINES: Dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def get_engine(kind: Optional[str] = None, log: Callable[[str], None] = None):
+def get_engine(kind: Optional[str] = None, log: Callable[[str], None] = None,
+               default: str = "dask"):
     """This process's engine of ``kind`` (``"dask"`` or ``"threads"``; default
-    ``$BNLSTM_ENGINE``, else ``"dask"``), made on first use and shared by every caller."""
-    kind = (kind or _env("BNLSTM_ENGINE", "dask")).lower()
+    ``$BNLSTM_ENGINE``, else ``default``), made on first use and shared by every caller."""
+    kind = (kind or _env("BNLSTM_ENGINE", default)).lower()
     if kind not in ("dask", "threads"):
         raise EngineError(f"unknown engine {kind!r}: choose 'dask' or 'threads'")
     with _ENGINES_LOCK:

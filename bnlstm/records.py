@@ -142,6 +142,20 @@ def _clean(v):
     return v
 
 
+def metrics_row(rec: Dict[str, Any], fields) -> list:
+    """One ``train``/``val``/``test`` record as a row of ``metrics.csv`` with ``fields``."""
+    return [rec["kind"] if f == "kind" else _clean(rec.get(f, "")) for f in fields]
+
+
+def metrics_csv(recs, fields) -> bytes:
+    """``metrics.csv`` of a run's records (as :class:`RunRecorder` writes it), in memory."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(fields)
+    w.writerows(metrics_row(r, fields) for r in recs if r.get("kind") in ("train", "val", "test"))
+    return out.getvalue().encode()
+
+
 class RunRecorder:
     """A trainer callback that writes a run directory (see the module doc).
 
@@ -195,8 +209,7 @@ class RunRecorder:
                 (self.out_dir / "config.json").write_text(self.trainer.config.to_json() + "\n")
         elif kind in ("train", "val", "test"):
             self._open()
-            self._writer.writerow([_clean(rec.get(f, "")) if f != "kind" else kind
-                                   for f in self.fields])
+            self._writer.writerow(metrics_row(rec, self.fields))
             if kind != "train":
                 self._csv.flush()
         elif kind == "error":
@@ -244,13 +257,18 @@ def zip_run_dir(out_dir: Union[str, Path], redact=None) -> bytes:
     way (the dashboard takes the server's paths out of what a browser downloads).
     """
     out_dir = Path(out_dir)
+    return zip_files({p.name: p.read_bytes() for p in sorted(out_dir.iterdir())
+                      if p.is_file() and not p.name.endswith(".tmp")}, redact=redact)
+
+
+def zip_files(files: Dict[str, bytes], redact=None) -> bytes:
+    """Named files (a run record held in memory) as a zip archive; ``redact`` as for
+    :func:`zip_run_dir`, on the ``.json`` and ``.txt`` files."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(out_dir.iterdir()):
-            if not p.is_file() or p.name.endswith(".tmp"):
-                continue
-            if redact is not None and p.suffix in (".json", ".txt"):
-                z.writestr(p.name, redact(p.read_text(errors="replace")))
-            else:
-                z.write(p, p.name)
+        for name in sorted(files):
+            data = files[name]
+            if redact is not None and name.endswith((".json", ".txt")):
+                data = redact(data.decode("utf-8", "replace")).encode()
+            z.writestr(name, data)
     return buf.getvalue()
