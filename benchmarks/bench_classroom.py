@@ -33,7 +33,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -215,6 +214,33 @@ def teacher_click(page, button, want, timeout=60.0):
     return None
 
 
+# ------------------------------------------------------------------------------ server
+def start_server(extra_env: dict):
+    """``panel serve app/`` as ``./scripts/dashboard`` runs it, on a free loopback port, with
+    the shared MNIST; returns ``(process, port, log path, log file)`` once ``/liveness``
+    answers (SystemExit if it does not within 90 s)."""
+    port = free_port()
+    env = {**os.environ, **extra_env,
+           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
+                                              str(REPO.parent / "shared" / "data" / "mnist")),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
+    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
+           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    logf = open(log_path, "w")
+    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    end = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
+            return srv, port, log_path, logf
+        except OSError:
+            if time.time() > end or srv.poll() is not None:
+                srv.kill()
+                raise SystemExit(f"server did not start; see {log_path}")
+            time.sleep(0.3)
+
+
 # ------------------------------------------------------------------------------ main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -228,30 +254,13 @@ def main():
     ap.add_argument("--out", help="also write the numbers to this JSON file")
     args = ap.parse_args()
 
-    port = free_port()
-    env = {**os.environ, "BNLSTM_ENGINE": args.engine, "BNLSTM_APP_LOG": "1",
-           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
-                                              str(REPO.parent / "shared" / "data" / "mnist")),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
-    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
-           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    logf = open(log_path, "w")
-    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    srv, port, log_path, logf = start_server({"BNLSTM_ENGINE": args.engine,
+                                              "BNLSTM_APP_LOG": "1"})
     url = f"http://127.0.0.1:{port}/app"
     out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
            "cores": os.cpu_count()}
     students = []
     try:
-        end = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
-                break
-            except OSError:
-                if time.time() > end or srv.poll() is not None:
-                    raise SystemExit(f"server did not start; see {log_path}")
-                time.sleep(0.3)
         mon = Monitor(port, srv.pid)
         mon.start()
         print(f"server on {url} (engine {args.engine}); log {log_path}")

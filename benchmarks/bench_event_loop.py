@@ -21,7 +21,6 @@ third, the cores'.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
-from bench_classroom import REPO, free_port, summary  # noqa: E402
+from bench_classroom import start_server, summary  # noqa: E402
 from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
 SETTINGS = [("threads", {"BNLSTM_ENGINE": "threads"}),
@@ -40,29 +39,11 @@ SETTINGS = [("threads", {"BNLSTM_ENGINE": "threads"}),
 
 
 def measure(name, extra, seconds):
-    port = free_port()
-    env = {**os.environ, **extra, "BNLSTM_MAX_RUNS": "2",
-           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
-                                              str(REPO.parent / "shared" / "data" / "mnist")),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    srv = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "app"),
-                            "--address", "127.0.0.1", "--port", str(port), "--liveness",
-                            "--allow-websocket-origin", f"127.0.0.1:{port}"],
-                           cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    srv, port, _, logf = start_server({**extra, "BNLSTM_MAX_RUNS": "2"})
     url = f"http://127.0.0.1:{port}/app"
     live = f"http://127.0.0.1:{port}/liveness"
     clients = []
     try:
-        end = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(live, timeout=2)
-                break
-            except OSError:
-                if time.time() > end:
-                    raise SystemExit(f"{name}: server did not start")
-                time.sleep(0.3)
         for _ in range(2):
             c = open_client(url, {"steps": "100000"}, timeout=120)
             c.click("btn-start")
@@ -102,6 +83,7 @@ def measure(name, extra, seconds):
             srv.wait(20)
         except subprocess.TimeoutExpired:
             srv.kill()
+        logf.close()
 
 
 def main():
