@@ -596,6 +596,7 @@ class DaskEngine:
         self._handles: Dict[str, RunHandle] = {}       # run id -> handle (live or ending)
         self._futures: Dict[str, Any] = {}             # run id -> its current future
         self._keys: Dict[str, str] = {}                # run id -> its current task key
+        self._cmd_queues: Dict[str, Any] = {}          # task key -> its command Queue
         self._snapshots: Dict[str, bytes] = {}         # run id -> parked snapshot
         self._attempts = itertools.count(1)
         self._lock = threading.Lock()
@@ -769,7 +770,8 @@ class DaskEngine:
     def _submit_task(self, h: RunHandle, resume: Optional[bytes] = None) -> None:
         from distributed import Queue
         key = f"{RUN_PREFIX}-{h.id}-{next(self._attempts)}"
-        Queue(key + "-cmd", client=self.client)            # exists before the worker asks
+        # the run's command queue, made once, before the worker asks for it
+        self._cmd_queues[key] = Queue(key + "-cmd", client=self.client)
         mode = h.mode
         fut = self.client.submit(
             train_on_worker, key, h.id, h.config.to_dict(), self.inbox, self.lease, mode,
@@ -779,10 +781,9 @@ class DaskEngine:
         self.log(f"engine: run {h.id} submitted ({h.config.summary()})")
 
     def _command(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
-        from distributed import Queue
-        key = self._keys.get(h.id)
-        if key is not None:
-            Queue(key + "-cmd", client=self.client).put(cmd)
+        q = self._cmd_queues.get(self._keys.get(h.id))
+        if q is not None:
+            q.put(cmd)
 
     def _handle_outbox(self) -> None:
         while True:
@@ -841,8 +842,11 @@ class DaskEngine:
         h.files = {}
 
     def _release_key(self, key: str) -> None:
-        from distributed import Event, Queue
-        for fn in (lambda: Queue(key + "-cmd", client=self.client).close(),
+        """Let go of a task's command queue (the scheduler drops it once the worker has let
+        go too) and its started event."""
+        from distributed import Event
+        q = self._cmd_queues.pop(key, None)
+        for fn in ((q.close if q is not None else (lambda: None)),
                    lambda: Event(key + "-started", client=self.client).clear()):
             try:
                 fn()
