@@ -92,6 +92,7 @@ td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
 .legend { font-size: 17px; display: flex; flex-wrap: wrap; gap: 6px 22px; }
 .legend .swatch { width: 22px; height: 6px; vertical-align: middle; border-radius: 2px; }
 .share { color: #555; font-size: 15px; }
+.lower-wait { color: #777; font-size: 16px; }
 """
 
 
@@ -125,7 +126,8 @@ class Dashboard(param.Parameterized):
         self.run_limit = session_run_limit()
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
-        # the plots are built once, with one fixed layer per slot; runs borrow slots
+        # the plots are built once, with one layer per slot (drawn when the slot is first
+        # used); runs borrow slots
         self.slots = [views.RunStreams(i) for i in range(views.N_SLOTS)]
         self.streams: Dict[int, views.RunStreams] = {}     # run id -> its slot
         self._destroyed = False
@@ -285,6 +287,11 @@ class Dashboard(param.Parameterized):
                                      css_classes=["plot-legend"], margin=(4, 10))
                         for _ in range(3)]
 
+        self.lower = pn.Column(
+            pn.pane.HTML("<div class='lower-wait'>The other sections are on their way...</div>",
+                         stylesheets=[CSS], sizing_mode="stretch_width", margin=(10, 10)),
+            sizing_mode="stretch_width", css_classes=["lower-sections"])
+
         def section(title, point_at, *objs):
             return pn.Column(
                 pn.pane.HTML(f"<div style='font-size:22px;font-weight:700'>{title}</div>"
@@ -319,6 +326,13 @@ class Dashboard(param.Parameterized):
                     "on MNIST; on text, bits per character fall).",
                     self.legends[0],
                     pn.GridBox(self.p_loss, self.p_val, ncols=2, sizing_mode="stretch_width")),
+            self.lower,
+        ]
+        # Sections 2 on are built here but join the page only once it has drawn its top
+        # (``attach_lower``, on the browser's first render): the first document the browser
+        # gets holds the controls and the learning curves, about a third of the page's
+        # models, so a student can press Start sooner; the rest follows a moment later.
+        self.lower_sections = [
             section("2. Why gamma must start small: tanh saturation in the BN-LSTM (Fig. 6)",
                     "After <b>gamma 0.1 vs 1.0</b>, point at: with gamma 1.0 far more tanh "
                     "inputs fall in the grey bands and its saturation curve sits higher; "
@@ -391,13 +405,26 @@ class Dashboard(param.Parameterized):
     def view(self) -> pn.Column:
         """The dashboard without a template (for notebooks); starts the drain callback."""
         self.attach_session()
+        self.attach_lower()
         return pn.Row(pn.Column(*self.sidebar, width=380), pn.Column(*self.main,
                                                                     sizing_mode="stretch_width"))
 
     def servable(self, title: str = "bnlstm dashboard"):
         self.attach_session()
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.onload(self.attach_lower)    # once the browser has drawn the top
+        else:
+            self.attach_lower()
         with _frozen():          # the document's model graph is computed once, not per root
             return self.template().servable(title=title)
+
+    def attach_lower(self) -> None:
+        """Put sections 2 on into the page (once; a no-op after the first call)."""
+        if self.lower_sections and not self._destroyed:
+            sections, self.lower_sections = self.lower_sections, []
+            with _frozen():
+                self.lower.objects = sections
+                self.lower.css_classes = ["lower-sections", "attached"]
 
     def attach_session(self) -> None:
         """Start the periodic drain and register the clean-up for this session."""
@@ -474,10 +501,19 @@ class Dashboard(param.Parameterized):
         except ValueError as exc:            # e.g. a model the task does not train
             self.settings.problem(str(exc))
             return None
-        slot.assign(run)
+        self._assign(slot, run)
         self.runs.append(run)
         self.streams[run.id] = slot
         return run
+
+    @staticmethod
+    def _assign(slot: views.RunStreams, run) -> None:
+        """``slot.assign(run)``; a slot's first run adds its layers to a dozen figures: the
+        model graph is recomputed once, not once per glyph. (Not inside ``pn.io.hold``: with
+        it, a following page was sent patches naming models it had never been sent, and
+        its client failed with bokeh's UnknownReferenceError.)"""
+        with _frozen():
+            slot.assign(run)
 
     @staticmethod
     def _notify(msg: str) -> None:
@@ -728,7 +764,7 @@ class Dashboard(param.Parameterized):
             if slot is None or slot.run is not None:
                 continue
             mirror = DashboardRun.follow(run)
-            slot.assign(mirror)
+            self._assign(slot, mirror)
             self.runs.append(mirror)
             self.streams[rid] = slot
             views.set_val_metric(self.val_figure, mirror.metric)

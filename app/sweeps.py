@@ -27,7 +27,7 @@ from .applog import log, quiet_periodic_callback
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often
-N_GROUPS = 10                      # groups drawn (one fixed layer each); more are listed only
+N_GROUPS = 10                      # groups drawn (a layer each, added when first needed); more are listed only
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 STATE_COLORS = {"finished": "#0d6efd", "diverged": "#dc3545", "failed": "#dc3545",
@@ -96,15 +96,26 @@ class SweepBrowser(param.Parameterized):
                    tools="pan,box_zoom,reset,save", css_classes=["plot-sweep-fig"])
         p.toolbar.logo = None
         p.title.text_font_size = "15pt"
-        lines = []
-        for i, src in enumerate(self.sources):
+        self.hover = HoverTool(renderers=[], tooltips=[("update", "@step"),
+                                                       ("mean acc", "@mean{0.000}"),
+                                                       ("runs", "@n")])
+        p.add_tools(self.hover)
+        self.layers = 0                 # groups drawn so far: a group's layer is added
+        return p                        # the first time a sweep has that many groups
+
+    def _draw_groups(self, n: int) -> None:
+        from bokeh.models import GlyphRenderer
+        p = self.figure
+        for i in range(self.layers, min(n, N_GROUPS)):
             color = PALETTE[i % len(PALETTE)]
-            p.varea("step", "lo", "hi", source=src["band"], color=color, alpha=0.18)
-            lines.append(p.line("step", "mean", source=src["line"], color=color, line_width=3))
-        p.add_tools(HoverTool(renderers=lines, tooltips=[("update", "@step"),
-                                                         ("mean acc", "@mean{0.000}"),
-                                                         ("runs", "@n")]))
-        return p
+            src = self.sources[i]
+            band = p.varea("step", "lo", "hi", source=src["band"], color=color, alpha=0.18)
+            line = p.line("step", "mean", source=src["line"], color=color, line_width=3)
+            for r in (band, line):      # no selection or muting here: no copies of glyphs
+                if isinstance(r, GlyphRenderer):
+                    r.nonselection_glyph = r.muted_glyph = None
+            self.hover.renderers = [*self.hover.renderers, line]
+            self.layers = i + 1
 
     def view(self) -> pn.Column:
         """The view, with its periodic refresh started (call once per session)."""
@@ -187,6 +198,7 @@ class SweepBrowser(param.Parameterized):
                 [float(max(c["mean"] + c["std"])) for c in curves if len(c["mean"])] or [8.0]) * 1.1
             self.figure.y_range.update(start=0, end=top)
         legend = []
+        self._draw_groups(len(curves))
         for i, src in enumerate(self.sources):
             if i < len(curves):
                 c = curves[i]

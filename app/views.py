@@ -1,11 +1,14 @@
 """Live plots: one fixed set of Bokeh figures per session, fed through data sources.
 
-The five per-run plots (loss, validation accuracy, saturation, histogram, gradient
-norm) are plain Bokeh figures built once per session, with one fixed layer per
-slot (``N_SLOTS``). A run borrows a slot and its colour; starting a run only
-clears and refills that slot's ``ColumnDataSource``, never replaces a figure of
-the live page (replacing figures raced the browser's layout: "reading
-'parent_style'" errors). Growing curves use ``ColumnDataSource.stream`` with a
+The per-run plots (loss, validation accuracy, saturation, histogram, gradient
+norm, batch distribution, kurtosis) are plain Bokeh figures built once per
+session, with one layer per slot (``N_SLOTS``). A run borrows a slot and its
+colour; starting a run clears and refills that slot's ``ColumnDataSource``, never
+replaces a figure of the live page (replacing figures raced the browser's layout:
+"reading 'parent_style'" errors). A slot's layers join the figures the first time
+the slot shows a run (``RunStreams.assign``), and stay: a page that has shown no
+run sends no glyphs or sources, about 470 of the 1,100 models a page with every
+layer holds. Growing curves use ``ColumnDataSource.stream`` with a
 ``rollover`` (bounded memory; only new points travel); curves replaced whole at
 each probe set ``.data``. Either is a small patch message: far cheaper on the
 server's event loop than re-running HoloViews DynamicMaps for every layer.
@@ -66,6 +69,8 @@ class RunStreams:
         self.hist = ColumnDataSource(_nothing(HIST_COLS), name=f"hist-{index}")
         self.units = ColumnDataSource(_nothing(UNIT_COLS), name=f"units-{index}")
         self.kurt = ColumnDataSource(_nothing(KURT_COLS), name=f"kurt-{index}")
+        self.layer_makers: list = []     # one per figure: adds this slot's layer to it
+        self.layered = False             # whether its layers are in the figures
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -78,9 +83,14 @@ class RunStreams:
         self.dirty = False
 
     def assign(self, run) -> None:
-        """Show ``run`` in this slot (``None``: empty the slot)."""
+        """Show ``run`` in this slot (``None``: empty the slot). The first run a slot shows
+        adds its layers to the figures."""
         if self.run is None and run is None and not self.dirty:
             return
+        if run is not None and not self.layered:
+            self.layered = True
+            for add in self.layer_makers:
+                add(self)
         self.run = run
         self._reset_state()
         for src, cols in ((self.loss, LOSS_COLS), (self.val, VAL_COLS), (self.sat, SAT_COLS),
@@ -149,35 +159,57 @@ def _figure(title: str, xlabel: str, ylabel: str, css: str, **kw):
 def lean(*figures) -> None:
     """Drop the glyph copies Bokeh makes for selections and muting (these plots have
     neither): a third of the page's glyph models, so a page builds and renders faster."""
-    from bokeh.models import GlyphRenderer
     for p in figures:
-        for r in p.renderers:
-            if isinstance(r, GlyphRenderer):
-                r.nonselection_glyph = None
-                r.muted_glyph = None
+        _lean(p.renderers)
 
 
-def _hover(p, renderers, fields):
-    p.add_tools(HoverTool(renderers=renderers, tooltips=fields))
+def _lean(renderers) -> None:
+    from bokeh.models import GlyphRenderer
+    for r in renderers:
+        if isinstance(r, GlyphRenderer):
+            r.nonselection_glyph = None
+            r.muted_glyph = None
+
+
+def _hover(p, fields):
+    tool = HoverTool(renderers=[], tooltips=fields)
+    p.add_tools(tool)
+    return tool
+
+
+def _layered(p, slots: List[RunStreams], layer, hover: Optional[HoverTool] = None) -> None:
+    """``layer(s)`` draws slot ``s`` in figure ``p`` and returns the renderer the ``hover``
+    tool reads; each slot's layer is drawn the first time the slot shows a run."""
+    def add(s, p=p, layer=layer, hover=hover):
+        before = len(p.renderers)
+        hovered = layer(s)
+        _lean(p.renderers[before:])
+        if hover is not None:
+            hover.renderers = [*hover.renderers, hovered]
+    for s in slots:
+        s.layer_makers.append(add)
+        if s.layered:
+            add(s)
 
 
 def loss_plot(slots: List[RunStreams]):
     p = _figure("Training loss (bold: smoothed, faint: raw)", "step", "loss", "plot-loss")
-    bold = []
-    for s in slots:
+
+    def layer(s):
         p.line("step", "loss", source=s.loss, color=s.color, alpha=0.22, line_width=1)
-        bold.append(p.line("step", "smooth", source=s.loss, color=s.color, line_width=3))
-    _hover(p, bold, [("step", "@step"), ("loss", "@loss{0.000}"), ("smoothed", "@smooth{0.000}")])
+        return p.line("step", "smooth", source=s.loss, color=s.color, line_width=3)
+    _layered(p, slots, layer, _hover(p, [("step", "@step"), ("loss", "@loss{0.000}"),
+                                         ("smoothed", "@smooth{0.000}")]))
     return p
 
 
 def val_plot(slots: List[RunStreams]):
     p = _figure("Validation accuracy", "step", "accuracy", "plot-val", y_range=Range1d(0, 1.02))
-    dots = []
-    for s in slots:
+
+    def layer(s):
         p.line("step", "acc", source=s.val, color=s.color, line_width=3)
-        dots.append(p.scatter("step", "acc", source=s.val, color=s.color, size=8))
-    _hover(p, dots, [("step", "@step"), ("accuracy", "@acc{0.000}")])
+        return p.scatter("step", "acc", source=s.val, color=s.color, size=8)
+    _layered(p, slots, layer, _hover(p, [("step", "@step"), ("accuracy", "@acc{0.000}")]))
     return p
 
 
@@ -217,12 +249,13 @@ def saturation_plot(slots: List[RunStreams]):
     # and runs stay comparable on one scale
     p = _figure("Saturated tanh units (solid: g, dashed: cell)", "step", "fraction saturated",
                 "plot-sat", y_range=Range1d(0, 1))
-    solid = []
-    for s in slots:
-        solid.append(p.line("step", "g", source=s.sat, color=s.color, line_width=3))
+
+    def layer(s):
+        solid = p.line("step", "g", source=s.sat, color=s.color, line_width=3)
         p.line("step", "c_out", source=s.sat, color=s.color, line_width=2, line_dash="dashed")
-    _hover(p, solid, [("step", "@step"), ("g saturated", "@g{0.000}"),
-                      ("cell saturated", "@c_out{0.000}")])
+        return solid
+    _layered(p, slots, layer, _hover(p, [("step", "@step"), ("g saturated", "@g{0.000}"),
+                                         ("cell saturated", "@c_out{0.000}")]))
     return p
 
 
@@ -231,8 +264,8 @@ def hist_plot(slots: List[RunStreams]):
                 "plot-hist", x_range=Range1d(-5, 5))
     for lo, hi in ((-5, -SAT_X), (SAT_X, 5)):
         p.add_layout(BoxAnnotation(left=lo, right=hi, fill_color="#999999", fill_alpha=0.18))
-    for s in slots:
-        p.step("x", "g", source=s.hist, color=s.color, line_width=3, mode="center")
+    _layered(p, slots, lambda s: p.step("x", "g", source=s.hist, color=s.color, line_width=3,
+                                        mode="center"))
     return p
 
 
@@ -240,8 +273,8 @@ def grad_plot(slots: List[RunStreams]):
     p = _figure("Gradient norm ||dLoss/dh_t|| vs t (mean over the batch, log scale)",
                 "time step t", "||dLoss/dh_t||", "plot-grad", y_axis_type="log",
                 y_range=Range1d(1e-8, 1.0))
-    lines = [p.line("t", "grad", source=s.grad, color=s.color, line_width=3) for s in slots]
-    _hover(p, lines, [("t", "@t"), ("norm", "@grad{0.000e}")])
+    _layered(p, slots, lambda s: p.line("t", "grad", source=s.grad, color=s.color, line_width=3),
+             _hover(p, [("t", "@t"), ("norm", "@grad{0.000e}")]))
     return p
 
 
@@ -269,8 +302,8 @@ def units_plot(slots: List[RunStreams]):
                           line_dash="dashed", line_width=2))
     p.add_layout(Label(x=TANH_1, y=0, y_units="screen", y_offset=8, x_offset=4,
                        text="tanh(1)", text_font_size="12pt", text_color="#555555"))
-    for s in slots:
-        p.step("x", "frac", source=s.units, color=s.color, line_width=3, mode="center")
+    _layered(p, slots, lambda s: p.step("x", "frac", source=s.units, color=s.color,
+                                        line_width=3, mode="center"))
     return p
 
 
@@ -280,8 +313,8 @@ def kurtosis_plot(slots: List[RunStreams]):
     for y in (1.0, 3.0):
         p.add_layout(Span(location=y, dimension="width", line_color="#999999",
                           line_dash="dotted", line_width=2))
-    lines = [p.line("t", "kurt", source=s.kurt, color=s.color, line_width=3) for s in slots]
-    _hover(p, lines, [("t", "@t"), ("kurtosis", "@kurt{0.00}")])
+    _layered(p, slots, lambda s: p.line("t", "kurt", source=s.kurt, color=s.color, line_width=3),
+             _hover(p, [("t", "@t"), ("kurtosis", "@kurt{0.00}")]))
     return p
 
 

@@ -6,12 +6,14 @@ Starts ``panel serve app/`` as ``./scripts/dashboard`` does (loopback, ``--liven
 then:
 
 1. the *teacher*: headless Chromium (Debian's /usr/bin/chromium) opens the page (page
-   ready: the Start button and the Bokeh document are there), starts a long run, and
+   ready: the Start button and the Bokeh document are there; whole: the lower sections,
+   which the server sends once the top is drawn, have drawn too), starts a long run, and
    every few seconds clicks Pause, then Resume, timing each until the status row shows
    it (``click -> update``, through the browser);
 2. ``--sessions`` *students*: light Bokeh clients (``bokeh.client``, one thread and event
    loop each, a real websocket session, no rendering), opened one after another; each
-   times its session's document arriving (page ready, server side), clicks Start on a
+   times its session's document arriving (page ready, server side) and the lower
+   sections joining it (whole page: it says ``document_ready`` as a browser does), clicks Start on a
    ``--steps`` run and times its row appearing, and once the run trains clicks Pause and
    Resume once, timing each;
 3. meanwhile ``/liveness`` is polled every 0.25 s (the server's event loop latency) and
@@ -27,11 +29,9 @@ first page (the starting level), at the peak, and after every session has closed
 from __future__ import annotations
 
 import argparse
-import asyncio
 import html
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -40,16 +40,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
+from light_client import STATE, LightClient  # noqa: E402  (the fault tests' light client)
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")
-STATE = re.compile(r"data-state='(\w+)'")
-
-# bokeh.client handles each incoming message one call deeper than the last (its
-# _handle_messages -> _next -> state.run -> _handle_messages): a session open for a few
-# minutes of live updates passes Python's default limit and its connection dies. Deep
-# enough for hours, on threads with room for it.
-sys.setrecursionlimit(1_000_000)
-threading.stack_size(256 << 20)
+# (light_client raises the recursion limit and the threads' stack size for bokeh.client)
 
 
 def free_port() -> int:
@@ -114,49 +110,38 @@ class Monitor(threading.Thread):
 
 
 # -------------------------------------------------------------------------- students
-class Student(threading.Thread):
-    """A light client: a real session over a websocket, no browser."""
+class Student(LightClient):
+    """A light client (the fault tests' :class:`LightClient`: a real session over a
+    websocket, no browser) that presses Start, then Pause and Resume once (with
+    ``pause_resume``), and times each click until the page shows it."""
 
     def __init__(self, url: str, args: dict, pause_resume: bool = True):
-        super().__init__(daemon=True)
-        self.url, self.args, self.pause_resume = url, args, pause_resume
-        self.ready_s = None
-        self.error = None
+        super().__init__(url, args)
+        self.pause_resume = pause_resume
         self.clicks = []                # (what, seconds to the page showing it)
         self.states = []
         self.finished_at = None
-        self.pulled = threading.Event()
-        self._loop = None
-        self._session = None
+        self.whole_s = None             # seconds from the request to the lower sections
 
-    def run(self):
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        try:
-            import panel.models.location  # noqa: F401  (the document's Panel models)
-            from bokeh.client import pull_session
-            from bokeh.events import ButtonClick
-            from tornado.ioloop import IOLoop
-            t0 = time.perf_counter()
-            s = self._session = pull_session(url=self.url, arguments=self.args)
-            self.ready_s = time.perf_counter() - t0
-            self._loop = IOLoop.current()
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.pulled.set()
-            return
-        self.pulled.set()
-        doc = s.document
+    @property
+    def ready_s(self):
+        return self.pulled_s
 
-        def model(cls):
-            return next(m for m in doc.models if cls in (getattr(m, "css_classes", None) or []))
-        start, pause, status = model("btn-start"), model("btn-pause"), model("bnlstm-status")
+    def on_ready(self):
+        from bokeh.events import ButtonClick
+        doc = self.doc
+        start, pause, status = (self.model(c) for c in ("btn-start", "btn-pause",
+                                                        "bnlstm-status"))
         pending = {}                   # what was clicked -> (state awaited, t0)
+        t_asked = time.perf_counter() - self.pulled_s
 
         def click(what, button, awaited):
             pending[what] = (awaited, time.perf_counter())
             doc.callbacks.send_event(ButtonClick(button))
 
         def on_change(event):
+            if self.whole_s is None and self.has_model("plot-kurt"):
+                self.whole_s = time.perf_counter() - t_asked
             states = STATE.findall(html.unescape(getattr(status, "text", "") or ""))
             state = states[0] if states else None
             if state and (not self.states or self.states[-1] != state):
@@ -176,18 +161,13 @@ class Student(threading.Thread):
                 self.finished_at = time.time()
         doc.on_change(on_change)
         click("start", start, ("queued", "starting", "running", "finished"))
-        try:
-            s._loop_until_closed()
-        except Exception as exc:
-            self.error = self.error or f"{type(exc).__name__}: {exc}"
-
-    def close(self):
-        if self._loop is not None and self._session is not None:
-            self._loop.add_callback(self._session.close)
 
 
 # --------------------------------------------------------------------------- teacher
 def teacher_page(browser, url):
+    """Open a page: ``(context, page, ready s, whole page s)``: ready when its Start button
+    and Bokeh document are there (the controls and the learning curves), whole when the
+    lower sections have joined and drawn their last plot."""
     ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
     page = ctx.new_page()
     page.set_default_timeout(120_000)
@@ -195,7 +175,9 @@ def teacher_page(browser, url):
     page.goto(url)
     page.wait_for_selector(".btn-start button")
     page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
-    return ctx, page, time.perf_counter() - t0
+    ready = time.perf_counter() - t0
+    page.wait_for_selector(".lower-sections.attached .plot-stats-c_var canvas", state="attached")
+    return ctx, page, ready, time.perf_counter() - t0
 
 
 def teacher_state(page):
@@ -271,7 +253,7 @@ def main():
         teacher_clicks = []
         first = Student(url, {"steps": str(args.steps)}, pause_resume=False)
         first.start()
-        first.pulled.wait(120)
+        first.ready.wait(120)
         out["ready_first_light_s"] = first.ready_s
         if not args.no_browser:
             from playwright.sync_api import sync_playwright
@@ -279,9 +261,9 @@ def main():
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
-            ctx, page, ready = teacher_page(browser, url + "?steps=100000")
-            out["ready_browser_idle_s"] = ready
-            print(f"teacher's page ready in {ready:.2f} s (idle server)")
+            ctx, page, ready, whole = teacher_page(browser, url + "?steps=100000")
+            out["ready_browser_idle_s"], out["whole_browser_idle_s"] = ready, whole
+            print(f"teacher's page ready in {ready:.2f} s, whole in {whole:.2f} s (idle server)")
             teacher_clicks.append(("start", teacher_click(page, "Start", ("running",))))
         time.sleep(5.0)
         first.close()
@@ -293,7 +275,7 @@ def main():
         for i in range(args.sessions):
             st = Student(url, {"steps": str(args.steps)})
             st.start()
-            st.pulled.wait(180)
+            st.ready.wait(180)
             students.append(st)
             print(f"  student {i + 1:2d}: page ready {st.ready_s if st.ready_s else -1:.2f} s"
                   + (f" ERROR {st.error}" if st.error else ""), flush=True)
@@ -302,9 +284,11 @@ def main():
                 teacher_clicks.append(("resume", teacher_click(page, "Resume", ("running",))))
         t_started = time.time()
         if page is not None:
-            out["ready_browser_loaded_s"] = teacher_page(browser, url)[2]
+            _, _, out["ready_browser_loaded_s"], out["whole_browser_loaded_s"] = \
+                teacher_page(browser, url)
             print(f"a new browser page at {args.sessions} sessions: ready in "
-                  f"{out['ready_browser_loaded_s']:.2f} s")
+                  f"{out['ready_browser_loaded_s']:.2f} s, whole in "
+                  f"{out['whole_browser_loaded_s']:.2f} s")
         while time.time() - t_started < args.drain_timeout:
             if all(s.finished_at or s.error for s in students):
                 break
@@ -322,6 +306,7 @@ def main():
         out["server_cpu_idle_sessions_pct"] = mon.cpu_percent(10.0)
 
         ready = [s.ready_s for s in students if s.ready_s is not None]
+        out["whole_light_s"] = summary([s.whole_s for s in students if s.whole_s is not None])
         light_clicks = [t for s in students for _, t in s.clicks]
         tclicks = [t for _, t in teacher_clicks if t is not None]
         out["ready_light_s"] = summary(ready)
@@ -330,7 +315,7 @@ def main():
         out["click_browser_missed"] = sum(t is None for _, t in teacher_clicks)
         out["click_light_missed"] = sum(1 for s in students for w in ("start",)
                                         if not any(c == w for c, _ in s.clicks))
-        out["errors"] = [s.error for s in students if s.error]
+        out["errors"] = [f"{type(s.error).__name__}: {s.error}" for s in students if s.error]
 
         for s in students:
             s.close()
@@ -364,14 +349,17 @@ def main():
     print(f"\nclassroom: {args.sessions} sessions, {args.steps}-update runs, engine "
           f"{args.engine}, {os.cpu_count()} cores")
     for key, what in (("ready_light_s", "page ready, light clients (server side)"),
+                      ("whole_light_s", "whole page, light clients (lower sections in)"),
                       ("click_light_s", "click -> update, light clients"),
                       ("click_browser_s", "click -> update, the browser (Pause/Resume)"),
                       ("liveness_s", "/liveness latency")):
         d = out.get(key) or {}
         print(f"  {what:45s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
               f"max {f(d.get('max'))}  (n={d.get('n')})")
-    print(f"  {'page ready, browser, idle server':45s} {f(out.get('ready_browser_idle_s'))}")
-    print(f"  {'page ready, browser, at N sessions':45s} {f(out.get('ready_browser_loaded_s'))}")
+    print(f"  {'page ready / whole, browser, idle server':45s} "
+          f"{f(out.get('ready_browser_idle_s'))} / {f(out.get('whole_browser_idle_s'))}")
+    print(f"  {'page ready / whole, browser, at N sessions':45s} "
+          f"{f(out.get('ready_browser_loaded_s'))} / {f(out.get('whole_browser_loaded_s'))}")
     print(f"  runs finished: {out.get('runs_finished')} of {args.sessions}; queue drained in "
           f"{f(out.get('queue_drain_s'))} after the last Start; clicks never shown: "
           f"browser {out.get('click_browser_missed')}, light {out.get('click_light_missed')}")

@@ -138,3 +138,81 @@ def test_a_page_whose_browser_stops_reading_gets_no_more_updates_until_it_catche
     finally:
         lead.dispose()
         eng.join(30)
+
+
+def test_a_pages_first_document_is_its_top_and_the_other_sections_join_it_with_their_data(
+        mnist_dir, monkeypatch):
+    """A served page sends the controls and the learning curves first; sections 2 on join
+    once the browser has drawn them (``attach_lower``, on ``document_ready``), holding
+    what the runs sent in between."""
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    doc = Document()
+
+    def classes():
+        return {c for m in doc.models for c in (getattr(m, "css_classes", None) or [])}
+    try:
+        with set_curdoc(doc):
+            lead.template().server_doc(doc)
+        first = len(doc.models)
+        assert {"btn-start", "plot-loss", "plot-val", "lower-sections"} <= classes()
+        assert not {"plot-sat", "plot-hist", "plot-grad", "plot-kurt", "w-focus"} & classes()
+        run = lead.start()
+        _until(lambda: run.step >= 30 and len(lead.streams[run.id].sat.data["step"]) > 0,
+               [lead])
+        sat = lead.streams[run.id].sat
+        with set_curdoc(doc):
+            lead.attach_lower()
+        assert {"plot-sat", "plot-hist", "plot-grad", "plot-kurt", "w-focus",
+                "attached"} <= classes()
+        assert len(doc.models) > 2 * first                 # most of the page came second
+        assert doc.get_model_by_id(sat.id) is sat and len(sat.data["step"]) > 0
+        n = len(doc.models)
+        with set_curdoc(doc):
+            lead.attach_lower()                            # once only
+        assert len(doc.models) == n
+    finally:
+        lead.dispose()
+        eng.join(30)
+
+
+def test_a_slots_layers_join_the_figures_when_it_first_shows_a_run(mnist_dir, monkeypatch):
+    """No run, no glyphs: a slot draws its layer in every per-run figure (and its hover
+    tool) the first time it shows a run, and a later run in the same slot adds nothing."""
+    from bokeh.models import GlyphRenderer
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    lead.attach_lower()
+    figures = [lead.p_loss.object, lead.val_figure, lead.p_sat.object, lead.p_hist.object,
+               lead.grad_figure, lead.p_units.object, lead.p_kurt.object]
+
+    def drawn(p):
+        return [r for r in p.renderers if isinstance(r, GlyphRenderer)]
+
+    def hovered(p):
+        return [r for t in p.tools if hasattr(t, "tooltips") and isinstance(t.renderers, list)
+                for r in t.renderers]
+    try:
+        assert all(drawn(p) == [] for p in figures)
+        run = lead.start()
+        slot = lead.streams[run.id]
+        for p in figures:
+            assert drawn(p) and {r.data_source for r in drawn(p)} <= {
+                slot.loss, slot.val, slot.sat, slot.hist, slot.grad, slot.units, slot.kurt}
+            assert all(r.nonselection_glyph is None for r in drawn(p))
+        assert all(len(hovered(p)) == 1 for p in (figures[0], figures[1], figures[2],
+                                                  figures[4], figures[6]))
+        counts = [len(drawn(p)) for p in figures]
+        second = lead.start()
+        assert lead.streams[second.id] is not slot
+        assert [len(drawn(p)) for p in figures] == [2 * n for n in counts]
+        for r in (run, second):
+            r.stop()
+        _until(lambda: not any(r.live for r in lead.runs), [lead])
+        lead.reset()
+        third = lead.start()                   # back in slot 0: its layer is already there
+        assert lead.streams[third.id] is slot
+        assert [len(drawn(p)) for p in figures] == [2 * n for n in counts]
+    finally:
+        lead.dispose()
+        eng.join(30)

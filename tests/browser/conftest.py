@@ -144,6 +144,8 @@ def open_app(server, browser):
         if wait:
             page.wait_for_selector(".btn-start button")
             page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+            # sections 2 on join the page once it has drawn its top (Dashboard.attach_lower)
+            page.wait_for_selector(".lower-sections.attached .plot-sat", state="attached")
         return page
 
     yield _open

@@ -24,13 +24,19 @@ threading.stack_size(256 << 20)
 
 
 class LightClient(threading.Thread):
-    """One session: ``click(css_class)``, ``state()`` of its first run row, ``close()``."""
+    """One session: ``click(css_class)``, ``state()`` of its first run row, ``close()``.
+
+    Like a browser, it says ``document_ready`` once it has the document, so the server
+    sends the rest of the page (the dashboard's lower sections) as it would to a browser.
+    ``pulled_s``: seconds from the request to the document; ``on_ready(client)``, a hook
+    for subclasses, runs on the session's loop right after."""
 
     def __init__(self, url: str, args: dict | None = None):
         super().__init__(daemon=True)
         self.url, self.args = url, dict(args or {})
         self.ready = threading.Event()
         self.error = None
+        self.pulled_s = None
         self.session = self.loop = self.doc = None
 
     def run(self):
@@ -38,17 +44,40 @@ class LightClient(threading.Thread):
         try:
             import panel.models.location  # noqa: F401  (the Panel models of the document)
             from bokeh.client import pull_session
+            from bokeh.events import DocumentReady
             from tornado.ioloop import IOLoop
+            t0 = time.perf_counter()
             self.session = pull_session(url=self.url, arguments=self.args)
+            self.pulled_s = time.perf_counter() - t0
             self.loop, self.doc = IOLoop.current(), self.session.document
+            self.doc.callbacks.send_event(DocumentReady())
+            self.on_ready()
         except Exception as exc:
             self.error = exc
         self.ready.set()
         if self.error is None:
-            self.session._loop_until_closed()
+            try:
+                self.session._loop_until_closed()
+            except Exception as exc:
+                self.error = exc
+
+    def on_ready(self) -> None:
+        """Called once the document is here, on the session's thread (subclasses)."""
 
     def model(self, css: str):
         return next(m for m in self.doc.models if css in (getattr(m, "css_classes", None) or []))
+
+    def has_model(self, css: str) -> bool:
+        return any(css in (getattr(m, "css_classes", None) or []) for m in list(self.doc.models))
+
+    def wait_model(self, css: str, timeout: float = 30.0) -> None:
+        """Wait until the document has a model with this CSS class (e.g. the lower sections'
+        plots, which the server sends after ``document_ready``)."""
+        end = time.monotonic() + timeout
+        while not self.has_model(css):
+            if time.monotonic() > end:
+                raise AssertionError(f"no {css!r} model in the document after {timeout} s")
+            time.sleep(0.05)
 
     def click(self, css: str) -> None:
         from bokeh.events import ButtonClick

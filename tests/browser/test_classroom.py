@@ -99,6 +99,7 @@ def test_a_class_follows_the_teachers_runs_read_only(server):
         for s in students:
             s.wait_state(("running",), 30)
             assert "read-only" in s.text("follow-banner")
+            s.wait_model("plot-kurt")                 # the whole page, lower sections too
             controls = [m for m in s.doc.models if {"btn-start", "btn-pause", "btn-stop",
                         "btn-step", "btn-reset"} & set(getattr(m, "css_classes", None) or [])]
             assert controls == []                     # no control that changes the runs
