@@ -509,9 +509,8 @@ class Dashboard(param.Parameterized):
     @staticmethod
     def _assign(slot: views.RunStreams, run) -> None:
         """``slot.assign(run)``; a slot's first run adds its layers to a dozen figures: the
-        model graph is recomputed once, not once per glyph. (Not inside ``pn.io.hold``: with
-        it, a following page was sent patches naming models it had never been sent, and
-        its client failed with bokeh's UnknownReferenceError.)"""
+        model graph is recomputed once, not once per glyph, and each new model is sent
+        once (``_frozen``)."""
         with _frozen():
             slot.assign(run)
 
@@ -880,14 +879,31 @@ class Dashboard(param.Parameterized):
 
 @contextmanager
 def _frozen():
-    """Freeze the session document's model graph (Bokeh recomputes it once, on exit)."""
+    """Freeze the session document's model graph (Bokeh recomputes it once, on exit), and
+    hold its change events until after that.
+
+    The hold matters for changes that add models. A served session writes each event to
+    the browser as it happens; a model added under a freeze joins the document only at
+    the recompute, so the event that first names it would send it in full and it would
+    still count as new afterwards: the next patch naming it sends it again ("reference
+    already known" in the client, and every new glyph sent twice). Held, the events go
+    out after the recompute, each new model once. (Panel's ``pn.io.hold`` in its place
+    sent some events ahead of others: a following page met models it had never been
+    sent, bokeh's UnknownReferenceError.)"""
     doc = pn.state.curdoc
     models = getattr(doc, "models", None) if doc is not None else None
     if models is None or not hasattr(models, "freeze"):
         yield
         return
-    with models.freeze():
-        yield
+    held = doc.callbacks.hold_value is not None          # e.g. inside Panel's own hold
+    if not held:
+        doc.hold("combine")
+    try:
+        with models.freeze():
+            yield
+    finally:
+        if not held:
+            doc.unhold()
 
 
 def unsent_bytes(doc) -> int:

@@ -1,6 +1,7 @@
 """The dashboard's parts that need no browser: what a session may be shown of the server."""
 import io
 import json
+import time
 import zipfile
 
 from bnlstm.records import zip_run_dir
@@ -215,4 +216,97 @@ def test_a_slots_layers_join_the_figures_when_it_first_shows_a_run(mnist_dir, mo
         assert [len(drawn(p)) for p in figures] == [2 * n for n in counts]
     finally:
         lead.dispose()
+        eng.join(30)
+
+
+def _wire(doc):
+    """What a served session writes to its browser: each change event serialized as it
+    happens (bokeh's ServerSession: one PATCH-DOC per event). -> the list of messages."""
+    from bokeh.document.events import DocumentPatchedEvent
+    from bokeh.protocol import Protocol
+    proto, sent = Protocol(), []
+
+    def on_change(event):
+        if isinstance(event, DocumentPatchedEvent):
+            sent.append(json.loads(proto.create("PATCH-DOC", [event]).content_json))
+    doc.on_change(on_change)
+    return sent
+
+
+def _defs_and_refs(obj, defs, refs):
+    if isinstance(obj, dict):
+        if obj.get("type") == "bytes":                  # a binary buffer's id, not a model
+            return
+        if obj.get("type") == "object" and "id" in obj:
+            defs.append(obj["id"])
+        elif set(obj) == {"id"}:
+            refs.append(obj["id"])
+        for v in obj.values():
+            _defs_and_refs(v, defs, refs)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _defs_and_refs(v, defs, refs)
+
+
+def _check_wire(first_doc_json, messages):
+    """Every model reaches the browser once: defined in one message, and named only
+    after (bokeh's client warns 'reference already known' for a second definition and
+    fails with UnknownReferenceError for a name it never got)."""
+    known = []
+    _defs_and_refs(first_doc_json, known, [])
+    known = set(known)
+    for i, msg in enumerate(messages):
+        defs, refs = [], []
+        _defs_and_refs(msg, defs, refs)
+        again = set(defs) & known
+        assert not again and len(defs) == len(set(defs)), f"message {i} sends {again} again"
+        known |= set(defs)
+        assert set(refs) <= known, f"message {i} names models never sent: {set(refs) - known}"
+
+
+def test_what_a_page_sends_defines_each_model_once_through_starts_and_follows(
+        mnist_dir, monkeypatch):
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+    eng, lead, Dashboard = _dashboards(mnist_dir, monkeypatch)
+    follower = Dashboard(sync_url=False, engine=eng, follow=lead.share_token)
+    pages = []
+    try:
+        for d in (lead, follower):
+            doc = Document()
+            with set_curdoc(doc):
+                d.template().server_doc(doc)
+            first = doc.to_json(deferred=False)
+            doc.models.flush_synced()                   # the browser has the first document
+            pages.append((d, doc, first, _wire(doc)))
+        for d, doc, _, _ in pages:
+            with set_curdoc(doc):
+                d.attach_lower()                        # on the browser's document_ready
+        with set_curdoc(pages[0][1]):
+            a = lead.start()                            # slot 0's layers join the figures
+
+        def drain_all():
+            for d, doc, _, _ in pages:
+                with set_curdoc(doc):
+                    d._next_drain_at = 0.0
+                    d.drain()
+        for _ in range(100):
+            drain_all()
+            if a.step >= 20 and len(follower.runs) == 1:
+                break
+            time.sleep(0.05)
+        with set_curdoc(pages[0][1]):
+            b = lead.start()                            # slot 1's
+        for _ in range(40):
+            drain_all()
+            if len(follower.runs) == 2 and b.step >= 5:
+                break
+            time.sleep(0.05)
+        assert len(follower.runs) == 2                  # the follower drew both slots too
+        for d, doc, first, sent in pages:
+            assert len(sent) > 10
+            _check_wire(first, sent)
+    finally:
+        for d in (follower, lead):
+            d.dispose()
         eng.join(30)
