@@ -318,6 +318,9 @@ def main():
         tclicks = [t for _, t in teacher_clicks if t is not None]
         out["ready_light_s"] = summary(ready)
         out["click_light_s"] = summary(light_clicks)
+        out["click_light_by_kind_s"] = {k: summary([t for s in students for w, t in s.clicks
+                                                    if w == k])
+                                        for k in ("start", "pause", "resume")}
         out["click_browser_s"] = summary(tclicks)
         out["click_browser_missed"] = sum(t is None for _, t in teacher_clicks)
         out["click_light_missed"] = sum(1 for s in students for w in ("start",)
@@ -362,6 +365,9 @@ def main():
                       ("liveness_s", "/liveness latency")):
         d = out.get(key) or {}
         print(f"  {what:45s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
+              f"max {f(d.get('max'))}  (n={d.get('n')})")
+    for k, d in (out.get("click_light_by_kind_s") or {}).items():
+        print(f"    {'light clients, ' + k:43s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
               f"max {f(d.get('max'))}  (n={d.get('n')})")
     print(f"  {'page ready / whole, first page of the browser':45s} "
           f"{f(out.get('ready_browser_first_s'))} / {f(out.get('whole_browser_first_s'))}")
