@@ -114,6 +114,7 @@ class Dashboard(param.Parameterized):
         if follow is None and served and pn.state.location is not None:
             raw = pn.state.location.query_params.get("follow")
             follow = str(raw) if raw not in (None, "") else None
+        self.served = served
         self.follow_token = follow
         self.leader: Optional["Dashboard"] = _FOLLOWABLE.get(follow) if follow else None
         self.share_token = secrets.token_urlsafe(9)
@@ -279,9 +280,8 @@ class Dashboard(param.Parameterized):
         self.p_stats = [pn.pane.Bokeh(panel.figure, sizing_mode="stretch_width")
                         for panel in self.stats_panels]
 
-        views.lean(*(pane.object for pane in (self.p_loss, self.p_val, self.p_sat, self.p_hist,
-                                              self.p_grad, self.p_units, self.p_kurt)),
-                   *(panel.figure for panel in self.stats_panels))
+        # (the per-run figures lean each slot's layer as it is drawn: views._layered)
+        views.lean(*(panel.figure for panel in self.stats_panels))
 
         self.legends = [pn.pane.HTML("", visible=False, stylesheets=[CSS], sizing_mode="stretch_width",
                                      css_classes=["plot-legend"], margin=(4, 10))
@@ -411,7 +411,7 @@ class Dashboard(param.Parameterized):
 
     def servable(self, title: str = "bnlstm dashboard"):
         self.attach_session()
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        if self.served:
             pn.state.onload(self.attach_lower)    # once the browser has drawn the top
         else:
             self.attach_lower()

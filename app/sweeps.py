@@ -24,6 +24,7 @@ from bokeh.plotting import figure
 from bnlstm.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
 from .applog import log, quiet_periodic_callback
+from .views import lean_renderers
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often
@@ -104,16 +105,13 @@ class SweepBrowser(param.Parameterized):
         return p                        # the first time a sweep has that many groups
 
     def _draw_groups(self, n: int) -> None:
-        from bokeh.models import GlyphRenderer
         p = self.figure
         for i in range(self.layers, min(n, N_GROUPS)):
             color = PALETTE[i % len(PALETTE)]
             src = self.sources[i]
             band = p.varea("step", "lo", "hi", source=src["band"], color=color, alpha=0.18)
             line = p.line("step", "mean", source=src["line"], color=color, line_width=3)
-            for r in (band, line):      # no selection or muting here: no copies of glyphs
-                if isinstance(r, GlyphRenderer):
-                    r.nonselection_glyph = r.muted_glyph = None
+            lean_renderers((band, line))   # no selection or muting here: no glyph copies
             self.hover.renderers = [*self.hover.renderers, line]
             self.layers = i + 1
 

@@ -160,10 +160,11 @@ def lean(*figures) -> None:
     """Drop the glyph copies Bokeh makes for selections and muting (these plots have
     neither): a third of the page's glyph models, so a page builds and renders faster."""
     for p in figures:
-        _lean(p.renderers)
+        lean_renderers(p.renderers)
 
 
-def _lean(renderers) -> None:
+def lean_renderers(renderers) -> None:
+    """``lean`` for these renderers only (a layer just drawn)."""
     from bokeh.models import GlyphRenderer
     for r in renderers:
         if isinstance(r, GlyphRenderer):
@@ -183,7 +184,7 @@ def _layered(p, slots: List[RunStreams], layer, hover: Optional[HoverTool] = Non
     def add(s, p=p, layer=layer, hover=hover):
         before = len(p.renderers)
         hovered = layer(s)
-        _lean(p.renderers[before:])
+        lean_renderers(p.renderers[before:])
         if hover is not None:
             hover.renderers = [*hover.renderers, hovered]
     for s in slots:
