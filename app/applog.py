@@ -47,6 +47,7 @@ def quiet_periodic_callback(callback, period_ms: int):
     the same work without them.
     """
     from panel.io.callbacks import PeriodicCallback
-    cb = PeriodicCallback(callback=callback, period=period_ms, background=True)
+    # log=False: no two log records per call (``panel serve`` logs at INFO)
+    cb = PeriodicCallback(callback=callback, period=period_ms, background=True, log=False)
     cb.start()
     return cb

@@ -34,6 +34,7 @@ run can open at any time. Nothing here imports Panel.
 """
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import logging
@@ -58,6 +59,16 @@ FLUSH_S = 0.1           # the worker sends its records (and reads commands) this
 TICK_S = 0.1            # the pump's period in the web process while runs are on the cluster
 IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
+# Dask settings for the embedded cluster (see DaskEngine._connect)
+EMBEDDED_CLUSTER_CONFIG = {
+    "distributed.scheduler.allowed-failures": 0,        # a dead worker fails its run
+    "distributed.scheduler.worker-saturation": 1.0,     # queued runs wait on the scheduler
+    "distributed.scheduler.work-stealing": False,       # one run per worker: nothing to steal
+    "distributed.admin.tick.interval": "500ms",         # event-loop health check (was 20 ms)
+    "distributed.admin.system-monitor.interval": "5s",  # host CPU/memory samples (was 500 ms)
+    "distributed.worker.memory.monitor-interval": "250ms",  # the memory limit's check (100 ms)
+    "distributed.worker.profile.enabled": False,        # no stack sampling of the training
+}
 LEASE_S = 60.0          # a run whose web process has not renewed its lease for this long stops
 UNREAD_LIMIT = 4000     # record batches left unread in the inbox before a run stops itself
 START_MODE = {"pause": "paused", "resume": "run", "step": "step"}   # a control -> how a
@@ -679,15 +690,23 @@ class DaskEngine:
                     "starts a Dask cluster of its own, so the processes do not share one queue; "
                     "start one cluster and set BNLSTM_DASK_SCHEDULER to its address\n")
             # a dead worker fails its run at once (no retry); queued runs stay on the
-            # scheduler instead of waiting in a busy worker's own queue
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                  "distributed.scheduler.worker-saturation": 1.0}):
+            # scheduler instead of waiting in a busy worker's own queue. The scheduler and
+            # the nannies live in this (the web) process: their housekeeping timers run
+            # slower than Dask's defaults (an event-loop health check every 20 ms in each
+            # of them, a system monitor at 2 Hz, work stealing that one-run-per-worker
+            # tasks never need), and the workers sample no profile of the training loop.
+            with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+                # The nannies get a copy of these settings for every worker they start,
+                # also the one that replaces a dead worker after this block has ended (a
+                # nanny's own merge would keep views of the global settings, which the
+                # block's end puts back to Dask's defaults).
+                worker_config = copy.deepcopy(dask.config.config)
                 self.cluster = LocalCluster(
                     n_workers=self.n_workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=None,
                     memory_limit=self.memory_limit or _share_of_memory(self.n_workers),
                     env={"OMP_NUM_THREADS": str(self.threads),
-                         "MKL_NUM_THREADS": str(self.threads)})
+                         "MKL_NUM_THREADS": str(self.threads)}, config=worker_config)
                 self.client = Client(self.cluster, set_as_default=False)
         if self.cluster is not None:       # the in-process scheduler: no line per poll
             logging.getLogger("distributed.worker").addFilter(_QuietQueueView())   # its run()

@@ -68,6 +68,25 @@ def _until(cond, dashboards, timeout=60):
     raise AssertionError("not reached in time")
 
 
+def test_an_idle_page_drains_once_a_second_and_a_page_with_a_live_run_five_times(
+        mnist_dir, monkeypatch):
+    """Each call of a session's drain costs the server's event loop, idle or not: a page
+    with no live run slows its callback to IDLE_DRAIN_MS, and a Start speeds it up."""
+    from bnlstm_app.dashboard import DRAIN_MS, IDLE_DRAIN_MS
+    eng, d, _ = _dashboards(mnist_dir, monkeypatch)
+    try:
+        d.attach_session()                    # the periodic callback (not running: no loop)
+        d.drain()
+        assert d._callback.period == IDLE_DRAIN_MS
+        d.config.steps = 5
+        run = d.start()
+        assert d._callback.period == DRAIN_MS
+        _until(lambda: run.state == "finished" and d._callback.period == IDLE_DRAIN_MS, [d])
+    finally:
+        d.dispose()
+        eng.join(30)
+
+
 def test_a_page_holds_at_most_its_share_of_runs(mnist_dir, monkeypatch):
     monkeypatch.setenv("BNLSTM_SESSION_RUNS", "2")
     eng, lead, _ = _dashboards(mnist_dir, monkeypatch)

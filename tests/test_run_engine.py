@@ -228,3 +228,25 @@ def test_a_sessions_run_record_zip_has_its_metrics_and_names_no_server_path(dask
     text = z.read("summary.json").decode()
     assert str(os.environ["BNLSTM_MNIST_DIR"]) not in text and ".../mnist" in text
     run.dispose()
+
+
+def test_the_embedded_clusters_housekeeping_runs_slow_and_its_workers_sample_no_profile(
+        dask_engine):
+    """The embedded cluster's scheduler and nannies share the web process's CPU: Dask's
+    default timers there (a 20 ms event-loop check in each, a 500 ms system monitor, work
+    stealing) cost an idle classroom server a few percent of a core; the workers (also
+    the one a nanny restarted after the killed-worker test above) take the same settings
+    and sample no profile of the run."""
+    eng = dask_engine
+    sched = eng.cluster.scheduler
+    assert "stealing" not in sched.extensions
+    assert sched._tick_interval >= 0.5
+    for nanny in eng.cluster.workers.values():
+        assert nanny._tick_interval >= 0.5
+
+    def worker_settings(dask_worker):
+        import dask
+        return (dask.config.get("distributed.worker.profile.enabled"),
+                dask_worker._tick_interval)
+    got = eng.client.run(worker_settings)
+    assert len(got) == 2 and all(p is False and tick >= 0.5 for p, tick in got.values()), got
