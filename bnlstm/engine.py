@@ -689,12 +689,8 @@ class DaskEngine:
                     "bnlstm: this web process is one of several (panel serve --num-procs) and "
                     "starts a Dask cluster of its own, so the processes do not share one queue; "
                     "start one cluster and set BNLSTM_DASK_SCHEDULER to its address\n")
-            # a dead worker fails its run at once (no retry); queued runs stay on the
-            # scheduler instead of waiting in a busy worker's own queue. The scheduler and
-            # the nannies live in this (the web) process: their housekeeping timers run
-            # slower than Dask's defaults (an event-loop health check every 20 ms in each
-            # of them, a system monitor at 2 Hz, work stealing that one-run-per-worker
-            # tasks never need), and the workers sample no profile of the training loop.
+            # EMBEDDED_CLUSTER_CONFIG says why each setting: the scheduler and the nannies
+            # live in this (the web) process, so their timers cost the pages' CPU
             with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
                 # The nannies get a copy of these settings for every worker they start,
                 # also the one that replaces a dead worker after this block has ended (a
