@@ -63,7 +63,8 @@ POSITIONS_S = 1.0       # queue positions are read this often
 EMBEDDED_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,        # a dead worker fails its run
     "distributed.scheduler.worker-saturation": 1.0,     # queued runs wait on the scheduler
-    "distributed.scheduler.work-stealing": False,       # one run per worker: nothing to steal
+    "distributed.scheduler.work-stealing": False,       # runs wait on the scheduler (see
+                                                        # _queued_task): nothing to steal
     "distributed.admin.tick.interval": "500ms",         # event-loop health check (was 20 ms)
     "distributed.admin.system-monitor.interval": "5s",  # host CPU/memory samples (was 500 ms)
     "distributed.worker.memory.monitor-interval": "250ms",  # the memory limit's check (100 ms)
@@ -93,6 +94,39 @@ def _env_float(name: str, default: float) -> float:
     except ValueError:
         sys.stderr.write(f"bnlstm: ignoring {name}={raw!r} (not a number); using {default}\n")
         return default
+
+
+def _queued_task(key: str, fn: Callable, args: tuple):
+    """The run's Dask task, marked so that it waits on the scheduler for a free worker.
+
+    Dask's scheduler keeps a task back until a worker has a free thread only when it
+    takes the task for a "root" task; a task of a small group (a few runs: fewer than
+    twice the cluster's threads) goes straight to the least busy worker, busy or not, and
+    would wait there behind that worker's run (a teacher's run of 100,000 updates) while
+    another worker is free. Dask's task spec has a flag for this (``data_producer``: a
+    task that only produces data is a root task). ``None`` on a Dask without it (then
+    the runs are ``client.submit``-ted as before).
+    """
+    try:
+        from dask._task_spec import Task
+        return Task(key, fn, *args, _data_producer=True)
+    except (ImportError, TypeError):
+        return None
+
+
+def _saturation_warning(client) -> str:
+    """What is wrong with a cluster's queue for runs ('' if nothing): its scheduler must
+    send a worker thread one run at a time (``worker-saturation`` 1.0)."""
+    try:
+        sat = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+    except Exception:
+        return ""
+    if sat <= 1.0:
+        return ""
+    return (f"the Dask scheduler at {client.scheduler.address} sends each worker thread up to "
+            f"{sat:g} times its share of runs (worker-saturation {sat:g}), so a run can wait "
+            "behind another on a busy worker while a worker is free; start the scheduler "
+            "with DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0")
 
 
 # =============================================================================== the run handle
@@ -683,6 +717,9 @@ class DaskEngine:
             except Exception as exc:
                 raise EngineError(f"cannot reach the Dask scheduler at {self.address!r} "
                                   f"(BNLSTM_DASK_SCHEDULER): {type(exc).__name__}: {exc}")
+            warning = _saturation_warning(self.client)
+            if warning:
+                sys.stderr.write(f"bnlstm: {warning}\n")
         else:
             if _forked_web_process():
                 sys.stderr.write(
@@ -691,7 +728,10 @@ class DaskEngine:
                     "start one cluster and set BNLSTM_DASK_SCHEDULER to its address\n")
             # EMBEDDED_CLUSTER_CONFIG says why each setting: the scheduler and the nannies
             # live in this (the web) process, so their timers cost the pages' CPU
-            with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+            settings = dict(EMBEDDED_CLUSTER_CONFIG)
+            if _queued_task("probe", print, ()) is None:    # runs go straight to workers:
+                settings["distributed.scheduler.work-stealing"] = True   # a free one steals
+            with dask.config.set(settings):
                 # The nannies get a copy of these settings for every worker they start,
                 # also the one that replaces a dead worker after this block has ended (a
                 # nanny's own merge would keep views of the global settings, which the
@@ -787,11 +827,15 @@ class DaskEngine:
         key = f"{RUN_PREFIX}-{h.id}-{next(self._attempts)}"
         # the run's command queue, made once, before the worker asks for it
         self._cmd_queues[key] = Queue(key + "-cmd", client=self.client)
-        mode = h.mode
-        fut = self.client.submit(
-            train_on_worker, key, h.id, h.config.to_dict(), self.inbox, self.lease, mode,
-            resume, self.threads, self.pause_timeout, key=key, pure=False, retries=0,
-            priority=-int(time.time() * 1000))
+        args = (key, h.id, h.config.to_dict(), self.inbox, self.lease, h.mode, resume,
+                self.threads, self.pause_timeout)
+        priority = -int(time.time() * 1000)            # first come, first served
+        task = _queued_task(key, train_on_worker, args)
+        if task is not None:
+            fut = self.client.get({key: task}, key, sync=False, retries=0, priority=priority)
+        else:                                          # an older Dask: see _queued_task
+            fut = self.client.submit(train_on_worker, *args, key=key, pure=False, retries=0,
+                                     priority=priority)
         self._keys[h.id], self._futures[h.id] = key, fut
         self.log(f"engine: run {h.id} submitted ({h.config.summary()})")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bnlstm import TrainConfig
-from bnlstm.engine import (WORKER_DIED, DaskEngine, ThreadEngine, queue_view,
-                           train_on_worker)
+from bnlstm.engine import (WORKER_DIED, DaskEngine, ThreadEngine, _saturation_warning,
+                           queue_view, train_on_worker)
 
 FAST = dict(task="row", hidden=16, batch_size=16, eval_every=1000, probe_every=0, lr=1e-3)
 
@@ -118,6 +118,46 @@ def test_runs_wait_their_turn_in_order_and_a_queued_run_can_be_stopped(dask_engi
     assert third.wait(60) and third.state == "finished"
     long[1].stop()
     assert long[1].wait(10)
+
+
+def test_a_run_waits_for_a_free_worker_not_behind_a_long_run(dask_engine):
+    """Dask gives the first few tasks of a kind straight to a worker, busy or not (it keeps
+    tasks on the scheduler only when there are many more of them than threads): a run
+    given to the worker that trains a teacher's long run would wait there behind it while
+    the other worker is free. Every waiting run must wait on the scheduler instead."""
+    eng = dask_engine
+    long = eng.submit(cfg(steps=100000))
+    wait_for(lambda: long.state == "running" and long.step >= 2, what="the long run training")
+    short = [eng.submit(cfg(steps=15)) for _ in range(3)]
+
+    def on_workers(dask_scheduler):
+        return sorted(len([t for t in ws.processing if str(t.key).startswith("bnlstm-run")])
+                      for ws in dask_scheduler.workers.values())
+    wait_for(lambda: all(eng._keys.get(h.id) for h in short), 10, "the runs submitted")
+    end = time.monotonic() + 90
+    while time.monotonic() < end and not all(h.done.is_set() for h in short):
+        assert max(eng.client.run_on_scheduler(on_workers)) <= 1   # one run per worker
+        time.sleep(0.2)
+    assert all(h.state == "finished" for h in short), [(h.state, h.step) for h in short]
+    assert long.state == "running"
+    long.stop()
+    assert long.wait(10)
+
+
+def test_a_cluster_whose_scheduler_sends_a_worker_two_runs_is_named(dask_engine):
+    assert _saturation_warning(dask_engine.client) == ""     # the embedded one: 1.0
+
+    class Scheduler:
+        WORKER_SATURATION = 1.1                               # Dask's default
+        address = "tcp://10.0.0.1:8786"
+
+    class Client:
+        scheduler = Scheduler()
+
+        def run_on_scheduler(self, fn):
+            return fn(dask_scheduler=Scheduler())
+    warning = _saturation_warning(Client())
+    assert "worker-saturation 1.1" in warning and "WORKER_SATURATION=1.0" in warning
 
 
 def test_a_run_paused_too_long_gives_its_worker_back_and_goes_on_later(dask_engine):
