@@ -35,6 +35,7 @@ run can open at any time. Nothing here imports Panel.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import itertools
 import logging
@@ -96,6 +97,18 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+@functools.lru_cache(maxsize=None)
+def _root_task_class():
+    """Dask's ``Task`` class if it takes the root-task flag (``data_producer``), else
+    ``None`` (an older Dask: the runs are then ``client.submit``-ted). Checked once."""
+    try:
+        from dask._task_spec import Task
+        Task("bnlstm-check", print, _data_producer=True)
+        return Task
+    except (ImportError, TypeError):
+        return None
+
+
 def _queued_task(key: str, fn: Callable, args: tuple):
     """The run's Dask task, marked so that it waits on the scheduler for a free worker.
 
@@ -107,11 +120,8 @@ def _queued_task(key: str, fn: Callable, args: tuple):
     task that only produces data is a root task). ``None`` on a Dask without it (then
     the runs are ``client.submit``-ted as before).
     """
-    try:
-        from dask._task_spec import Task
-        return Task(key, fn, *args, _data_producer=True)
-    except (ImportError, TypeError):
-        return None
+    task_class = _root_task_class()
+    return None if task_class is None else task_class(key, fn, *args, _data_producer=True)
 
 
 def _saturation_warning(client) -> str:
@@ -729,7 +739,7 @@ class DaskEngine:
             # EMBEDDED_CLUSTER_CONFIG says why each setting: the scheduler and the nannies
             # live in this (the web) process, so their timers cost the pages' CPU
             settings = dict(EMBEDDED_CLUSTER_CONFIG)
-            if _queued_task("probe", print, ()) is None:    # runs go straight to workers:
+            if _root_task_class() is None:     # runs go straight to workers:
                 settings["distributed.scheduler.work-stealing"] = True   # a free one steals
             with dask.config.set(settings):
                 # The nannies get a copy of these settings for every worker they start,

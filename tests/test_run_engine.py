@@ -144,6 +144,27 @@ def test_a_run_waits_for_a_free_worker_not_behind_a_long_run(dask_engine):
     assert long.wait(10)
 
 
+def test_a_run_is_a_root_task_and_an_older_dask_falls_back_to_submit(monkeypatch):
+    import builtins
+    from bnlstm import engine as engine_mod
+    task = engine_mod._queued_task("bnlstm-run-x-0", print, (1, 2))
+    assert task.data_producer and task.key == "bnlstm-run-x-0"
+    real_import = builtins.__import__
+
+    def no_task_spec(name, *args, **kwargs):        # a Dask before the task spec
+        if name == "dask._task_spec":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    engine_mod._root_task_class.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_task_spec)
+    try:
+        assert engine_mod._queued_task("bnlstm-run-y-0", print, ()) is None
+    finally:
+        monkeypatch.undo()
+        engine_mod._root_task_class.cache_clear()
+    assert engine_mod._queued_task("bnlstm-run-z-0", print, ()).data_producer
+
+
 def test_a_cluster_whose_scheduler_sends_a_worker_two_runs_is_named(dask_engine):
     assert _saturation_warning(dask_engine.client) == ""     # the embedded one: 1.0
 
