@@ -80,6 +80,13 @@ WORKER_DIED = ("its worker process died (it went over the worker's memory limit,
                "killed); the server and the other runs go on. Press Start for a new run")
 
 
+WORKER_OUT_OF_MEMORY = (
+    "its worker went over its memory limit ({used} used, the limit is {limit}) and was "
+    "restarted: this run's model or batch is too big for one worker. Press Start with a "
+    "smaller hidden size or batch (or give the workers more: BNLSTM_WORKER_MEMORY); the "
+    "server and the other runs go on")
+
+
 class EngineError(RuntimeError):
     """The engine cannot run anything (no cluster, a bad address), with the reason."""
 
@@ -959,7 +966,7 @@ class DaskEngine:
                 continue
             if err is not None and not h.ended:
                 name = type(err).__name__
-                why = WORKER_DIED if name == "KilledWorker" else f"{name}: {err}"
+                why = self._death_reason(err) if name == "KilledWorker" else f"{name}: {err}"
                 h._receive([_state("failed", h.step, why)])
             elif res is not None and not h.ended:     # ended without a last state record
                 h._receive([_state(res.get("state", "failed"), h.step, "")])
@@ -968,6 +975,27 @@ class DaskEngine:
             self.log(f"engine: run {run_id} ended: {h.state} ({h.reason})")
             if h.closed:
                 self._drop(h)
+
+    def _death_reason(self, err: Exception) -> str:
+        """Why a run's worker died: over its memory limit (the nanny's event for it), or
+        :data:`WORKER_DIED` (killed, crashed, or no event found)."""
+        worker = getattr(err, "last_worker", None)
+        address = getattr(worker, "address", None)
+        for attempt in range(3):        # the nanny's event may come a moment after the news
+            try:
+                events = self.client.get_events("worker-restart-memory")
+            except Exception:
+                events = ()
+            for _, event in events:
+                if isinstance(event, dict) and event.get("worker") == address:
+                    limit = getattr(worker, "memory_limit", 0) or 0
+                    return WORKER_OUT_OF_MEMORY.format(
+                        used=_bytes(event.get("rss", 0)),
+                        limit=_bytes(limit) if limit else "unknown")
+            if address is None:
+                break
+            time.sleep(0.2)
+        return WORKER_DIED
 
     def _read_positions(self) -> None:
         try:
@@ -997,6 +1025,12 @@ def _forked_web_process() -> bool:
         return task_id() is not None
     except Exception:
         return False
+
+
+def _bytes(n: float) -> str:
+    """``1.2 GB``, ``850 MB``: a memory size for a message."""
+    n = float(n or 0)
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _share_of_memory(n_workers: int) -> str:

@@ -216,6 +216,24 @@ def test_a_killed_worker_fails_its_run_and_nothing_else(dask_engine):
     assert c.wait(90) and c.state == "finished"
 
 
+def test_a_run_over_its_workers_memory_limit_fails_with_that_reason(mnist_dir):
+    """A worker process holds ~400 MB before a run (torch, the digits); a 1024-unit BN-LSTM
+    on batches of 512 needs a few GB. The worker's nanny restarts it at 95% of its limit:
+    the run fails and says so, and the restarted worker trains the next run."""
+    os.environ["BNLSTM_MNIST_DIR"] = str(mnist_dir)
+    eng = DaskEngine(n_workers=1, memory_limit="1GB")
+    try:
+        eng.wait_ready(120)
+        big = eng.submit(cfg(hidden=1024, batch_size=512, steps=5))
+        assert big.wait(120) and big.state == "failed", (big.state, big.reason)
+        assert big.reason.startswith("its worker went over its memory limit ("), big.reason
+        assert "the limit is 1.0 GB" in big.reason and "BNLSTM_WORKER_MEMORY" in big.reason
+        small = eng.submit(cfg(steps=5))
+        assert small.wait(90) and small.state == "finished", small.reason
+    finally:
+        eng.close()
+
+
 def test_closing_a_handle_ends_its_run_on_the_worker_and_frees_it(dask_engine):
     eng = dask_engine
     h = eng.submit(cfg(steps=100000))
