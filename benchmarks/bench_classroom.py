@@ -13,14 +13,17 @@ then:
 2. ``--sessions`` *students*: light Bokeh clients (``bokeh.client``, one thread and event
    loop each, a real websocket session, no rendering), opened one after another; each
    times its session's document arriving (page ready, server side) and the lower
-   sections joining it (whole page: it says ``document_ready`` as a browser does), clicks Start on a
-   ``--steps`` run and times its row appearing, and once the run trains clicks Pause and
-   Resume once, timing each;
+   sections joining it (whole page: it says ``document_ready`` as a browser does), clicks
+   Start on a ``--steps`` run (the moment its page arrives, or with ``--start-when
+   whole`` once the whole page is in) and times its row appearing, and once the run
+   trains clicks Pause and Resume once, timing each;
 3. meanwhile ``/liveness`` is polled every 0.25 s (the server's event loop latency) and
    the memory (RSS) of the server process and, apart, of its Dask workers is sampled.
 
 It reports page ready, click-to-update (p50, p95, max), ``/liveness`` latency, how long
-the queue takes to drain (last Start to last run finished), how many runs finished,
+the queue takes to drain (last Start to last run finished) and where the CPU went
+meanwhile (server, workers, this benchmark's clients, the browser), how long a run took
+from running to finished, how many runs finished,
 the server's CPU with every session open and idle, and the server's memory: after the
 first page (the starting level), at the peak, and after every session has closed.
 ``--out FILE`` also writes the numbers as JSON. Needs BNLSTM_MNIST_DIR (default:
@@ -103,6 +106,33 @@ class Monitor(threading.Thread):
                     self.mem.append((time.time(), s, w))
             self.stop.wait(0.25)
 
+    def cpu_seconds(self) -> dict:
+        """CPU seconds so far (user + system) of the server, its workers, this benchmark
+        (the light clients, the monitor) and the browser (Playwright and Chromium)."""
+        import psutil
+
+        def cpu(procs):
+            total = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except Exception:
+                    pass
+            return total
+        me = psutil.Process()
+        try:
+            workers = self.proc.children(recursive=True)
+        except Exception:
+            workers = []
+        try:
+            browser = me.children(recursive=True)
+        except Exception:
+            browser = []
+        browser = [p for p in browser if p.pid != self.proc.pid and p not in workers]
+        return {"server": cpu([self.proc]), "workers": cpu(workers), "benchmark": cpu([me]),
+                "browser": cpu(browser)}
+
     def cpu_percent(self, seconds: float) -> float:
         self.proc.cpu_percent(None)
         time.sleep(seconds)
@@ -115,12 +145,16 @@ class Student(LightClient):
     websocket, no browser) that presses Start, then Pause and Resume once (with
     ``pause_resume``), and times each click until the page shows it."""
 
-    def __init__(self, url: str, args: dict, pause_resume: bool = True):
+    def __init__(self, url: str, args: dict, pause_resume: bool = True,
+                 start_when: str = "document"):
         super().__init__(url, args)
         self.pause_resume = pause_resume
+        self.start_when = start_when    # "document": Start the moment the page arrives;
+                                        # "whole": once its lower sections are in
         self.clicks = []                # (what, seconds to the page showing it)
         self.states = []
         self.finished_at = None
+        self.running_at = None          # when its run first showed "running"
         self.whole_s = None             # seconds from the request to the lower sections
 
     @property
@@ -142,6 +176,8 @@ class Student(LightClient):
         def on_change(event):
             if self.whole_s is None and self.has_model("plot-kurt"):
                 self.whole_s = time.perf_counter() - t_asked
+                if self.start_when == "whole":
+                    click("start", start, ("queued", "starting", "running", "finished"))
             states = STATE.findall(html.unescape(getattr(status, "text", "") or ""))
             state = states[0] if states else None
             if state and (not self.states or self.states[-1] != state):
@@ -157,10 +193,13 @@ class Student(LightClient):
             elif state == "paused" and "resume" not in pending and \
                     not any(w == "resume" for w, _ in self.clicks):
                 click("resume", pause, ("running", "finished"))
+            if state == "running" and self.running_at is None:
+                self.running_at = time.time()
             if state == "finished" and self.finished_at is None:
                 self.finished_at = time.time()
         doc.on_change(on_change)
-        click("start", start, ("queued", "starting", "running", "finished"))
+        if self.start_when == "document":
+            click("start", start, ("queued", "starting", "running", "finished"))
 
 
 # --------------------------------------------------------------------------- teacher
@@ -232,6 +271,10 @@ def main():
                     help="where runs train: Dask worker processes (the default) or threads "
                          "of the server (what the dashboard did before)")
     ap.add_argument("--no-browser", action="store_true", help="no teacher page")
+    ap.add_argument("--start-when", choices=("document", "whole"), default="document",
+                    help="a student presses Start the moment its page arrives (racing the "
+                         "page's own lower sections: the worst case), or once the whole "
+                         "page is in, as the teacher's browser does")
     ap.add_argument("--drain-timeout", type=float, default=1800.0)
     ap.add_argument("--out", help="also write the numbers to this JSON file")
     args = ap.parse_args()
@@ -240,6 +283,7 @@ def main():
                                               "BNLSTM_APP_LOG": "1"})
     url = f"http://127.0.0.1:{port}/app"
     out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
+           "start_when": args.start_when,
            "cores": os.cpu_count()}
     students = []
     try:
@@ -280,7 +324,7 @@ def main():
 
         t_load = time.time()
         for i in range(args.sessions):
-            st = Student(url, {"steps": str(args.steps)})
+            st = Student(url, {"steps": str(args.steps)}, start_when=args.start_when)
             st.start()
             st.ready.wait(180)
             students.append(st)
@@ -290,6 +334,7 @@ def main():
                 teacher_clicks.append(("pause", teacher_click(page, "Pause", ("paused",))))
                 teacher_clicks.append(("resume", teacher_click(page, "Resume", ("running",))))
         t_started = time.time()
+        cpu0 = mon.cpu_seconds()
         if page is not None:
             _, _, out["ready_browser_loaded_s"], out["whole_browser_loaded_s"] = \
                 teacher_page(browser, url)
@@ -307,6 +352,12 @@ def main():
         out["runs_finished"] = len(done)
         out["queue_drain_s"] = (max(done) - t_started) if done else None
         out["load_s"] = t_started - t_load
+        t_end = max(done) if done else time.time()
+        cpu1 = mon.cpu_seconds()
+        out["drain_cpu_pct"] = {k: 100 * (cpu1[k] - cpu0[k]) / max(t_end - t_started, 1e-9)
+                                for k in cpu0}
+        out["run_wall_s"] = summary([s.finished_at - s.running_at for s in students
+                                     if s.finished_at and s.running_at])
         if page is not None:
             teacher_clicks.append(("stop", teacher_click(page, "Stop", ("stopped",))))
         time.sleep(3.0)
@@ -378,6 +429,9 @@ def main():
     print(f"  runs finished: {out.get('runs_finished')} of {args.sessions}; queue drained in "
           f"{f(out.get('queue_drain_s'))} after the last Start; clicks never shown: "
           f"browser {out.get('click_browser_missed')}, light {out.get('click_light_missed')}")
+    rw, dc = out.get("run_wall_s") or {}, out.get("drain_cpu_pct") or {}
+    print(f"  a run, from running to finished: p50 {f(rw.get('p50'))}, max {f(rw.get('max'))}; "
+          "CPU during the drain, % of a core: " + ", ".join(f"{k} {v:.0f}%" for k, v in dc.items()))
     print(f"  server CPU, {args.sessions + 1} sessions open and idle: "
           f"{out.get('server_cpu_idle_sessions_pct', 0):.1f}% of a core")
     print(f"  server memory: idle {f(out.get('mem_idle_mb'), 'MB')}, after one page "
