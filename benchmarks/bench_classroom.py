@@ -278,6 +278,10 @@ def main():
     ap.add_argument("--drain-timeout", type=float, default=1800.0)
     ap.add_argument("--out", help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    if not args.no_browser and not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} not found (the teacher's browser): install it "
+                         "(apt-get install chromium; ./scripts/test does), set BNLSTM_CHROMIUM, "
+                         "or run with --no-browser")
 
     srv, port, log_path, logf = start_server({"BNLSTM_ENGINE": args.engine,
                                               "BNLSTM_APP_LOG": "1"})
