@@ -72,20 +72,48 @@ def summary(xs):
 class Monitor(threading.Thread):
     """/liveness latency every 0.25 s; server and worker RSS every 0.5 s."""
 
-    def __init__(self, port: int, pid: int):
+    def __init__(self, port: int, pid: int, cluster_pids=()):
+        """``pid``: the server (``panel serve``); ``cluster_pids``: an external Dask
+        cluster's scheduler and worker commands (``--web-procs``), else the workers are
+        the server's children. The scheduler counts with the server (the embedded one
+        lives in the web process); forked web processes count with the server too."""
         super().__init__(daemon=True)
         import psutil
         self.proc = psutil.Process(pid)
+        self.cluster = [psutil.Process(p) for p in cluster_pids]   # scheduler first
         self.url = f"http://127.0.0.1:{port}/liveness"
         self.live = []
         self.mem = []                   # (t, server MB, workers MB)
         self.stop = threading.Event()
 
-    def rss(self):
+    def groups(self):
+        """``(server processes, worker processes)``, as they are now."""
         try:
-            server = self.proc.memory_info().rss / 2**20
-            workers = sum(c.memory_info().rss for c in self.proc.children(recursive=True)) / 2**20
-            return server, workers
+            below = self.proc.children(recursive=True)
+        except Exception:
+            below = []
+        if not self.cluster:
+            return [self.proc], below
+        workers = []
+        for p in self.cluster[1:]:
+            try:
+                workers += [p] + p.children(recursive=True)
+            except Exception:
+                pass
+        return [self.proc] + below + self.cluster[:1], workers
+
+    def rss(self):
+        def mb(procs):
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except Exception:
+                    pass
+            return total / 2**20
+        try:
+            server, workers = self.groups()
+            return mb(server), mb(workers)
         except Exception:
             return None, None
 
@@ -121,22 +149,21 @@ class Monitor(threading.Thread):
                     pass
             return total
         me = psutil.Process()
-        try:
-            workers = self.proc.children(recursive=True)
-        except Exception:
-            workers = []
+        server, workers = self.groups()
         try:
             browser = me.children(recursive=True)
         except Exception:
             browser = []
-        browser = [p for p in browser if p.pid != self.proc.pid and p not in workers]
-        return {"server": cpu([self.proc]), "workers": cpu(workers), "benchmark": cpu([me]),
+        taken = {p.pid for p in server + workers + self.cluster}
+        browser = [p for p in browser if p.pid not in taken]
+        return {"server": cpu(server), "workers": cpu(workers), "benchmark": cpu([me]),
                 "browser": cpu(browser)}
 
     def cpu_percent(self, seconds: float) -> float:
-        self.proc.cpu_percent(None)
+        """The server's CPU (its processes, see :meth:`groups`) over ``seconds``."""
+        t0, c0 = time.perf_counter(), self.cpu_seconds()["server"]
         time.sleep(seconds)
-        return self.proc.cpu_percent(None)
+        return 100 * (self.cpu_seconds()["server"] - c0) / (time.perf_counter() - t0)
 
 
 # -------------------------------------------------------------------------- students
@@ -236,20 +263,59 @@ def teacher_click(page, button, want, timeout=60.0):
 
 
 # ------------------------------------------------------------------------------ server
-def start_server(extra_env: dict):
+def _env(extra_env: dict) -> dict:
+    return {**os.environ, **extra_env,
+            "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
+                                               str(REPO.parent / "shared" / "data" / "mnist")),
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def start_cluster(n_workers: int, logf):
+    """A Dask scheduler and ``n_workers`` single-thread workers on loopback, as the
+    README's commands for several web processes start them; returns ``(address,
+    [scheduler process, worker process])``."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = _env({"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"})
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                              "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                             cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    time.sleep(3.0)
+    workers = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                "--nworkers", str(n_workers), "--nthreads", "1",
+                                "--memory-limit", "4GiB", "--no-dashboard"],
+                               cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return address, [sched, workers]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process started in a session of its own, and everything it started."""
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_server(extra_env: dict, extra_args=()):
     """``panel serve app/`` as ``./scripts/dashboard`` runs it, on a free loopback port, with
     the shared MNIST; returns ``(process, port, log path, log file)`` once ``/liveness``
     answers (SystemExit if it does not within 90 s)."""
     port = free_port()
-    env = {**os.environ, **extra_env,
-           "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
-                                              str(REPO.parent / "shared" / "data" / "mnist")),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = _env(extra_env)
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
-           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}",
+           *extra_args]
     logf = open(log_path, "w")
-    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                           start_new_session=True)
     end = time.time() + 90
     while True:
         try:
@@ -271,6 +337,11 @@ def main():
                     help="where runs train: Dask worker processes (the default) or threads "
                          "of the server (what the dashboard did before)")
     ap.add_argument("--no-browser", action="store_true", help="no teacher page")
+    ap.add_argument("--web-procs", type=int, default=1,
+                    help="web processes (panel serve --num-procs N); above 1 they share one "
+                         "Dask cluster that this benchmark starts (a scheduler with "
+                         "worker-saturation 1.0 and one single-thread worker per core), as "
+                         "the README's commands do")
     ap.add_argument("--start-when", choices=("document", "whole"), default="document",
                     help="a student presses Start the moment its page arrives (racing the "
                          "page's own lower sections: the worst case), or once the whole "
@@ -283,17 +354,24 @@ def main():
                          "(apt-get install chromium; ./scripts/test does), set BNLSTM_CHROMIUM, "
                          "or run with --no-browser")
 
+    cluster, cluster_procs, extra_env, extra_args = None, [], {}, []
+    if args.web_procs > 1:
+        cluster_log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-classroom-dask.log", "w")
+        cluster, cluster_procs = start_cluster(max(2, os.cpu_count() or 2), cluster_log)
+        extra_env = {"BNLSTM_DASK_SCHEDULER": cluster}
+        extra_args = ["--num-procs", str(args.web_procs)]
     srv, port, log_path, logf = start_server({"BNLSTM_ENGINE": args.engine,
-                                              "BNLSTM_APP_LOG": "1"})
+                                              "BNLSTM_APP_LOG": "1", **extra_env}, extra_args)
     url = f"http://127.0.0.1:{port}/app"
     out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
-           "start_when": args.start_when,
+           "start_when": args.start_when, "web_procs": args.web_procs,
            "cores": os.cpu_count()}
     students = []
     try:
-        mon = Monitor(port, srv.pid)
+        mon = Monitor(port, srv.pid, [p.pid for p in cluster_procs])
         mon.start()
-        print(f"server on {url} (engine {args.engine}); log {log_path}")
+        print(f"server on {url} (engine {args.engine}, {args.web_procs} web process(es)"
+              + (f", cluster {cluster}" if cluster else "") + f"); log {log_path}")
         time.sleep(2.0)
         out["mem_idle_mb"] = mon.rss()[0]
 
@@ -402,17 +480,16 @@ def main():
     finally:
         for s in students:
             s.close()
-        srv.terminate()
-        try:
-            srv.wait(20)
-        except subprocess.TimeoutExpired:
-            srv.kill()
+        stop(srv)
+        for p in cluster_procs[::-1]:
+            stop(p)
         logf.close()
 
     def f(v, unit="s"):
         return "-" if v is None else f"{v:.2f} {unit}"
     print(f"\nclassroom: {args.sessions} sessions, {args.steps}-update runs, engine "
-          f"{args.engine}, {os.cpu_count()} cores")
+          f"{args.engine}, {args.web_procs} web process(es), Start on "
+          f"{args.start_when}, {os.cpu_count()} cores")
     for key, what in (("ready_light_s", "page ready, light clients (server side)"),
                       ("whole_light_s", "whole page, light clients (lower sections in)"),
                       ("click_light_s", "click -> update, light clients"),
