@@ -69,6 +69,17 @@ def summary(xs):
 
 
 # ------------------------------------------------------------------------- monitors
+def _total(procs, value) -> float:
+    """The sum of ``value(process)`` over ``procs``, leaving out those that have ended."""
+    total = 0.0
+    for p in procs:
+        try:
+            total += value(p)
+        except Exception:
+            pass
+    return total
+
+
 class Monitor(threading.Thread):
     """/liveness latency every 0.25 s; server and worker RSS every 0.5 s."""
 
@@ -104,13 +115,7 @@ class Monitor(threading.Thread):
 
     def rss(self):
         def mb(procs):
-            total = 0
-            for p in procs:
-                try:
-                    total += p.memory_info().rss
-                except Exception:
-                    pass
-            return total / 2**20
+            return _total(procs, lambda p: p.memory_info().rss) / 2**20
         try:
             server, workers = self.groups()
             return mb(server), mb(workers)
@@ -140,14 +145,7 @@ class Monitor(threading.Thread):
         import psutil
 
         def cpu(procs):
-            total = 0.0
-            for p in procs:
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except Exception:
-                    pass
-            return total
+            return _total(procs, lambda p: sum(p.cpu_times()[:2]))     # user + system
         me = psutil.Process()
         server, workers = self.groups()
         try:
@@ -354,7 +352,7 @@ def main():
                          "(apt-get install chromium; ./scripts/test does), set BNLSTM_CHROMIUM, "
                          "or run with --no-browser")
 
-    cluster, cluster_procs, extra_env, extra_args = None, [], {}, []
+    cluster, cluster_procs, cluster_log, extra_env, extra_args = None, [], None, {}, []
     if args.web_procs > 1:
         cluster_log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-classroom-dask.log", "w")
         cluster, cluster_procs = start_cluster(max(2, os.cpu_count() or 2), cluster_log)
@@ -484,6 +482,8 @@ def main():
         for p in cluster_procs[::-1]:
             stop(p)
         logf.close()
+        if cluster_log is not None:
+            cluster_log.close()
 
     def f(v, unit="s"):
         return "-" if v is None else f"{v:.2f} {unit}"
