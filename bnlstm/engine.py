@@ -982,6 +982,8 @@ class DaskEngine:
         worker = getattr(err, "last_worker", None)
         address = getattr(worker, "address", None)
         for attempt in range(3):        # the nanny's event may come a moment after the news
+            if attempt:
+                time.sleep(0.2)
             try:
                 events = self.client.get_events("worker-restart-memory")
             except Exception:
@@ -994,7 +996,6 @@ class DaskEngine:
                         limit=_bytes(limit) if limit else "unknown")
             if address is None:
                 break
-            time.sleep(0.2)
         return WORKER_DIED
 
     def _read_positions(self) -> None:
