@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the sweep folder (default: sweeps/<time>); the same DIR resumes")
     w.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a running Dask scheduler (tcp://host:8786) instead of the embedded "
-                        "LocalCluster")
+                        "LocalCluster (default: $BNLSTM_DASK_SCHEDULER, the dashboard's "
+                        "cluster, when it is set)")
     w.add_argument("--workers", type=int, default=None, metavar="N",
                    help="LocalCluster worker processes (default: cores / --threads)")
     w.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads per run")

@@ -726,14 +726,9 @@ class DaskEngine:
 
     # ------------------------------------------------------------------ pump
     def _connect(self) -> None:
-        import dask
-        from distributed import Client, LocalCluster, Queue, Variable
+        from distributed import Queue, Variable
         if self.address:
-            try:
-                self.client = Client(self.address, timeout="10s", set_as_default=False)
-            except Exception as exc:
-                raise EngineError(f"cannot reach the Dask scheduler at {self.address!r} "
-                                  f"(BNLSTM_DASK_SCHEDULER): {type(exc).__name__}: {exc}")
+            self.client, _ = open_cluster(self.address, source="BNLSTM_DASK_SCHEDULER")
             warning = _saturation_warning(self.client)
             if warning:
                 sys.stderr.write(f"bnlstm: {warning}\n")
@@ -748,19 +743,9 @@ class DaskEngine:
             settings = dict(EMBEDDED_CLUSTER_CONFIG)
             if _root_task_class() is None:     # runs go straight to workers:
                 settings["distributed.scheduler.work-stealing"] = True   # a free one steals
-            with dask.config.set(settings):
-                # The nannies get a copy of these settings for every worker they start,
-                # also the one that replaces a dead worker after this block has ended (a
-                # nanny's own merge would keep views of the global settings, which the
-                # block's end puts back to Dask's defaults).
-                worker_config = copy.deepcopy(dask.config.config)
-                self.cluster = LocalCluster(
-                    n_workers=self.n_workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None,
-                    memory_limit=self.memory_limit or _share_of_memory(self.n_workers),
-                    env={"OMP_NUM_THREADS": str(self.threads),
-                         "MKL_NUM_THREADS": str(self.threads)}, config=worker_config)
-                self.client = Client(self.cluster, set_as_default=False)
+            self.client, self.cluster = open_cluster(
+                None, n_workers=self.n_workers, threads=self.threads,
+                memory_limit=self.memory_limit, settings=settings)
         if self.cluster is not None:       # the in-process scheduler: no line per poll
             logging.getLogger("distributed.worker").addFilter(_QuietQueueView())   # its run()
         self._inbox = Queue(self.inbox, client=self.client)
@@ -1017,6 +1002,51 @@ class _QuietQueueView(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "queue_view" not in record.getMessage()
+
+
+def open_cluster(address: Optional[str] = None, n_workers: int = 2, threads: int = 1,
+                 memory_limit: Any = None, settings: Optional[Dict[str, Any]] = None,
+                 dashboard_address: Optional[str] = None, source: str = "",
+                 set_as_default: bool = False):
+    """A Dask client, and the cluster it talks to when this process started it.
+
+    With ``address`` (``tcp://host:8786``), the existing cluster's client and ``None``;
+    without, an embedded ``LocalCluster`` of ``n_workers`` single-thread worker processes
+    on loopback only (``threads`` torch threads each; ``memory_limit`` per worker, default
+    the machine's memory shared by the workers and this process) started under the Dask
+    ``settings``, and its client. The dashboard's :class:`DaskEngine` and
+    :func:`bnlstm.sweep.run_sweep` both start their clusters here. ``source`` names where
+    the address came from, for the message; ``set_as_default``: the client becomes this
+    process's default (``distributed.wait`` and friends use it). Raises :class:`EngineError` when the
+    scheduler cannot be reached.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+    if address:
+        try:
+            return Client(address, timeout="10s", set_as_default=set_as_default), None
+        except Exception as exc:
+            raise EngineError(f"cannot reach the Dask scheduler at {address!r}"
+                              + (f" ({source})" if source else "")
+                              + f": {type(exc).__name__}: {exc}") from None
+    with dask.config.set(settings or {}):
+        # The nannies get a copy of these settings for every worker they start, also the
+        # one that replaces a dead worker after this block has ended (a nanny's own merge
+        # would keep views of the global settings, which the block's end puts back to
+        # Dask's defaults).
+        worker_config = copy.deepcopy(dask.config.config)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            memory_limit=memory_limit or _share_of_memory(n_workers),
+            env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
+            config=worker_config)
+        try:
+            client = Client(cluster, set_as_default=set_as_default)
+        except BaseException:
+            cluster.close()
+            raise
+    return client, cluster
 
 
 def _forked_web_process() -> bool:

@@ -11,7 +11,9 @@ or from Python::
     rows = run_sweep(sweep, "DIR")                 # an embedded LocalCluster
     rows = run_sweep(sweep, "DIR", scheduler="tcp://host:8786")   # an existing cluster
 
-The engine is Dask (``dask.distributed``). Without ``scheduler`` it starts a
+The engine is Dask (``dask.distributed``), the same cluster code as the dashboard's
+(:func:`bnlstm.engine.open_cluster`): ``scheduler`` (default ``$BNLSTM_DASK_SCHEDULER``)
+puts the runs on an existing cluster, the dashboard's too. Without one it starts a
 ``LocalCluster`` of worker processes sized to the machine (one torch thread per run
 unless asked), listening on loopback only. Every run is one task; a task trains one
 :class:`~bnlstm.trainer.Trainer` and writes its run record (:mod:`bnlstm.records`)
@@ -329,22 +331,20 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
 
 # ------------------------------------------------------------------------------ the engine
 def _client(scheduler: Optional[str], n_workers: int, threads: int, memory_limit):
-    """A Dask client: an existing cluster's, or an embedded LocalCluster's (loopback only)."""
+    """A Dask client: an existing cluster's, or an embedded LocalCluster's (loopback only,
+    with Dask's dashboard on 127.0.0.1:8787), both from the engine's one
+    :func:`~bnlstm.engine.open_cluster`. A sweep keeps Dask's default retries: a run
+    whose worker died goes on from its last snapshot on another."""
+    from .engine import EngineError, open_cluster
     try:
-        from distributed import Client, LocalCluster
+        return open_cluster(scheduler, n_workers=n_workers, threads=threads,
+                            memory_limit=memory_limit, dashboard_address="127.0.0.1:8787",
+                            set_as_default=True)
+    except EngineError as exc:
+        raise SweepError(str(exc)) from None
     except ImportError as exc:            # pragma: no cover - a dependency
-        raise SweepError(f"dask.distributed is not installed ({exc}); pip install 'dask[distributed]'")
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="10s"), None
-        except Exception as exc:
-            raise SweepError(f"cannot reach the Dask scheduler at {scheduler!r}: "
-                             f"{type(exc).__name__}: {exc}") from None
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:8787",
-                           memory_limit=memory_limit,
-                           env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    return Client(cluster), cluster
+        raise SweepError(f"dask.distributed is not installed ({exc}); "
+                         "pip install 'dask[distributed]'") from None
 
 
 def _row(name: str, sweep: Sweep, cfg: Dict[str, Any], summary: Optional[Dict[str, Any]],
@@ -368,7 +368,8 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
               echo: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Run every missing run of ``sweep`` on Dask; write the sweep folder; return its rows.
 
-    ``scheduler``: an address (``tcp://host:8786``) of an existing cluster; default an
+    ``scheduler``: an address (``tcp://host:8786``) of an existing cluster (default
+    ``$BNLSTM_DASK_SCHEDULER``, the dashboard's cluster, when set); else an
     embedded ``LocalCluster`` of ``n_workers`` processes (default: the machine's cores
     divided by ``threads``). ``threads``: torch threads per run. ``checkpoint_every``:
     updates between resume snapshots (default: ``eval_every``). ``gpus_per_run``: ask
@@ -376,6 +377,8 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     ``--resources GPU=N``). Raises :class:`SweepError` on bad input, before writing.
     """
     out = Path(out_dir)
+    if scheduler is None:
+        scheduler = os.environ.get("BNLSTM_DASK_SCHEDULER", "").strip() or None
     plan = sweep.runs()
     meta_path = out / "sweep.json"
     if meta_path.exists():

@@ -123,6 +123,19 @@ def test_bad_sweeps_exit_2_and_write_nothing(tmp_path, capsys, argv, words, mnis
     assert not out.exists()
 
 
+def test_a_sweep_goes_to_the_dashboards_cluster_when_its_address_is_set(tmp_path, capsys,
+                                                                      monkeypatch, mnist_dir):
+    """BNLSTM_DASK_SCHEDULER, the dashboard's cluster, is the sweep's default too (here an
+    address nobody listens on: the sweep must try it, not start a LocalCluster)."""
+    monkeypatch.setenv("BNLSTM_DASK_SCHEDULER", "tcp://127.0.0.1:9")
+    out = tmp_path / "sweep"
+    rc = cli_main(["sweep", "--grid", "model=lstm,bnlstm", "--out", str(out),
+                   "--data-dir", str(mnist_dir), "--no-progress"])
+    assert rc == 2
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_another_sweep_in_the_folder_is_refused(tmp_path):
     out = tmp_path / "s"
     out.mkdir()
