@@ -86,6 +86,10 @@ def test_page_loads_without_console_errors(open_app):
     fonts = [u for u in page.outside_requests if "font" in u and "holoviz" not in u]
     assert fonts == [], fonts
     assert page.locator(".btn-start svg").count() >= 1
+    # nor the 1.8 MB MathJax bundle Panel would send for its HTML panes (no TeX here)
+    loaded = page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
+    assert any("bokeh.min.js" in u for u in loaded), loaded
+    assert not [u for u in loaded if "mathjax" in u.lower()], loaded
 
 
 def test_the_page_needs_nothing_from_beyond_the_server(browser):
