@@ -9,6 +9,7 @@ status panes in one batch.
 """
 from __future__ import annotations
 
+import functools
 import html
 import io
 import math
@@ -48,7 +49,8 @@ FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most ev
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
 
 
-# share token -> the open page whose runs a class may follow (this web process only)
+# share token -> the open page whose runs a class may follow (this web process; a page of
+# another web process on the same cluster is found through the engine: DaskEngine.follow)
 _FOLLOWABLE: "weakref.WeakValueDictionary[str, Dashboard]" = weakref.WeakValueDictionary()
 
 
@@ -125,6 +127,10 @@ class Dashboard(param.Parameterized):
         if engine is None or isinstance(engine, str):
             engine = get_engine(engine, default="dask" if served else "threads")
         self.engine = engine
+        # a page of another web process on this cluster (None: the leader is here, or none)
+        self.remote = (engine.follow(follow) if follow is not None and self.leader is None
+                       and hasattr(engine, "follow") else None)
+        self._published = None                   # what this page last told other processes
         self.run_limit = session_run_limit()
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
@@ -617,6 +623,10 @@ class Dashboard(param.Parameterized):
             return
         self._destroyed = True
         _FOLLOWABLE.pop(self.share_token, None)
+        if self.remote is not None:
+            self.engine.unfollow(self.remote)
+        elif self._published is not None:
+            self.engine.publish(self.share_token, None)      # its followers: it has closed
         if hasattr(self, "sweeps"):
             self.sweeps.dispose()
         n = len([r for r in self.runs if r.live])
@@ -732,39 +742,61 @@ class Dashboard(param.Parameterized):
 
     # ------------------------------------------------------------------- follow
     def _follow_text(self) -> str:
-        if self.leader is None:
+        remote = self.remote
+        if remote is not None and remote.found is None:
+            return "<b>Looking for the page you follow...</b>"
+        if self.leader is None and (remote is None or not remote.found):
             return ("<b>This follow link is not open on this server</b> (the page it belongs "
                     "to has closed, or the link is mistyped). Ask for the link again.")
-        if self.leader._destroyed:
+        if self._leader_closed():
             return ("<b>The page you follow has closed.</b> Its runs are shown as they ended.")
         return ("<b>Following another page's runs, live and read-only.</b> What it starts, "
                 "pauses or stops shows here; nothing on this page changes its runs.")
 
+    def _leader_closed(self) -> bool:
+        if self.leader is not None:
+            return self.leader._destroyed
+        return self.remote is not None and self.remote.closed
+
+    def _leader_runs(self) -> Dict[str, tuple]:
+        """The followed page's runs: id -> (its slot, a function that makes this page's
+        read-only mirror of it), from this process's page or another's."""
+        lead, remote = self.leader, self.remote
+        if lead is not None:
+            return {r.id: (lead.streams[r.id].index if r.id in lead.streams else None,
+                           functools.partial(DashboardRun.follow, r))
+                    for r in lead.runs if r.handle is not None}
+        if remote is not None:
+            return {int(m.get("run") or 0): (m.get("slot"), functools.partial(
+                        DashboardRun.follow_remote, m, remote.handles[m["id"]], self.engine))
+                    for m in list(remote.runs) if m["id"] in remote.handles}
+        return {}
+
     def _follow_leader(self) -> None:
         """Mirror the leader's runs: new ones get a slot of the same colour, removed ones
         leave; each mirror reads its run's records from the first."""
-        lead = self.leader
-        if lead is None:
+        if self.leader is None and self.remote is None:
             return
         text = self._follow_text()
         if self.follow_banner.object != text:
             self.follow_banner.object = text
-        if lead._destroyed:
+        if self._leader_closed():
             return
-        theirs = {r.id: r for r in lead.runs if r.handle is not None}
+        theirs = self._leader_runs()
         changed = False
         for run in [r for r in self.runs if r.id not in theirs]:
             self.streams.pop(run.id).assign(None)
             self.runs.remove(run)
             run.dispose()
             changed = True
-        for rid, run in theirs.items():
+        for rid, (index, mirror_of) in theirs.items():
             if rid in self.streams:
                 continue
-            slot = self.slots[lead.streams[rid].index] if rid in lead.streams else None
+            slot = self.slots[index] if isinstance(index, int) and 0 <= index < len(self.slots) \
+                else None
             if slot is None or slot.run is not None:
                 continue
-            mirror = DashboardRun.follow(run)
+            mirror = mirror_of()
             self._assign(slot, mirror)
             self.runs.append(mirror)
             self.streams[rid] = slot
@@ -775,6 +807,19 @@ class Dashboard(param.Parameterized):
             self._show_text_section()
             self._refresh_run_lists()
             self._update_status(force=True)
+
+    def _publish(self) -> None:
+        """Tell other web processes on this cluster what this page's runs are (their follow
+        links find it through the engine); only when that changed."""
+        if self.follow_token is not None or not getattr(self.engine, "shared", False):
+            return
+        runs = [{"id": r.handle.id, "run": r.id, "config": r.config.to_dict(),
+                 "slot": self.streams[r.id].index, "color": r.color, "label": r.label,
+                 "mode": r.mode}
+                for r in self.runs if r.handle is not None and r.id in self.streams]
+        if runs != self._published:
+            self._published = runs
+            self.engine.publish(self.share_token, runs)
 
     # -------------------------------------------------------------------- drain
     def drain(self) -> None:
@@ -791,6 +836,8 @@ class Dashboard(param.Parameterized):
         try:
             if self.follow_token is not None:
                 self._follow_leader()
+            else:
+                self._publish()
             batches = [(run, self.streams[run.id], run.drain()) for run in list(self.runs)
                        if run.id in self.streams]
             now = time.monotonic()
@@ -832,6 +879,9 @@ class Dashboard(param.Parameterized):
         if any(r.live for r in self.runs):
             return True
         lead = self.leader
+        if self.remote is not None:
+            return not self.remote.closed and any(
+                h.live for h in list(self.remote.handles.values()))
         return lead is not None and not lead._destroyed and any(r.live for r in lead.runs)
 
     def _drain_run(self, run: DashboardRun, s: views.RunStreams, recs: List[Dict[str, Any]]) -> None:

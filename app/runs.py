@@ -96,6 +96,26 @@ class DashboardRun:
         m._nothing_seen()
         return m
 
+    @classmethod
+    def follow_remote(cls, meta: Dict[str, Any], handle, engine) -> "DashboardRun":
+        """A read-only mirror of a run of another web process's page on the same cluster:
+        ``meta`` as that page published it (``run``: its number there, ``config``, ``slot``,
+        ``color``, ``label``, ``mode``), ``handle`` the engine's :class:`~bnlstm.engine.FollowedHandle`
+        that receives its records."""
+        m = cls.__new__(cls)
+        m.id = int(meta.get("run") or 0)
+        m.config = handle.config
+        color = str(meta.get("color") or "")
+        m.color = color if re.fullmatch(r"#[0-9a-fA-F]{6}", color) else PALETTE[0]
+        m.label = str(meta.get("label") or m.config.summary())
+        m.metric = tasks.get(m.config.task).metric
+        m.mode, m.engine = str(meta.get("mode") or "run"), engine
+        m.handle = handle
+        m._reader = handle.reader()
+        m.disposed, m.read_only = False, True
+        m._nothing_seen()
+        return m
+
     read_only = False
 
     # ------------------------------------------------------------ control side

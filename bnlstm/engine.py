@@ -60,6 +60,9 @@ FLUSH_S = 0.1           # the worker sends its records (and reads commands) this
 TICK_S = 0.1            # the pump's period in the web process while runs are on the cluster
 IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
+FOLLOW_S = 0.25         # a followed run's new records go to the other web processes this often
+FOLLOW_POLL_S = 1.0     # a follower looks up the page it follows (its runs) this often
+FOLLOW_KEY = "bnlstm-follow"   # scheduler metadata [key][token]: a page other processes may follow
 # Dask settings for the embedded cluster (see DaskEngine._connect)
 EMBEDDED_CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,        # a dead worker fails its run
@@ -255,6 +258,41 @@ class Reader:
         return out
 
 
+class FollowedHandle(RunHandle):
+    """Another web process's run, as a follower on the same cluster sees it: its records
+    (forwarded by the process that owns it, from the first), no controls."""
+
+    def __init__(self, engine, run_id: str, config: TrainConfig):
+        super().__init__(engine, config)
+        self.id = run_id
+        self.read_only = True
+
+    def _ignore(self, *args) -> None:
+        """A follower's controls change nothing."""
+
+    pause = resume = step_once = stop = set = close = _ignore    # the engine lets go of it
+
+
+class RemotePage:
+    """A page of another web process on this cluster, as :meth:`DaskEngine.follow` sees it.
+
+    ``found``: ``None`` until the first look-up, then whether the page is (or was) open;
+    ``closed``: it has closed since; ``runs``: its runs as it published them (dicts with
+    ``id``, the run's handle id, and what the page shows of it: ``run``, ``config``,
+    ``slot``, ``color``, ``label``, ``mode``); ``handles``: a read-only
+    :class:`FollowedHandle` per run, fed with the run's records from the first.
+    """
+
+    def __init__(self, token: str):
+        self.token = token
+        self.found: Optional[bool] = None
+        self.closed = False
+        self.runs: List[Dict[str, Any]] = []
+        self.handles: Dict[str, FollowedHandle] = {}
+        self.users = 0
+        self.leader_inbox: Optional[str] = None
+
+
 def _state(state: str, step: int = 0, reason: str = "") -> Dict[str, Any]:
     return {"kind": "state", "state": state, "step": step, "reason": reason, "elapsed": 0.0}
 
@@ -404,6 +442,16 @@ class ThreadEngine:
     def _forget(self, h: RunHandle) -> None:
         h.history = []
         h.files = {}
+
+    def publish(self, token: str, runs: Optional[List[Dict[str, Any]]]) -> None:
+        """Nothing: only this process's pages can follow a page here (see DaskEngine)."""
+
+    def follow(self, token: str) -> Optional[RemotePage]:
+        """``None``: a page of another process cannot be followed without a shared cluster."""
+        return None
+
+    def unfollow(self, page: RemotePage) -> None:
+        pass
 
     def join(self, timeout: float = 60.0) -> bool:
         """Wait for every trainer thread (tests)."""
@@ -665,6 +713,11 @@ class DaskEngine:
         self._thread: Optional[threading.Thread] = None
         self._closing = False
         self._counts = {"active": 0, "queued": 0, "max_runs": self.n_workers}
+        # following across web processes (only on a shared cluster: self.address)
+        self._follows: Dict[str, RemotePage] = {}       # token -> a page followed here
+        self._published: Dict[str, Any] = {}            # token -> what was last published
+        self._unpublish_at: Dict[str, float] = {}       # token -> when its entry goes
+        self._subs: Dict[str, Dict[str, list]] = {}     # run id -> {follower inbox: [Queue, cursor]}
 
     # ---------------------------------------------------------------- public
     def start(self) -> "DaskEngine":
@@ -697,6 +750,41 @@ class DaskEngine:
         """Runs training, runs waiting, worker threads: the whole cluster's (every web
         process's runs), as of the last second."""
         return dict(self._counts)
+
+    # ---------------------------------------------------------------- follow
+    @property
+    def shared(self) -> bool:
+        """Whether other web processes use this cluster (``address`` given): only then can
+        a page of one process follow a page of another."""
+        return bool(self.address)
+
+    def publish(self, token: str, runs: Optional[List[Dict[str, Any]]]) -> None:
+        """Let pages of other web processes on this cluster follow page ``token``: ``runs``
+        its runs now (dicts with ``id``, the handle's, and what a follower shows, such as
+        ``config`` as a dict); ``None`` once the page has closed. Never blocks."""
+        if self.shared:
+            self._send(("publish", token, None if runs is None else list(runs)))
+
+    def follow(self, token: str) -> Optional[RemotePage]:
+        """Page ``token`` of another web process on this cluster, kept up to date by the
+        pump (``None`` without a shared cluster). Call :meth:`unfollow` when done."""
+        if not self.shared:
+            return None
+        self.start()
+        with self._lock:
+            page = self._follows.get(token)
+            if page is None:
+                page = self._follows[token] = RemotePage(token)
+                self.log(f"engine: looking for page {token[:4]} in the other web processes")
+            page.users += 1
+        self._wake.set()
+        return page
+
+    def unfollow(self, page: RemotePage) -> None:
+        """One page fewer follows ``page``; with none left, its runs' records stop coming."""
+        with self._lock:
+            page.users -= 1
+        self._wake.set()
 
     def describe(self) -> str:
         if self.error:
@@ -752,6 +840,8 @@ class DaskEngine:
         self._lease = Variable(self.lease, client=self.client)
         self._lease_n = 0
         self._lease.set(self._lease_n)
+        self._follow_requests = Queue(self.inbox + "-follow", client=self.client) \
+            if self.shared else None
         threading.Thread(target=self._warm_workers, name="bnlstm-engine-warm",
                          daemon=True).start()
 
@@ -776,9 +866,10 @@ class DaskEngine:
             self._fail_everything(self.error)
             return
         self.ready.set()
-        last_pos = last_lease = 0.0
+        last_pos = last_lease = last_forward = last_poll = last_requests = last_check = 0.0
         while not self._closing:
-            busy = bool(self._futures) or not self._outbox.empty()
+            busy = (bool(self._futures) or not self._outbox.empty() or bool(self._subs)
+                    or bool(self._follows))
             self._wake.wait(TICK_S if busy else IDLE_TICK_S)    # a command wakes it at once
             self._wake.clear()
             try:
@@ -794,6 +885,19 @@ class DaskEngine:
                     last_lease = now
                     self._lease_n += 1
                     self._lease.set(self._lease_n)
+                if self.shared:
+                    if now - last_requests >= (FOLLOW_S if self._subs else FOLLOW_POLL_S):
+                        last_requests = now
+                        self._take_follow_requests()
+                    if self._subs and now - last_forward >= FOLLOW_S:
+                        last_forward = now
+                        check = now - last_check >= 5.0
+                        last_check = now if check else last_check
+                        self._forward(check=check)
+                    if now - last_poll >= FOLLOW_POLL_S:
+                        last_poll = now
+                        self._poll_follows()
+                        self._expire_published(now)
             except Exception as exc:          # the pump never dies of one bad call
                 self.log(f"engine: pump error {type(exc).__name__}: {exc}")
                 time.sleep(0.5)
@@ -853,7 +957,9 @@ class DaskEngine:
             except queue.Empty:
                 return
             what, h = item[0], item[1]
-            if what == "submit":
+            if what == "publish":
+                self._publish(item[1], item[2])
+            elif what == "submit":
                 if not h.closed:
                     self._submit_task(h)
             elif what == "control":
@@ -890,6 +996,9 @@ class DaskEngine:
         self._command(h, cmd)          # also when queued: the worker reads it at its start
 
     def _drop(self, h: RunHandle) -> None:
+        if h.id in self._subs:             # followers get its last records first
+            self._forward(only=h.id)
+            self._subs.pop(h.id, None)
         fut = self._futures.pop(h.id, None)
         if fut is not None and not fut.done():
             fut.cancel()
@@ -995,6 +1104,135 @@ class DaskEngine:
                 h.position = waiting.get(key, 0) if h.state == "queued" else 0
         self._counts = {"active": view["running"], "queued": len(waiting),
                         "max_runs": view["slots"] or self.n_workers}
+
+
+    # ------------------------------------------------- following across processes
+    def _publish(self, token: str, runs: Optional[List[Dict[str, Any]]]) -> None:
+        """The owner's side: page ``token``'s runs in the scheduler's metadata, where
+        followers read them."""
+        value = {"inbox": self.inbox, "runs": runs if runs is not None else
+                 (self._published.get(token) or {}).get("runs", []), "closed": runs is None}
+        if self._published.get(token) == value:
+            return
+        self._published[token] = value
+        self.client.set_metadata([FOLLOW_KEY, token], value)
+        if runs is None:                   # followers open now have seen it by then
+            self._unpublish_at[token] = time.monotonic() + 60.0
+
+    def _expire_published(self, now: float) -> None:
+        for token, at in list(self._unpublish_at.items()):
+            if now >= at:
+                self._unpublish_at.pop(token)
+                self._published.pop(token, None)
+                try:
+                    self.client.run_on_scheduler(_forget_page, token=token)
+                except Exception:
+                    pass
+
+    def _take_follow_requests(self) -> None:
+        """The owner's side: followers (other web processes) ask for a run's records."""
+        from distributed import Queue
+        for req in self._follow_requests.get(batch=True):
+            run, inbox = req.get("run"), req.get("inbox")
+            if req.get("op") == "unsubscribe":
+                subs = self._subs.get(run)
+                if subs is not None:
+                    subs.pop(inbox, None)
+                    if not subs:
+                        self._subs.pop(run, None)
+            elif req.get("op") == "subscribe" and run in self._handles and inbox:
+                self._subs.setdefault(run, {})[inbox] = [Queue(inbox, client=self.client), 0]
+
+    def _forward(self, check: bool = False, only: Optional[str] = None) -> None:
+        """The owner's side: each followed run's new records to each follower's inbox (up
+        to 5 batches of 2,000 a time); ``check``: drop followers that no longer read."""
+        for run, subs in list(self._subs.items()):
+            if only is not None and run != only:
+                continue
+            h = self._handles.get(run)
+            if h is None:
+                self._subs.pop(run, None)
+                continue
+            for inbox, sub in list(subs.items()):
+                q, cursor = sub
+                for _ in range(5):
+                    recs, nxt = h.records_since(cursor, 2000)
+                    if not recs:
+                        break
+                    q.put(pickle.dumps((run, recs), protocol=pickle.HIGHEST_PROTOCOL))
+                    cursor = sub[1] = nxt
+                if check:
+                    try:
+                        gone = q.qsize() > UNREAD_LIMIT      # a follower that went away
+                    except Exception:
+                        gone = False
+                    if gone:
+                        subs.pop(inbox, None)
+            if not subs:
+                self._subs.pop(run, None)
+
+    def _poll_follows(self) -> None:
+        """The follower's side: look up each followed page; subscribe to its new runs, let
+        go of the ones it no longer has and of pages no one here follows any more."""
+        from distributed import Queue
+        for token, page in list(self._follows.items()):
+            if page.users <= 0:
+                with self._lock:
+                    if page.users <= 0:
+                        self._follows.pop(token, None)
+                self._let_go(page, list(page.handles))
+                continue
+            value = self.client.get_metadata([FOLLOW_KEY, token], default=None)
+            if not isinstance(value, dict):          # not published (yet, or any more)
+                page.found = bool(page.found)          # once seen, it stays found
+                if page.found:
+                    page.closed = True
+                continue
+            page.found, page.closed = True, bool(value.get("closed"))
+            page.leader_inbox = value.get("inbox")
+            runs = [r for r in value.get("runs") or [] if isinstance(r, dict) and r.get("id")]
+            if page.closed:                 # its runs stay as they ended
+                continue
+            ids = {r["id"] for r in runs}
+            self._let_go(page, [rid for rid in page.handles if rid not in ids])
+            requests = Queue(page.leader_inbox + "-follow", client=self.client)
+            for r in runs:
+                if r["id"] in page.handles:
+                    continue
+                try:
+                    config = TrainConfig.from_dict(r.get("config") or {})
+                except Exception:
+                    continue
+                h = FollowedHandle(self, r["id"], config)
+                with self._lock:
+                    self._handles.setdefault(h.id, h)
+                page.handles[h.id] = h
+                requests.put({"op": "subscribe", "run": h.id, "inbox": self.inbox})
+            page.runs = runs
+
+    def _let_go(self, page: RemotePage, run_ids: List[str]) -> None:
+        from distributed import Queue
+        requests = (Queue(page.leader_inbox + "-follow", client=self.client)
+                    if page.leader_inbox and not page.closed else None)
+        for rid in run_ids:
+            h = page.handles.pop(rid, None)
+            if h is None:
+                continue
+            if requests is not None:
+                try:
+                    requests.put({"op": "unsubscribe", "run": rid, "inbox": self.inbox})
+                except Exception:
+                    pass
+            with self._lock:
+                if self._handles.get(rid) is h:
+                    self._handles.pop(rid, None)
+
+
+def _forget_page(dask_scheduler=None, token: str = "") -> None:
+    """On the scheduler: drop a closed page's entry from the follow metadata."""
+    pages = dask_scheduler.task_metadata.get(FOLLOW_KEY)
+    if isinstance(pages, dict):
+        pages.pop(token, None)
 
 
 class _QuietQueueView(logging.Filter):

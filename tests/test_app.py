@@ -134,6 +134,52 @@ def test_a_follow_link_shows_another_pages_runs_live_and_read_only(mnist_dir, mo
         eng.join(30)
 
 
+def test_a_follow_link_finds_a_page_of_another_web_process_on_the_same_cluster(
+        mnist_dir, monkeypatch):
+    """panel serve --num-procs N on one cluster: a follow link opened in another web
+    process (here: another engine on the same scheduler) shows the page's runs, live."""
+    import dask
+    from distributed import LocalCluster
+
+    from bnlstm.engine import DaskEngine
+    from bnlstm_app import dashboard as dmod
+    _, _, Dashboard = _dashboards(mnist_dir, monkeypatch)
+    cfg = dict(task="row", hidden=16, batch_size=16, steps=100000, eval_every=20, probe_every=10)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None) as cluster:
+        one, two = (DaskEngine(address=cluster.scheduler_address) for _ in range(2))
+        lead = Dashboard(sync_url=False, engine=one)
+        lead.config.param.update(**cfg)
+        dmod._FOLLOWABLE.pop(lead.share_token)         # as if it were another process's page
+        follower = Dashboard(sync_url=False, engine=two, follow=lead.share_token)
+        stranger = Dashboard(sync_url=False, engine=two, follow="no-such-token")
+        try:
+            assert follower.leader is None and follower.remote is not None   # not this process's
+            run = lead.start()
+            _until(lambda: len(follower.runs) == 1 and follower.runs[0].step >= 25,
+                   [lead, follower, stranger], timeout=120)
+            assert "read-only" in follower.follow_banner.object
+            assert "not open on this server" in stranger.follow_banner.object
+            mirror = follower.runs[0]
+            assert (mirror.id, mirror.color, mirror.label) == (run.id, run.color, run.label)
+            assert mirror.read_only
+            s = follower.streams[run.id]
+            assert s.index == lead.streams[run.id].index           # the same slot and colour
+            assert s.loss.data["step"][0] == 1 and s.latest_probe is not None
+            follower.stop()                                        # does nothing to the run
+            at = run.handle.step
+            _until(lambda: run.handle.step > at + 5, [lead, follower])
+            lead.dispose()                                         # the page closes
+            _until(lambda: "has closed" in follower.follow_banner.object and follower.runs
+                   and follower.runs[0].state == "stopped", [follower])   # as it ended
+        finally:
+            for d in (follower, stranger, lead):
+                d.dispose()
+            for e in (one, two):
+                e.close()
+
+
 def test_a_page_whose_browser_stops_reading_gets_no_more_updates_until_it_catches_up(
         mnist_dir, monkeypatch):
     from types import SimpleNamespace as NS

@@ -262,6 +262,50 @@ def test_two_web_processes_share_one_cluster_and_one_queue(dask_engine):
         other.close()
 
 
+def test_a_page_of_another_web_process_on_the_cluster_can_be_followed(dask_engine):
+    """A page publishes its runs; a follower in another web process (engine) on the same
+    cluster gets each run's records from the first, in order, and cannot change the run."""
+    address = dask_engine.client.scheduler.address
+    lead, other = DaskEngine(address=address), DaskEngine(address=address)
+    lead.wait_ready(30)
+    other.wait_ready(30)
+    try:
+        assert lead.shared and other.shared and not dask_engine.shared
+        assert dask_engine.follow("tok") is None          # an embedded cluster: this process only
+        h = lead.submit(cfg(steps=100000))
+        wait_for(lambda: h.step >= 20, what="training")
+        meta = {"id": h.id, "run": 1, "config": h.config.to_dict(), "slot": 0,
+                "color": "#1f77b4", "label": "the lecture's run", "mode": "run"}
+        lead.publish("tok", [meta])
+        page = other.follow("tok")
+        nobody = other.follow("no-such-token")
+        wait_for(lambda: page.found and h.id in page.handles, 10, "the page found")
+        assert page.runs == [meta] and not page.closed
+        wait_for(lambda: nobody.found is False, 5, "an unknown link looked up")
+        mirror = page.handles[h.id]
+        wait_for(lambda: mirror.step >= 20 and mirror.state == "running", 10, "records")
+        assert mirror.history[:20] == h.history[:20]        # from the first record
+        for control in (mirror.pause, mirror.stop, mirror.step_once, mirror.close):
+            control()                                       # a follower changes nothing
+        at = h.step
+        wait_for(lambda: h.step > at + 5, 10, "the run goes on")
+        assert h.state == "running"
+        h.stop()
+        wait_for(lambda: mirror.state == "stopped", 10, "the stop, seen by the follower")
+        assert mirror.history == h.history                  # all of it, in order
+        lead.publish("tok", None)                           # the page closed
+        wait_for(lambda: page.closed, 5, "the close, seen by the follower")
+        assert mirror.history == h.history                  # its runs stay as they ended
+        h.close()
+        wait_for(lambda: not lead._subs, 10, "the leader lets go of its follower")
+        for p in (page, nobody):
+            other.unfollow(p)
+        wait_for(lambda: not other._follows and h.id not in other._handles, 10, "let go")
+    finally:
+        lead.close()
+        other.close()
+
+
 def test_a_run_whose_web_process_is_gone_stops(dask_engine):
     """The web process renews a lease; a run whose lease lapses stops itself."""
     from distributed import Queue, Variable
