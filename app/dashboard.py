@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import panel as pn
 import param
+from panel.io.state import set_curdoc
 
 from bnlstm import TrainConfig, tasks
 
@@ -47,6 +48,17 @@ STATUS_UI_S = 0.5             # the status table (step, speed) redraws at most t
 PROBE_UI_S = 1.0              # the whole-curve probe views redraw at most once a second per run
 FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most every two seconds
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
+
+
+def _weak_listener(method):
+    """A record listener that calls ``method`` while its object lives, and nothing after."""
+    ref = weakref.WeakMethod(method)
+
+    def listener(rec):
+        fn = ref()
+        if fn is not None:
+            fn(rec)
+    return listener
 
 
 # share token -> the open page whose runs a class may follow (this web process; a page of
@@ -147,6 +159,11 @@ class Dashboard(param.Parameterized):
         self._next_drain_at = 0.0
         self._backlogged = False
         self._callback = None
+        self._doc = None                 # the session's document, once served
+        self._wake_pending = False
+        # the runs' handles call this on the engine's thread; weakly, so that a closed
+        # page is freed even while a handle still holds its listener
+        self._state_listener = _weak_listener(self._on_state_record)
         self.engine.start()        # the workers (or this process) warm up before a Start
         if sync_url is None:
             sync_url = served
@@ -438,7 +455,29 @@ class Dashboard(param.Parameterized):
         if self._callback is None:
             self._callback = quiet_periodic_callback(self.drain, DRAIN_MS)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            self._doc = pn.state.curdoc
             pn.state.on_session_destroyed(_make_destroy_hook(self))
+
+    def _on_state_record(self, rec: Dict[str, Any]) -> None:
+        """On the engine's thread, for each record of this page's runs: a run that changed
+        state (paused, running, ended: what a click asked for) is drawn at once, not at
+        the next drain (up to DRAIN_MS later)."""
+        doc = self._doc
+        if rec.get("kind") != "state" or doc is None or self._destroyed or self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            doc.add_next_tick_callback(self._drain_now)   # Bokeh's one thread-safe call
+        except Exception:
+            self._wake_pending = False
+
+    def _drain_now(self) -> None:
+        self._wake_pending = False
+        if self._destroyed or self._doc is None:
+            return
+        with set_curdoc(self._doc):
+            self._next_drain_at = 0.0
+            self.drain()
 
     # ------------------------------------------------------------- settings glue
     def _show_text_section(self, *events) -> None:
@@ -541,6 +580,7 @@ class Dashboard(param.Parameterized):
         self._refresh_run_lists()
         for run in runs:
             run.submit()
+            run.handle.listeners.append(self._state_listener)
         self.new_run_hint.visible = False
         self._show_paused(False)
         self._update_status(force=True)

@@ -87,6 +87,62 @@ def test_an_idle_page_drains_once_a_second_and_a_page_with_a_live_run_five_times
         eng.join(30)
 
 
+def test_a_runs_state_change_is_drawn_at_once_not_at_the_next_drain(mnist_dir, monkeypatch):
+    """What a click asked for (paused, running, ended) comes back as a state record on the
+    engine's thread; it schedules one drain on the session's event loop at once."""
+    from bnlstm_app.dashboard import _weak_listener
+    eng, d, _ = _dashboards(mnist_dir, monkeypatch)
+    scheduled = []
+
+    class Doc:                                    # the session's document: its one thread-safe call
+        def add_next_tick_callback(self, fn):
+            scheduled.append(fn)
+    try:
+        d.config.steps = 100000
+        run = d.start()
+        assert d._state_listener in run.handle.listeners
+        d._doc = Doc()
+        _until(lambda: run.state == "running", [d])
+        assert scheduled                          # "starting", "running" asked for drains
+        scheduled.clear()
+        d._wake_pending = False                   # as if the scheduled drain had run
+        d._on_state_record({"kind": "train", "step": 3, "loss": 1.0})
+        assert scheduled == []                    # a training record waits for the drain
+        run.pause()
+        end = time.monotonic() + 30
+        while not scheduled and time.monotonic() < end:
+            time.sleep(0.02)
+        assert len(scheduled) == 1                # the "paused" record asked for a drain
+        d._on_state_record({"kind": "state", "state": "paused"})
+        assert len(scheduled) == 1                # one at a time
+        d._doc = None                             # (no served document in this test)
+        d._wake_pending = False
+        d._next_drain_at = time.monotonic() + 60
+        d._drain_now()                            # without a document: nothing
+        assert run.state == "running"
+        d._doc = Doc()
+        monkeypatch.setattr("bnlstm_app.dashboard.set_curdoc", lambda doc: __import__(
+            "contextlib").nullcontext())
+        d._drain_now()                            # drains now, whatever the drain's pacing
+        assert run.state == "paused"
+
+        class Page:
+            def __init__(self):
+                self.seen = []
+
+            def on(self, rec):
+                self.seen.append(rec)
+        page = Page()
+        listener = _weak_listener(page.on)
+        listener({"kind": "state"})
+        assert len(page.seen) == 1
+        del page
+        listener({"kind": "state"})               # a freed page is not kept alive, nor called
+    finally:
+        d.dispose()
+        eng.join(30)
+
+
 def test_a_page_holds_at_most_its_share_of_runs(mnist_dir, monkeypatch):
     monkeypatch.setenv("BNLSTM_SESSION_RUNS", "2")
     eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
