@@ -346,6 +346,9 @@ def main():
                          "page is in, as the teacher's browser does")
     ap.add_argument("--drain-timeout", type=float, default=1800.0)
     ap.add_argument("--out", help="also write the numbers to this JSON file")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the server (repeatable), for example "
+                         "PYTHONMALLOC=malloc")
     args = ap.parse_args()
     if not args.no_browser and not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found (the teacher's browser): install it "
@@ -358,18 +361,20 @@ def main():
         cluster, cluster_procs = start_cluster(max(2, os.cpu_count() or 2), cluster_log)
         extra_env = {"BNLSTM_DASK_SCHEDULER": cluster}
         extra_args = ["--num-procs", str(args.web_procs)]
+    extra_env.update(dict(e.split("=", 1) for e in args.env))
     srv, port, log_path, logf = start_server({"BNLSTM_ENGINE": args.engine,
                                               "BNLSTM_APP_LOG": "1", **extra_env}, extra_args)
     url = f"http://127.0.0.1:{port}/app"
     out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
-           "start_when": args.start_when, "web_procs": args.web_procs,
+           "start_when": args.start_when, "web_procs": args.web_procs, "env": args.env,
            "cores": os.cpu_count()}
     students = []
     try:
         mon = Monitor(port, srv.pid, [p.pid for p in cluster_procs])
         mon.start()
         print(f"server on {url} (engine {args.engine}, {args.web_procs} web process(es)"
-              + (f", cluster {cluster}" if cluster else "") + f"); log {log_path}")
+              + (f", cluster {cluster}" if cluster else "")
+              + (f", {' '.join(args.env)}" if args.env else "") + f"); log {log_path}")
         time.sleep(2.0)
         out["mem_idle_mb"] = mon.rss()[0]
 
