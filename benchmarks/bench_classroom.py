@@ -26,7 +26,8 @@ meanwhile (server, workers, this benchmark's clients, the browser), how long a r
 from running to finished, how many runs finished,
 the server's CPU with every session open and idle, and the server's memory: after the
 first page (the starting level), at the peak, and after every session has closed.
-``--out FILE`` also writes the numbers as JSON. Needs BNLSTM_MNIST_DIR (default:
+``--out FILE`` also writes the numbers as JSON; ``--env NAME=VALUE`` (repeatable) starts
+the server with that in its environment (``PYTHONMALLOC=malloc``). Needs BNLSTM_MNIST_DIR (default:
 ../shared/data/mnist). Numbers are this machine's; compare runs of the same machine.
 """
 from __future__ import annotations
