@@ -265,7 +265,6 @@ class FollowedHandle(RunHandle):
     def __init__(self, engine, run_id: str, config: TrainConfig):
         super().__init__(engine, config)
         self.id = run_id
-        self.read_only = True
 
     def _ignore(self, *args) -> None:
         """A follower's controls change nothing."""
@@ -290,7 +289,7 @@ class RemotePage:
         self.runs: List[Dict[str, Any]] = []
         self.handles: Dict[str, FollowedHandle] = {}
         self.users = 0
-        self.leader_inbox: Optional[str] = None
+        self.requests = None       # the owner's queue of follow requests, once found
 
 
 def _state(state: str, step: int = 0, reason: str = "") -> Dict[str, Any]:
@@ -1189,13 +1188,15 @@ class DaskEngine:
                     page.closed = True
                 continue
             page.found, page.closed = True, bool(value.get("closed"))
-            page.leader_inbox = value.get("inbox")
+            if page.requests is None and value.get("inbox"):
+                page.requests = Queue(value["inbox"] + "-follow", client=self.client)
             runs = [r for r in value.get("runs") or [] if isinstance(r, dict) and r.get("id")]
             if page.closed:                 # its runs stay as they ended
                 continue
             ids = {r["id"] for r in runs}
             self._let_go(page, [rid for rid in page.handles if rid not in ids])
-            requests = Queue(page.leader_inbox + "-follow", client=self.client)
+            if page.requests is None:
+                continue
             for r in runs:
                 if r["id"] in page.handles:
                     continue
@@ -1207,13 +1208,11 @@ class DaskEngine:
                 with self._lock:
                     self._handles.setdefault(h.id, h)
                 page.handles[h.id] = h
-                requests.put({"op": "subscribe", "run": h.id, "inbox": self.inbox})
+                page.requests.put({"op": "subscribe", "run": h.id, "inbox": self.inbox})
             page.runs = runs
 
     def _let_go(self, page: RemotePage, run_ids: List[str]) -> None:
-        from distributed import Queue
-        requests = (Queue(page.leader_inbox + "-follow", client=self.client)
-                    if page.leader_inbox and not page.closed else None)
+        requests = page.requests if not page.closed else None
         for rid in run_ids:
             h = page.handles.pop(rid, None)
             if h is None:
