@@ -83,18 +83,25 @@ class DashboardRun:
         self.ema_n = 0
 
     @classmethod
-    def follow(cls, run: "DashboardRun") -> "DashboardRun":
-        """A read-only mirror of another session's ``run``: the same handle, read from its
-        first record by a reader of its own; its controls do nothing and its disposal
-        leaves the run alone."""
+    def _mirror(cls, run_id: int, config: TrainConfig, color: str, label: str, mode: str,
+                engine, handle) -> "DashboardRun":
+        """A read-only run of this page that reads ``handle`` from its first record by a
+        reader of its own; its controls do nothing and its disposal leaves the run alone."""
         m = cls.__new__(cls)
-        m.id, m.config, m.color, m.label = run.id, run.config, run.color, run.label
-        m.metric, m.mode, m.engine = run.metric, run.mode, run.engine
-        m.handle = run.handle
-        m._reader = run.handle.reader() if run.handle is not None else None
+        m.id, m.config, m.color, m.label = run_id, config, color, label
+        m.metric = tasks.get(config.task).metric
+        m.mode, m.engine = mode, engine
+        m.handle = handle
+        m._reader = handle.reader() if handle is not None else None
         m.disposed, m.read_only = False, True
         m._nothing_seen()
         return m
+
+    @classmethod
+    def follow(cls, run: "DashboardRun") -> "DashboardRun":
+        """A read-only mirror of another session's ``run`` in this process: the same handle."""
+        return cls._mirror(run.id, run.config, run.color, run.label, run.mode, run.engine,
+                           run.handle)
 
     @classmethod
     def follow_remote(cls, meta: Dict[str, Any], handle, engine) -> "DashboardRun":
@@ -102,19 +109,11 @@ class DashboardRun:
         ``meta`` as that page published it (``run``: its number there, ``config``, ``slot``,
         ``color``, ``label``, ``mode``), ``handle`` the engine's :class:`~bnlstm.engine.FollowedHandle`
         that receives its records."""
-        m = cls.__new__(cls)
-        m.id = int(meta.get("run") or 0)
-        m.config = handle.config
         color = str(meta.get("color") or "")
-        m.color = color if re.fullmatch(r"#[0-9a-fA-F]{6}", color) else PALETTE[0]
-        m.label = str(meta.get("label") or m.config.summary())
-        m.metric = tasks.get(m.config.task).metric
-        m.mode, m.engine = str(meta.get("mode") or "run"), engine
-        m.handle = handle
-        m._reader = handle.reader()
-        m.disposed, m.read_only = False, True
-        m._nothing_seen()
-        return m
+        return cls._mirror(int(meta.get("run") or 0), handle.config,
+                           color if re.fullmatch(r"#[0-9a-fA-F]{6}", color) else PALETTE[0],
+                           str(meta.get("label") or handle.config.summary()),
+                           str(meta.get("mode") or "run"), engine, handle)
 
     read_only = False
 
