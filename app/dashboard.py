@@ -142,7 +142,7 @@ class Dashboard(param.Parameterized):
         # a page of another web process on this cluster (None: the leader is here, or none)
         self.remote = (engine.follow(follow) if follow is not None and self.leader is None
                        and hasattr(engine, "follow") else None)
-        self._published = None                   # what this page last told other processes
+        self._published = None     # (handle id, slot) of the runs it last told other processes
         self.run_limit = session_run_limit()
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
@@ -853,13 +853,15 @@ class Dashboard(param.Parameterized):
         links find it through the engine); only when that changed."""
         if self.follow_token is not None or not getattr(self.engine, "shared", False):
             return
-        runs = [{"id": r.handle.id, "run": r.id, "config": r.config.to_dict(),
-                 "slot": self.streams[r.id].index, "color": r.color, "label": r.label,
-                 "mode": r.mode}
-                for r in self.runs if r.handle is not None and r.id in self.streams]
-        if runs != self._published:
-            self._published = runs
-            self.engine.publish(self.share_token, runs)
+        shown = [r for r in self.runs if r.handle is not None and r.id in self.streams]
+        key = [(r.handle.id, self.streams[r.id].index) for r in shown]   # runs, slots
+        if key == self._published:                 # every drain: no config serialized
+            return
+        self._published = key
+        self.engine.publish(self.share_token, [
+            {"id": r.handle.id, "run": r.id, "config": r.config.to_dict(),
+             "slot": self.streams[r.id].index, "color": r.color, "label": r.label,
+             "mode": r.mode} for r in shown])
 
     # -------------------------------------------------------------------- drain
     def drain(self) -> None:
