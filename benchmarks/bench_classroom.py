@@ -229,6 +229,13 @@ class Student(LightClient):
 
 
 # --------------------------------------------------------------------------- teacher
+def launch_chromium(pw):
+    """Headless Debian Chromium for a teacher's page: timers and rendering never throttled."""
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
+
+
 def teacher_page(browser, url):
     """Open a page: ``(context, page, ready s, whole page s)``: ready when its Start button
     and Bokeh document are there (the controls and the learning curves), whole when the
@@ -388,9 +395,7 @@ def main():
         if not args.no_browser:
             from playwright.sync_api import sync_playwright
             pw = sync_playwright().start()
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
+            browser = launch_chromium(pw)
             # the browser's first page also pays for starting its renderer; a student's
             # browser is running already, so the idle page is the second one (new context:
             # nothing of the first page is cached)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_classroom import CHROMIUM, start_server, stop, teacher_page  # noqa: E402
+from bench_classroom import (CHROMIUM, launch_chromium, start_server, stop,  # noqa: E402
+                             teacher_page)
 
 
 def _pairs(items):
@@ -49,9 +50,7 @@ def main() -> None:
         for name, env in variants.items():
             servers[name] = start_server(env)
         pw = sync_playwright().start()
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
+        browser = launch_chromium(pw)
         got = {name: [] for name in servers}
         for i in range(args.pages + 1):
             for name, (_, port, _, _) in servers.items():
