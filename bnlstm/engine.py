@@ -8,7 +8,15 @@ reads records:
 
     web process                              scheduler                 worker process
     RunHandle.pause() --> engine outbox --> Queue "<key>-cmd"    -->  Trainer.pause()
+                                            Event "<key>-bell"   -->  (wakes the worker)
     RunHandle.read()  <-- handle history <-- Queue "<inbox>"     <--  records, in batches
+                     (wakes the pump)   <-- Event "<inbox>-bell" <--  (a state record)
+
+The worker sends its records every ``FLUSH_S`` and the pump takes them every ``TICK_S``,
+but what a click waits for goes at once: a command rings the run's bell, so the worker
+reads it when it comes; the trainer's answer (a state record: paused, running, ended; or
+the update a Step asked for) rings it too, so the worker sends it when it happens; and a
+batch with a state record in it rings the web process's bell, so its pump takes it then.
 
 One *pump* thread per web process does all Dask calls (the server's event loop never
 blocks on the cluster): it submits runs, forwards commands, takes every run's record
@@ -56,7 +64,8 @@ from .config import TrainConfig
 from .trainer import TERMINAL
 
 RUN_PREFIX = "bnlstm-run"
-FLUSH_S = 0.1           # the worker sends its records (and reads commands) this often
+FLUSH_S = 0.1           # the worker sends its records this often (commands, and the state
+                        # records that answer them, go at once: see _wait_for_bell)
 TICK_S = 0.1            # the pump's period in the web process while runs are on the cluster
 IDLE_TICK_S = 1.0       # ... and while none is
 POSITIONS_S = 1.0       # queue positions are read this often
@@ -486,12 +495,15 @@ def _lower_priority() -> None:
 
 def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, lease: str,
                     mode: str = "run", resume: Optional[bytes] = None, threads: int = 1,
-                    pause_timeout: float = 300.0, lease_s: float = LEASE_S) -> Dict[str, Any]:
+                    pause_timeout: float = 300.0, lease_s: float = LEASE_S,
+                    flush_s: float = FLUSH_S) -> Dict[str, Any]:
     """The body of a run's Dask task: train ``config`` on this worker, live.
 
-    Records go to the ``inbox`` queue as pickled ``(run_id, [records])`` batches; commands
-    come from the queue ``<key>-cmd``. Returns ``{"state", "files"}`` (the run record's
-    files as bytes) or, for a parked run, ``{"state": "parked", "snapshot": bytes}``.
+    Records go to the ``inbox`` queue as pickled ``(run_id, [records])`` batches, every
+    ``flush_s`` and whenever the event ``<key>-bell`` rings (a command came, or the
+    trainer answered one); commands come from the queue ``<key>-cmd``. Returns
+    ``{"state", "files"}`` (the run record's files as bytes) or, for a parked run,
+    ``{"state": "parked", "snapshot": bytes}``.
     """
     import torch
     from distributed import Event, Queue, Variable, get_client
@@ -504,6 +516,8 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     client = get_client()
     out_q = Queue(inbox, client=client)
     cmd_q = Queue(key + "-cmd", client=client)
+    bell = Event(key + "-bell", client=client)          # a command, or the trainer's answer
+    pump_bell = Event(inbox + "-bell", client=client)   # we ring it: a state record is in
     buf: "deque[Dict[str, Any]]" = deque()
     parked: Optional[bytes] = None      # a snapshot, once the run gives its worker back
     why_stop = ""                       # set when the worker stops the run itself
@@ -521,6 +535,16 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
             elif why_stop:
                 batch[i] = {**rec, "reason": f"stopped at step {rec.get('step', 0)}: {why_stop}"}
 
+    trainer = None
+    answer = threading.Event()          # the trainer answered a command (set on its thread)
+
+    def on_record(rec: Dict[str, Any]) -> None:       # on the trainer's thread
+        buf.append(rec)
+        kind = rec.get("kind")
+        if kind == "state" or (kind == "train" and trainer is not None and trainer.paused):
+            answer.set()                # paused, resumed, a Step's update, ended: sent now,
+            _ring(bell)                 # not at the next flush
+
     def flush() -> None:
         batch = []
         while buf:                      # the trainer thread appends meanwhile: pop, never iterate
@@ -528,6 +552,9 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
         if batch:
             relabel(batch)
             out_q.put(pickle.dumps((run_id, batch), protocol=pickle.HIGHEST_PROTOCOL))
+            if answer.is_set():         # after the put: the pump finds the batch when woken
+                answer.clear()
+                _ring(pump_bell)
 
     started = Event(key + "-started", client=client)
     if started.is_set():             # Dask started this task again: its first worker died
@@ -544,7 +571,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
                 if resume else None)
         task = tasks.get(cfg.task)
         trainer = Trainer(cfg, task.experiment(cfg, data=lambda: tasks.shared_data(cfg.task)),
-                          callbacks=[buf.append], resume=snap)
+                          callbacks=[on_record], resume=snap)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         buf.append(_state("failed", 0, f"{type(exc).__name__}: {exc}"))
@@ -560,10 +587,12 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     lease_seen, lease_at = None, time.monotonic()
     checked_at = time.monotonic()
     paused_since: Optional[float] = None
+    first = True
     try:
         while trainer.alive or trainer.state == "idle":
-            time.sleep(FLUSH_S)
-            cmds = cmd_q.get(batch=True)        # never blocks (a timed-out get logs errors)
+            rung = _wait_for_bell(bell, flush_s)     # flush_s, or less when it rings
+            cmds = cmd_q.get(batch=True) if rung or first else []   # never blocks (a
+            first = False                            # timed-out get logs errors)
             for c in cmds:
                 apply_command(trainer, c, cfg)
                 if c.get("op") == "step":
@@ -613,6 +642,26 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
                 q.close()
             except Exception:
                 pass
+
+
+def _wait_for_bell(bell, timeout: float) -> bool:
+    """Wait up to ``timeout`` for ``bell`` (a Dask ``Event``) to ring, and clear it: True if
+    it rang. Cleared before the caller reads what it rang for, so a later ring is never lost."""
+    try:
+        rung = bell.wait(timeout)
+        if rung:
+            bell.clear()
+        return rung
+    except Exception:                   # the scheduler is away: poll as before
+        time.sleep(timeout)
+        return True
+
+
+def _ring(bell) -> None:
+    try:
+        bell.set()
+    except Exception:                   # the reader polls anyway: only later
+        pass
 
 
 def warm_worker() -> float:
@@ -682,6 +731,7 @@ class DaskEngine:
     """
 
     kind = "dask"
+    flush_s = FLUSH_S         # how often a run's worker sends its records (see train_on_worker)
 
     def __init__(self, address: Optional[str] = None, n_workers: Optional[int] = None,
                  memory_limit: Optional[str] = None, threads: int = 1,
@@ -841,6 +891,8 @@ class DaskEngine:
         self._lease.set(self._lease_n)
         self._follow_requests = Queue(self.inbox + "-follow", client=self.client) \
             if self.shared else None
+        threading.Thread(target=self._listen_for_bell, name="bnlstm-engine-bell",
+                         daemon=True).start()
         threading.Thread(target=self._warm_workers, name="bnlstm-engine-warm",
                          daemon=True).start()
 
@@ -851,6 +903,15 @@ class DaskEngine:
             self.log(f"engine: workers warmed up in {max(took.values()):.1f} s")
         except Exception as exc:
             self.log(f"engine: warm-up failed (harmless): {exc!r}")
+
+    def _listen_for_bell(self) -> None:
+        """Wake the pump when a worker rings this process's bell (a state record is in the
+        inbox), so a Pause or Resume is shown without waiting for the pump's next tick."""
+        from distributed import Event
+        bell = Event(self.inbox + "-bell", client=self.client)
+        while not self._closing:
+            if _wait_for_bell(bell, 1.0):
+                self._wake.set()
 
     def _pump(self) -> None:
         t0 = time.perf_counter()
@@ -933,7 +994,7 @@ class DaskEngine:
         # the run's command queue, made once, before the worker asks for it
         self._cmd_queues[key] = Queue(key + "-cmd", client=self.client)
         args = (key, h.id, h.config.to_dict(), self.inbox, self.lease, h.mode, resume,
-                self.threads, self.pause_timeout)
+                self.threads, self.pause_timeout, LEASE_S, self.flush_s)
         priority = -int(time.time() * 1000)            # first come, first served
         task = _queued_task(key, train_on_worker, args)
         if task is not None:
@@ -945,9 +1006,12 @@ class DaskEngine:
         self.log(f"engine: run {h.id} submitted ({h.config.summary()})")
 
     def _command(self, h: RunHandle, cmd: Dict[str, Any]) -> None:
-        q = self._cmd_queues.get(self._keys.get(h.id))
+        from distributed import Event
+        key = self._keys.get(h.id)
+        q = self._cmd_queues.get(key)
         if q is not None:
             q.put(cmd)
+            _ring(Event(key + "-bell", client=self.client))   # after the put (see _wait_for_bell)
 
     def _handle_outbox(self) -> None:
         while True:
@@ -1016,7 +1080,8 @@ class DaskEngine:
         from distributed import Event
         q = self._cmd_queues.pop(key, None)
         for fn in ((q.close if q is not None else (lambda: None)),
-                   lambda: Event(key + "-started", client=self.client).clear()):
+                   lambda: Event(key + "-started", client=self.client).clear(),
+                   lambda: Event(key + "-bell", client=self.client).clear()):
             try:
                 fn()
             except Exception:

@@ -91,6 +91,35 @@ def test_a_run_streams_its_records_and_obeys_pause_step_resume_stop(engine):
     assert "checkpoint.pt" in h.files and "config.json" in h.files
 
 
+def test_a_command_and_its_answer_go_when_they_happen_not_at_the_next_flush_or_tick(
+        dask_engine, monkeypatch):
+    """A command rings its run's bell (the worker reads it at once) and the trainer's answer
+    rings it back (the worker sends it at once, and rings the pump's bell): with the
+    worker's flush and the pump's tick both at 30 s, the run still starts, pauses, steps,
+    resumes and stops within seconds."""
+    import bnlstm.engine as engine_mod
+    monkeypatch.setattr(dask_engine, "flush_s", 30.0)
+    monkeypatch.setattr(engine_mod, "TICK_S", 30.0)
+    monkeypatch.setattr(engine_mod, "IDLE_TICK_S", 30.0)
+    try:
+        h = dask_engine.submit(cfg(steps=100000))
+        wait_for(lambda: h.state == "running", 60, "running")
+        h.pause()
+        wait_for(lambda: h.state == "paused", 10, "paused")
+        at = h.step
+        assert at >= 1 and train_steps(h) == list(range(1, at + 1))  # the updates before it
+        h.step_once()
+        wait_for(lambda: h.step == at + 1, 10, "the step's update")
+        h.resume()
+        wait_for(lambda: h.state == "running", 10, "running again")
+        h.stop()
+        wait_for(lambda: h.state == "stopped", 10, "stopped")
+    finally:
+        monkeypatch.undo()
+        dask_engine._wake.set()         # the pump's 30 s wait ends now
+    assert h.wait(60)
+
+
 def test_a_finished_run_tests_its_best_weights(engine):
     h = engine.submit(cfg(steps=30, eval_every=15))
     assert h.wait(120), h
