@@ -332,18 +332,19 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_server(extra_env: dict, extra_args=()):
+def start_server(extra_env: dict, extra_args=(), repo: Path = REPO):
     """``panel serve app/`` as ``./scripts/dashboard`` runs it, on a free loopback port, with
     the shared MNIST; returns ``(process, port, log path, log file)`` once ``/liveness``
-    answers (SystemExit if it does not within 90 s)."""
+    answers (SystemExit if it does not within 90 s). ``repo``: the checkout to serve (its
+    ``app/`` and ``bnlstm/``; another commit's, for a baseline)."""
     port = free_port()
     env = _env(extra_env)
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
-    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
-           "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}",
-           *extra_args]
+    cmd = [sys.executable, "-m", "panel", "serve", str(Path(repo) / "app"),
+           "--address", "127.0.0.1", "--port", str(port), "--liveness",
+           "--allow-websocket-origin", f"127.0.0.1:{port}", *extra_args]
     logf = open(log_path, "w")
-    srv = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
+    srv = subprocess.Popen(cmd, cwd=repo, env=env, stdout=logf, stderr=subprocess.STDOUT,
                            start_new_session=True)
     end = time.time() + 90
     while True:

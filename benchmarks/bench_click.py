@@ -1,0 +1,111 @@
+"""Click to update in a browser while two runs train: this tree against a baseline commit.
+
+    python benchmarks/bench_click.py [--baseline REV] [--clicks 30] [--rounds 2]
+
+For this working tree and for ``--baseline`` (default ``HEAD~1``, checked out in a
+temporary git worktree), in turn, ``--rounds`` times: starts ``panel serve app/`` as
+the classroom benchmark does (two Dask workers), opens one light session that trains a
+long run (the other worker's load), and one headless Chromium page (Debian's
+/usr/bin/chromium) that starts a long run of its own and then clicks Pause, Resume,
+Pause, ... ``--clicks`` times, each timed in the page (the classroom benchmark's
+``teacher_click``: from the click event to the first frame after the status row shows
+the new state). Prints each side's p50 / p95 / max / mean, and this tree's mean and p50
+as ratios of the baseline's.
+
+No page is built meanwhile, so this is a click's own path (the server's handler, the
+engine, the worker, the pump, the page's drain, the browser), not its wait behind other
+sessions' pages (``bench_classroom.py`` measures that). About 6 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests" / "browser"))
+from bench_classroom import (CHROMIUM, launch_chromium, start_server, stop,  # noqa: E402
+                             teacher_click, teacher_page, teacher_state)
+from light_client import open_client  # noqa: E402  (the fault tests' light client)
+
+
+def measure(pw, repo: Path, clicks: int) -> list:
+    """Seconds per click, in the page, on a server of ``repo``'s code."""
+    srv, port, _, logf = start_server({"BNLSTM_ENGINE": "dask", "BNLSTM_MAX_RUNS": "2"},
+                                      repo=repo)
+    url = f"http://127.0.0.1:{port}/app"
+    other, browser, times = None, None, []
+    try:
+        other = open_client(url, {"steps": "100000"}, timeout=120)
+        other.click("btn-start")
+        browser = launch_chromium(pw)
+        _, page, _, _ = teacher_page(browser, url + "?steps=100000")
+        teacher_click(page, "Start", ("running",), timeout=120)
+        other.wait_state(("running",), 120)
+        page.wait_for_timeout(3000)              # both runs past their first updates
+        for _ in range(clicks):
+            paused = teacher_state(page) == "paused"
+            t, _ = teacher_click(page, "Resume" if paused else "Pause",
+                                 ("running",) if paused else ("paused",), timeout=30)
+            if t is not None:
+                times.append(t)
+            page.wait_for_timeout(700)
+        return times
+    finally:
+        if browser is not None:
+            browser.close()
+        if other is not None:
+            other.close()
+        stop(srv)
+        logf.close()
+
+
+def stats(xs):
+    xs = sorted(xs)
+    return {"p50": statistics.median(xs), "p95": xs[int(0.95 * (len(xs) - 1))],
+            "max": xs[-1], "mean": statistics.fmean(xs), "n": len(xs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline", default="HEAD~1", help="the commit to compare against")
+    ap.add_argument("--clicks", type=int, default=30, help="clicks per server")
+    ap.add_argument("--rounds", type=int, default=2, help="servers of each, interleaved")
+    args = ap.parse_args()
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} not found: install chromium (./scripts/test does)")
+    from playwright.sync_api import sync_playwright
+    rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    base = Path(tempfile.mkdtemp(prefix="bnlstm-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), rev], cwd=REPO,
+                   check=True)
+    got = {"this tree": [], f"baseline {rev}": []}
+    try:
+        with sync_playwright() as pw:
+            for r in range(args.rounds):
+                for name, repo in (("this tree", REPO), (f"baseline {rev}", base)):
+                    xs = measure(pw, repo, args.clicks)
+                    got[name] += xs
+                    s = stats(xs)
+                    print(f"round {r + 1}, {name:18s} p50 {s['p50']:.3f}  mean "
+                          f"{s['mean']:.3f} s  (n={s['n']})", flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO)
+    print("\nPause/Resume, click -> shown, in the page, two runs training:")
+    for name, xs in got.items():
+        s = stats(xs)
+        print(f"  {name:18s} p50 {s['p50']:.3f}  p95 {s['p95']:.3f}  max {s['max']:.3f}  "
+              f"mean {s['mean']:.3f} s  (n={s['n']})")
+    a, b = (stats(xs) for xs in got.values())
+    print(f"  this tree / baseline: mean {a['mean'] / b['mean']:.2f}x, p50 "
+          f"{a['p50'] / b['p50']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
