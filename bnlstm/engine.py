@@ -10,13 +10,15 @@ reads records:
     RunHandle.pause() --> engine outbox --> Queue "<key>-cmd"    -->  Trainer.pause()
                                             Event "<key>-bell"   -->  (wakes the worker)
     RunHandle.read()  <-- handle history <-- Queue "<inbox>"     <--  records, in batches
-                     (wakes the pump)   <-- Event "<inbox>-bell" <--  (a state record)
+                     (wakes the pump)   <-- Event "<inbox>-bell" <--  (an answer is in)
 
 The worker sends its records every ``FLUSH_S`` and the pump takes them every ``TICK_S``,
 but what a click waits for goes at once: a command rings the run's bell, so the worker
 reads it when it comes; the trainer's answer (a state record: paused, running, ended; or
 the update a Step asked for) rings it too, so the worker sends it when it happens; and a
-batch with a state record in it rings the web process's bell, so its pump takes it then.
+batch with such an answer in it rings the web process's bell, so its pump takes it then.
+(The worker still reads its command queue once a second without a ring, in case one
+was lost.)
 
 One *pump* thread per web process does all Dask calls (the server's event loop never
 blocks on the cluster): it submits runs, forwards commands, takes every run's record
@@ -517,7 +519,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     out_q = Queue(inbox, client=client)
     cmd_q = Queue(key + "-cmd", client=client)
     bell = Event(key + "-bell", client=client)          # a command, or the trainer's answer
-    pump_bell = Event(inbox + "-bell", client=client)   # we ring it: a state record is in
+    pump_bell = Event(inbox + "-bell", client=client)   # we ring it: an answer is in
     buf: "deque[Dict[str, Any]]" = deque()
     parked: Optional[bytes] = None      # a snapshot, once the run gives its worker back
     why_stop = ""                       # set when the worker stops the run itself
@@ -587,12 +589,15 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     lease_seen, lease_at = None, time.monotonic()
     checked_at = time.monotonic()
     paused_since: Optional[float] = None
-    first = True
-    try:
+    read_at = 0.0                       # the command queue is read when the bell rings, and
+    try:                                # once a second anyway (a ring that failed)
         while trainer.alive or trainer.state == "idle":
             rung = _wait_for_bell(bell, flush_s)     # flush_s, or less when it rings
-            cmds = cmd_q.get(batch=True) if rung or first else []   # never blocks (a
-            first = False                            # timed-out get logs errors)
+            if rung or time.monotonic() - read_at >= 1.0:
+                read_at = time.monotonic()
+                cmds = cmd_q.get(batch=True)         # never blocks (a timed-out get logs
+            else:                                    # errors)
+                cmds = []
             for c in cmds:
                 apply_command(trainer, c, cfg)
                 if c.get("op") == "step":
@@ -905,8 +910,9 @@ class DaskEngine:
             self.log(f"engine: warm-up failed (harmless): {exc!r}")
 
     def _listen_for_bell(self) -> None:
-        """Wake the pump when a worker rings this process's bell (a state record is in the
-        inbox), so a Pause or Resume is shown without waiting for the pump's next tick."""
+        """Wake the pump when a worker rings this process's bell (an answer to a command is
+        in the inbox), so a Pause or Resume is shown without waiting for the pump's next
+        tick."""
         from distributed import Event
         bell = Event(self.inbox + "-bell", client=self.client)
         while not self._closing:
