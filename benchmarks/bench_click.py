@@ -30,7 +30,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 from bench_classroom import (CHROMIUM, launch_chromium, start_server, stop,  # noqa: E402
-                             teacher_click, teacher_page, teacher_state)
+                             summary, teacher_click, teacher_page, teacher_state)
 from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
 
@@ -66,9 +66,8 @@ def measure(pw, repo: Path, clicks: int) -> list:
 
 
 def stats(xs):
-    xs = sorted(xs)
-    return {"p50": statistics.median(xs), "p95": xs[int(0.95 * (len(xs) - 1))],
-            "max": xs[-1], "mean": statistics.fmean(xs), "n": len(xs)}
+    """The classroom benchmark's summary (n, p50, p95, max), and the mean."""
+    return {**summary(xs), "mean": statistics.fmean(xs)}
 
 
 def main() -> None:
