@@ -14,6 +14,7 @@ import html
 import io
 import math
 import secrets
+import threading
 import time
 import weakref
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from panel.io.state import set_curdoc
 
 from bnlstm import TrainConfig, tasks
 
-from . import views
+from . import offloop, views
 from .runs import DashboardRun, get_engine
 from .applog import env_int, log, quiet_periodic_callback
 from .sweeps import SweepBrowser
@@ -124,6 +125,7 @@ class Dashboard(param.Parameterized):
         or an engine object; default ``$BNLSTM_ENGINE``, else ``"dask"`` on a served page and
         ``"threads"`` in a notebook. ``follow``: another page's share token (its link's
         ``?follow=``): this page shows that page's runs live, read-only, and trains nothing."""
+        self._began = time.perf_counter()
         super().__init__(**params)
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
         if follow is None and served and pn.state.location is not None:
@@ -436,11 +438,23 @@ class Dashboard(param.Parameterized):
     def servable(self, title: str = "bnlstm dashboard"):
         self.attach_session()
         if self.served:
-            pn.state.onload(self.attach_lower)    # once the browser has drawn the top
+            pn.state.onload(self._attach_lower_soon)    # once the browser has drawn the top
         else:
             self.attach_lower()
         with _frozen():          # the document's model graph is computed once, not per root
-            return self.template().servable(title=title)
+            tpl = self.template().servable(title=title)
+        if self.served:          # the tests read the thread (app/offloop.py)
+            log(f"page built in {time.perf_counter() - self._began:.2f} s on thread "
+                f"{threading.current_thread().name}")
+        return tpl
+
+    def _attach_lower_soon(self) -> None:
+        """On the build thread with this page's document locked (app/offloop.py), or here
+        if pages are built on the event loop."""
+        doc = pn.state.curdoc
+        if not offloop.soon(doc, self.attach_lower,
+                            on_error=lambda tb: log(f"attaching the lower sections failed:\n{tb}")):
+            self.attach_lower()
 
     def attach_lower(self) -> None:
         """Put sections 2 on into the page (once; a no-op after the first call)."""
@@ -449,6 +463,8 @@ class Dashboard(param.Parameterized):
             with _frozen():
                 self.lower.objects = sections
                 self.lower.css_classes = ["lower-sections", "attached"]
+            if self.served:      # the tests read the thread (app/offloop.py)
+                log(f"lower sections attached on thread {threading.current_thread().name}")
 
     def attach_session(self) -> None:
         """Start the periodic drain and register the clean-up for this session."""

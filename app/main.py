@@ -10,6 +10,7 @@ from pathlib import Path
 
 try:
     from bnlstm_app.dashboard import Dashboard
+    from bnlstm_app.offloop import install as build_pages_off_loop
 except ImportError:
     _here = Path(__file__).resolve().parent
     if str(_here.parent) not in sys.path:          # so that `import bnlstm` finds the checkout
@@ -21,6 +22,7 @@ except ImportError:
         sys.modules["bnlstm_app"] = _mod
         _spec.loader.exec_module(_mod)
     from bnlstm_app.dashboard import Dashboard
+    from bnlstm_app.offloop import install as build_pages_off_loop
 
 import os
 
@@ -36,4 +38,5 @@ if os.environ.get("BNLSTM_MATHJAX", "") != "1":
 
 pn.extension(notifications=True, design="fast", sizing_mode="stretch_width")
 
+build_pages_off_loop()      # every later page is built on a thread, not the event loop
 Dashboard().servable()

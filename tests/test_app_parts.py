@@ -61,3 +61,45 @@ def test_url_values_are_checked_and_unknown_ones_named():
     assert good == {"task": "text", "seq_len": 50, "lr": 10.0}
     assert any("unknown URL parameter 'bogus'" in p for p in problems)
     assert any("'hidden=-3' is not valid" in p and "using the default 100" in p for p in problems)
+
+
+def test_bokehs_curdoc_stack_is_one_per_thread_once_pages_are_built_off_the_loop():
+    import threading
+    from app.offloop import _PerThreadStack
+    stack = _PerThreadStack(["loop's page"])
+    seen = {}
+
+    def other():
+        seen["empty at first"] = len(stack) == 0
+        stack.append("built page")
+        seen["own top"] = stack[-1]
+        stack.pop()
+    stack.append("loop's callback")
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == {"empty at first": True, "own top": "built page"}
+    assert stack.pop() == "loop's callback" and stack[-1] == "loop's page" and len(stack) == 1
+
+
+def test_the_build_thread_does_a_live_pages_work_before_queued_builds():
+    import asyncio
+    import threading
+    from app.offloop import BUILD, LIVE, THREAD_NAME, _BuildThread
+    worker, gate, done = _BuildThread(), threading.Event(), []
+
+    def job(name):
+        done.append((name, threading.current_thread().name))
+        return name
+
+    async def main():
+        first = worker.submit(BUILD, gate.wait)          # the thread is busy with a build
+        later = [worker.submit(BUILD, job, "build 2"), worker.submit(BUILD, job, "build 3"),
+                 worker.submit(LIVE, job, "attach")]
+        gate.set()
+        await first
+        return await asyncio.gather(*later)
+
+    assert asyncio.run(main()) == ["build 2", "build 3", "attach"]
+    assert [name for name, _ in done] == ["attach", "build 2", "build 3"]
+    assert {thread for _, thread in done} == {THREAD_NAME}

@@ -1,0 +1,184 @@
+"""A page's heavy work runs on a thread of its own, not on the server's event loop.
+
+Building one page (the :class:`~app.dashboard.Dashboard`, its template and their Bokeh
+models) is about a second of pure Python, and attaching its lower sections once the
+browser has drawn the top another quarter of a second. On the event loop, which also
+answers every click of every open page, a click sent meanwhile waited for all of it:
+with a class arriving, most of the click tail was that wait (docs/classroom.md). On a
+thread, the work still takes the CPU, but it gives the interpreter up every few
+milliseconds (``sys.getswitchinterval()``), and the event loop answers a click in
+between.
+
+- **The build.** Bokeh creates a session in ``ApplicationContext.create_session_if_needed``:
+  it awaits the application's ``on_session_created`` hooks, then calls
+  ``initialize_document(doc)`` (Panel runs ``main.py`` there), synchronously.
+  :func:`install` wraps Panel's ``Application`` so that the awaited hook runs that build
+  on the build thread, and the synchronous call that follows finds the document built
+  and does nothing. The document is new and belongs to no session yet, so nothing else
+  touches it meanwhile.
+- **Later work on a live page** (:func:`soon`): a next-tick callback of the session, so
+  Bokeh runs it holding the session's document lock (no message or callback of that
+  page runs meanwhile), awaits the work on the build thread, and only then releases the
+  lock. The change events it makes are written out by Bokeh after the work, on the event
+  loop; they are serialized on the build thread.
+
+Panel is told that the document belongs to the build thread while the thread works on
+it (as Panel itself does, for code that asks which thread a document is on) and to the
+event loop's thread after. Bokeh's ``curdoc()`` stack is made per thread, so that the
+two threads' documents never mix.
+
+One build thread: the work of pages is done one at a time, as on the event loop; work
+on a live page (its lock held, so that page waits for it) goes before builds, the rest
+in the order it was asked for. A build that fails is logged by Bokeh as any failed page is,
+and the document is not built a second time. ``BNLSTM_BUILD_ON_LOOP=1`` turns all this
+off (everything on the event loop, as Panel does). Installed by ``main.py`` during the
+first page, which is built on the event loop; every later page is built here.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import queue
+import threading
+import traceback
+import weakref
+from concurrent.futures import Future
+from typing import Callable
+
+_BUILT: "weakref.WeakSet" = weakref.WeakSet()     # documents built on the build thread
+_LOCK = threading.Lock()
+THREAD_NAME = "bnlstm-page-build"
+LIVE, BUILD = 0, 1          # priorities: work on a live page (its lock is held) goes first
+
+
+class _BuildThread:
+    """One daemon thread that runs jobs by priority, then in the order they came."""
+
+    def __init__(self):
+        self._jobs: "queue.PriorityQueue" = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread: "threading.Thread | None" = None
+
+    def submit(self, priority: int, fn, *args) -> "asyncio.Future":
+        """``fn(*args)`` on the thread; an asyncio future of the running loop."""
+        future: Future = Future()
+        with _LOCK:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
+                                                daemon=True)
+                self._thread.start()
+        self._jobs.put((priority, next(self._order), future, fn, args))
+        return asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        while True:
+            _, _, future, fn, args = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+_THREAD = _BuildThread()
+
+
+class _PerThreadStack:
+    """Bokeh's stack of patched ``curdoc()`` documents, one per thread (Bokeh keeps one
+    list for the process: two threads pushing and popping would pop each other's)."""
+
+    def __init__(self, initial):
+        self._local = threading.local()
+        self._local.stack = list(initial)          # the installing thread's entries
+
+    def _stack(self) -> list:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def append(self, item) -> None:
+        self._stack().append(item)
+
+    def pop(self, *index):
+        return self._stack().pop(*index)
+
+    def clear(self) -> None:
+        self._stack().clear()
+
+    def __len__(self) -> int:
+        return len(self._stack())
+
+    def __getitem__(self, i):
+        return self._stack()[i]
+
+
+def installed() -> bool:
+    from panel.io.application import Application
+    return getattr(Application, "_bnlstm_off_loop", False)
+
+
+def install() -> bool:
+    """Do pages' heavy work off this server's event loop (once; True if now on)."""
+    if os.environ.get("BNLSTM_BUILD_ON_LOOP", "") == "1":
+        return False
+    import bokeh.io.doc as bokeh_doc
+    from panel.io.application import Application
+    from panel.io.state import state
+    with _LOCK:
+        if getattr(Application, "_bnlstm_off_loop", False):
+            return True
+        if not isinstance(bokeh_doc._PATCHED_CURDOCS, _PerThreadStack):
+            bokeh_doc._PATCHED_CURDOCS = _PerThreadStack(bokeh_doc._PATCHED_CURDOCS)
+        created = Application.on_session_created
+        initialize = Application.initialize_document
+
+        async def on_session_created(self, session_context):
+            await created(self, session_context)
+            doc = session_context._document
+            loop_thread = threading.get_ident()
+            try:       # Panel's initialize_document claims the document for its thread
+                await _THREAD.submit(BUILD, initialize, self, doc)
+            finally:
+                _BUILT.add(doc)                            # never built twice
+                state._thread_id_[doc] = loop_thread       # the event loop's from now on
+
+        def initialize_document(self, doc):
+            if doc in _BUILT:
+                return
+            initialize(self, doc)
+
+        Application.on_session_created = on_session_created
+        Application.initialize_document = initialize_document
+        Application._bnlstm_off_loop = True
+    return True
+
+
+def soon(doc, work: Callable[[], None], on_error: Callable[[str], None] = print) -> bool:
+    """Run ``work()`` soon on the build thread, for the served document ``doc``, holding
+    its session's document lock; False (nothing scheduled) when not installed, or
+    ``doc`` is not a served session's. An exception in ``work`` goes to ``on_error``
+    (its traceback), not to the event loop."""
+    if not installed() or doc is None or doc.session_context is None:
+        return False
+    from panel.io.state import set_curdoc, state
+
+    def on_thread():
+        state._thread_id_[doc] = threading.get_ident()
+        try:
+            with set_curdoc(doc):
+                work()
+        except Exception:
+            on_error(traceback.format_exc())
+
+    async def locked():               # Bokeh holds the document lock while this runs
+        loop_thread = threading.get_ident()
+        try:
+            await _THREAD.submit(LIVE, on_thread)
+        finally:
+            state._thread_id_[doc] = loop_thread
+
+    doc.add_next_tick_callback(locked)
+    return True
