@@ -16,11 +16,12 @@ between.
   on the build thread, and the synchronous call that follows finds the document built
   and does nothing. The document is new and belongs to no session yet, so nothing else
   touches it meanwhile.
-- **Later work on a live page** (:func:`soon`): a next-tick callback of the session, so
-  Bokeh runs it holding the session's document lock (no message or callback of that
-  page runs meanwhile), awaits the work on the build thread, and only then releases the
-  lock. The change events it makes are written out by Bokeh after the work, on the event
-  loop; they are serialized on the build thread.
+- **Later work on a live page** (:func:`soon`): when the thread gets to it, it asks for
+  a next-tick callback of the session, which Bokeh runs holding the session's document
+  lock (no message or callback of that page runs meanwhile); the callback lets the
+  thread work and releases the lock when it is done. The change events it makes are
+  serialized on the build thread and written out by Bokeh after the work, on the event
+  loop.
 
 Panel is told that the document belongs to the build thread while the thread works on
 it (as Panel itself does, for code that asks which thread a document is on) and to the
@@ -159,26 +160,42 @@ def install() -> bool:
 def soon(doc, work: Callable[[], None], on_error: Callable[[str], None] = print) -> bool:
     """Run ``work()`` soon on the build thread, for the served document ``doc``, holding
     its session's document lock; False (nothing scheduled) when not installed, or
-    ``doc`` is not a served session's. An exception in ``work`` goes to ``on_error``
-    (its traceback), not to the event loop."""
+    ``doc`` is not a served session's. Call it on the event loop. An exception in
+    ``work`` goes to ``on_error`` (its traceback), not to the event loop.
+
+    The lock is taken when the thread gets to the job, not while the job waits behind
+    another page's build: meanwhile the page answers its own clicks (a Start sent the
+    moment the page arrived does not wait for its lower sections)."""
     if not installed() or doc is None or doc.session_context is None:
         return False
     from panel.io.state import set_curdoc, state
+    loop_thread = threading.get_ident()
+    granted, done = threading.Event(), Future()
 
-    def on_thread():
+    async def locked():            # Bokeh runs this holding the document lock
+        granted.set()
+        try:
+            await asyncio.wrap_future(done)
+        finally:
+            state._thread_id_[doc] = loop_thread
+
+    def on_thread():               # the build thread, once this job's turn has come
+        try:
+            doc.add_next_tick_callback(locked)      # Bokeh's one thread-safe call
+        except Exception:
+            return
+        while not granted.wait(0.5):
+            context = doc.session_context
+            if context is None or context.destroyed:   # closed: its callbacks never run
+                return
         state._thread_id_[doc] = threading.get_ident()
         try:
             with set_curdoc(doc):
                 work()
         except Exception:
             on_error(traceback.format_exc())
-
-    async def locked():               # Bokeh holds the document lock while this runs
-        loop_thread = threading.get_ident()
-        try:
-            await _THREAD.submit(LIVE, on_thread)
         finally:
-            state._thread_id_[doc] = loop_thread
+            done.set_result(None)
 
-    doc.add_next_tick_callback(locked)
+    _THREAD.submit(LIVE, on_thread)
     return True

@@ -90,16 +90,17 @@ def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(se
 def test_a_page_is_built_and_completed_off_the_event_loop_and_works(server):
     """After the server's first page, each page is built, and its lower sections attached,
     on the build thread (app/offloop.py), not on the event loop that answers clicks; such
-    a page is whole and trains."""
+    a page is whole and trains, also when Start comes before its lower sections."""
     pages = [open_client(server.url)]                   # the server's first page, maybe
     try:
         built = server.log().count("page built in")
         attached = server.log().count("lower sections attached")
         page = open_client(server.url, {"steps": "30", "hidden": "16", "probe_every": "1"})
         pages.append(page)
+        page.click("btn-start")                         # at once: it races the attach
         page.wait_model("plot-kurt")                    # the lower sections came
-        page.click("btn-start")
         page.wait_state(("finished",), 120)
+        assert page.model("plot-kurt").renderers        # with the run's layer in them
         log = server.log()
         new_builds = [ln for ln in log.splitlines() if "page built in" in ln][built:]
         new_attaches = [ln for ln in log.splitlines() if "lower sections attached" in ln]
