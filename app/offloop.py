@@ -29,8 +29,8 @@ event loop's thread after. Bokeh's ``curdoc()`` stack is made per thread, so tha
 two threads' documents never mix.
 
 One build thread: the work of pages is done one at a time, as on the event loop; work
-on a live page (its lock held, so that page waits for it) goes before builds, the rest
-in the order it was asked for. A build that fails is logged by Bokeh as any failed page is,
+on a live page (whose student may be waiting for it) goes before builds, the rest in
+the order it was asked for. A build that fails is logged by Bokeh as any failed page is,
 and the document is not built a second time. ``BNLSTM_BUILD_ON_LOOP=1`` turns all this
 off (everything on the event loop, as Panel does). Installed by ``main.py`` during the
 first page, which is built on the event loop; every later page is built here.
@@ -50,7 +50,7 @@ from typing import Callable
 _BUILT: "weakref.WeakSet" = weakref.WeakSet()     # documents built on the build thread
 _LOCK = threading.Lock()
 THREAD_NAME = "bnlstm-page-build"
-LIVE, BUILD = 0, 1          # priorities: work on a live page (its lock is held) goes first
+LIVE, BUILD = 0, 1          # priorities: work on a live page goes before new pages' builds
 
 
 class _BuildThread:
