@@ -129,7 +129,7 @@ def install() -> bool:
     from panel.io.application import Application
     from panel.io.state import state
     with _LOCK:
-        if getattr(Application, "_bnlstm_off_loop", False):
+        if installed():
             return True
         if not isinstance(bokeh_doc._PATCHED_CURDOCS, _PerThreadStack):
             bokeh_doc._PATCHED_CURDOCS = _PerThreadStack(bokeh_doc._PATCHED_CURDOCS)

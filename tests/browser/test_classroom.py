@@ -91,25 +91,24 @@ def test_a_page_is_built_and_completed_off_the_event_loop_and_works(server):
     """After the server's first page, each page is built, and its lower sections attached,
     on the build thread (app/offloop.py), not on the event loop that answers clicks; such
     a page is whole and trains, also when Start comes before its lower sections."""
+    def lines(text):
+        return [ln for ln in server.log().splitlines() if text in ln]
     pages = [open_client(server.url)]                   # the server's first page, maybe
     try:
-        built = server.log().count("page built in")
-        attached = server.log().count("lower sections attached")
+        built, attached = len(lines("page built in")), len(lines("lower sections attached"))
         page = open_client(server.url, {"steps": "30", "hidden": "16", "probe_every": "1"})
         pages.append(page)
         page.click("btn-start")                         # at once: it races the attach
         page.wait_model("plot-kurt")                    # the lower sections came
         page.wait_state(("finished",), 120)
         assert page.model("plot-kurt").renderers        # with the run's layer in them
-        log = server.log()
-        new_builds = [ln for ln in log.splitlines() if "page built in" in ln][built:]
-        new_attaches = [ln for ln in log.splitlines() if "lower sections attached" in ln]
-        new_attaches = new_attaches[attached:]
+        new_builds = lines("page built in")[built:]
+        new_attaches = lines("lower sections attached")[attached:]
         assert new_builds and all("on thread bnlstm-page-build" in ln for ln in new_builds), \
             new_builds
         assert new_attaches and all("on thread bnlstm-page-build" in ln
                                     for ln in new_attaches), new_attaches
-        assert "attaching the lower sections failed" not in log
+        assert not lines("attaching the lower sections failed")
     finally:
         for c in pages:
             c.close()
