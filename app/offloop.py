@@ -74,13 +74,20 @@ class _BuildThread:
 
     def _run(self) -> None:
         while True:
-            _, _, future, fn, args = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
+            self._one(self._jobs.get())
+
+    @staticmethod
+    def _one(job) -> None:
+        # A function of its own, so that nothing of the job (its document, through ``fn``
+        # and ``args``) stays referenced from the loop's frame while the thread waits for
+        # the next: a closed page's last job would keep the whole page alive until then.
+        _, _, future, fn, args = job
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
 
 
 _THREAD = _BuildThread()

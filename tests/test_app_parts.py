@@ -107,3 +107,33 @@ def test_the_build_thread_does_a_live_pages_work_before_queued_builds():
     assert got.get("result") == ["build 2", "build 3", "attach"]
     assert [name for name, _ in done] == ["attach", "build 2", "build 3"]
     assert {thread for _, thread in done} == {THREAD_NAME}
+
+
+def test_the_build_thread_keeps_nothing_of_a_finished_job():
+    """A closed page's last job (its document, in the job's arguments) must not stay
+    alive while the thread waits for the next one: that kept a whole page in memory."""
+    import asyncio
+    import gc
+    import threading
+    import weakref
+    from app.offloop import LIVE, _BuildThread
+
+    class Page:                   # stands for a document
+        pass
+
+    worker, page = _BuildThread(), Page()
+    gone = weakref.ref(page)
+
+    async def main():
+        await worker.submit(LIVE, lambda p: None, page)
+
+    runner = threading.Thread(target=lambda: asyncio.run(main()))
+    runner.start()
+    runner.join(30)
+    del page
+    for _ in range(50):            # the thread is now waiting for its next job
+        gc.collect()
+        if gone() is None:
+            break
+        threading.Event().wait(0.02)
+    assert gone() is None, "the build thread still holds its last job's arguments"
