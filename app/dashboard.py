@@ -313,10 +313,11 @@ class Dashboard(param.Parameterized):
                                      css_classes=["plot-legend"], margin=(4, 10))
                         for _ in range(3)]
 
-        self.lower = pn.Column(
-            pn.pane.HTML("<div class='lower-wait'>The other sections are on their way...</div>",
-                         stylesheets=[CSS], sizing_mode="stretch_width", margin=(10, 10)),
-            sizing_mode="stretch_width", css_classes=["lower-sections"])
+        self._lower_wait = pn.pane.HTML(
+            "<div class='lower-wait'>The other sections are on their way...</div>",
+            stylesheets=[CSS], sizing_mode="stretch_width", margin=(10, 10))
+        self.lower = pn.Column(self._lower_wait, sizing_mode="stretch_width",
+                               css_classes=["lower-sections"])
 
         def section(title, point_at, *objs):
             return pn.Column(
@@ -449,21 +450,28 @@ class Dashboard(param.Parameterized):
         return tpl
 
     def _attach_lower_soon(self) -> None:
-        """On the build thread with this page's document locked (app/offloop.py), or here
-        if pages are built on the event loop."""
+        """On the build thread, one section at a time, each with this page's document
+        locked (app/offloop.py): a Start pressed meanwhile waits for one section, not
+        all. Here, at once, if pages are built on the event loop."""
         doc = pn.state.curdoc
-        if not offloop.soon(doc, self.attach_lower,
-                            on_error=lambda tb: log(f"attaching the lower sections failed:\n{tb}")):
+        pieces = [functools.partial(self.attach_lower, 1)] * len(self.lower_sections)
+        if not offloop.soon_each(doc, pieces, on_error=lambda tb: log(
+                f"attaching the lower sections failed:\n{tb}")):
             self.attach_lower()
 
-    def attach_lower(self) -> None:
-        """Put sections 2 on into the page (once; a no-op after the first call)."""
+    def attach_lower(self, count: Optional[int] = None) -> None:
+        """Put sections 2 on into the page: the next ``count`` of them (default: all that
+        are left). The page is whole once the last has joined; a no-op after that."""
         if self.lower_sections and not self._destroyed:
-            sections, self.lower_sections = self.lower_sections, []
-            with _frozen():
-                self.lower.objects = sections
-                self.lower.css_classes = ["lower-sections", "attached"]
-            if self.served:      # the tests read the thread (app/offloop.py)
+            n = len(self.lower_sections) if count is None else max(1, count)
+            sections, self.lower_sections = self.lower_sections[:n], self.lower_sections[n:]
+            joined = [o for o in self.lower.objects if o is not self._lower_wait]
+            with _frozen():        # the note that more is coming stays last until then
+                self.lower.objects = [*joined, *sections,
+                                      *([self._lower_wait] if self.lower_sections else [])]
+                if not self.lower_sections:
+                    self.lower.css_classes = ["lower-sections", "attached"]
+            if not self.lower_sections and self.served:  # the tests read the thread
                 log(f"lower sections attached on thread {threading.current_thread().name}")
 
     def attach_session(self) -> None:

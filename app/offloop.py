@@ -21,7 +21,8 @@ between.
   lock (no message or callback of that page runs meanwhile); the callback lets the
   thread work and releases the lock when it is done. The change events it makes are
   serialized on the build thread and written out by Bokeh after the work, on the event
-  loop.
+  loop. :func:`soon_each` does a list of such pieces, one job and one hold of the lock
+  each, so that the page's own clicks are answered between them.
 
 Panel is told that the document belongs to the build thread while the thread works on
 it (as Panel itself does, for code that asks which thread a document is on) and to the
@@ -45,7 +46,7 @@ import threading
 import traceback
 import weakref
 from concurrent.futures import Future
-from typing import Callable
+from typing import Callable, Sequence
 
 _BUILT: "weakref.WeakSet" = weakref.WeakSet()     # documents built on the build thread
 _LOCK = threading.Lock()
@@ -61,8 +62,8 @@ class _BuildThread:
         self._order = itertools.count()
         self._thread: "threading.Thread | None" = None
 
-    def submit(self, priority: int, fn, *args) -> "asyncio.Future":
-        """``fn(*args)`` on the thread; an asyncio future of the running loop."""
+    def put(self, priority: int, fn, *args) -> Future:
+        """``fn(*args)`` on the thread (callable from any thread, this one too)."""
         future: Future = Future()
         with _LOCK:
             if self._thread is None:
@@ -70,7 +71,11 @@ class _BuildThread:
                                                 daemon=True)
                 self._thread.start()
         self._jobs.put((priority, next(self._order), future, fn, args))
-        return asyncio.wrap_future(future)
+        return future
+
+    def submit(self, priority: int, fn, *args) -> "asyncio.Future":
+        """``fn(*args)`` on the thread; an asyncio future of the running loop."""
+        return asyncio.wrap_future(self.put(priority, fn, *args))
 
     def _run(self) -> None:
         while True:
@@ -173,20 +178,30 @@ def soon(doc, work: Callable[[], None], on_error: Callable[[str], None] = print)
     The lock is taken when the thread gets to the job, not while the job waits behind
     another page's build: meanwhile the page answers its own clicks (a Start sent the
     moment the page arrived does not wait for its lower sections)."""
+    return soon_each(doc, [work], on_error)
+
+
+def soon_each(doc, works: Sequence[Callable[[], None]],
+              on_error: Callable[[str], None] = print) -> bool:
+    """:func:`soon` for several pieces of work, in order, each a job of its own that holds
+    the document lock for itself only: the page's clicks are answered between them (a
+    Start waits for one piece, not for all). The rest is dropped when a piece fails or
+    the session ends."""
     if not installed() or doc is None or doc.session_context is None:
         return False
     from panel.io.state import set_curdoc, state
     loop_thread = threading.get_ident()
-    granted, done = threading.Event(), Future()
 
-    async def locked():            # Bokeh runs this holding the document lock
-        granted.set()
-        try:
-            await asyncio.wrap_future(done)
-        finally:
-            state._thread_id_[doc] = loop_thread
+    def job(i: int) -> None:       # the build thread, once this piece's turn has come
+        granted, done = threading.Event(), Future()
 
-    def on_thread():               # the build thread, once this job's turn has come
+        async def locked():        # Bokeh runs this holding the document lock
+            granted.set()
+            try:
+                await asyncio.wrap_future(done)
+            finally:
+                state._thread_id_[doc] = loop_thread
+
         try:
             doc.add_next_tick_callback(locked)      # Bokeh's one thread-safe call
         except Exception:
@@ -196,13 +211,17 @@ def soon(doc, work: Callable[[], None], on_error: Callable[[str], None] = print)
             if context is None or context.destroyed:   # closed: its callbacks never run
                 return
         state._thread_id_[doc] = threading.get_ident()
+        ok = False
         try:
             with set_curdoc(doc):
-                work()
+                works[i]()
+            ok = True
         except Exception:
             on_error(traceback.format_exc())
         finally:
             done.set_result(None)
+        if ok and i + 1 < len(works):
+            _THREAD.put(LIVE, job, i + 1)            # behind the live work queued meanwhile
 
-    _THREAD.submit(LIVE, on_thread)
+    _THREAD.put(LIVE, job, 0)
     return True
