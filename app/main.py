@@ -11,6 +11,7 @@ from pathlib import Path
 try:
     from bnlstm_app.dashboard import Dashboard
     from bnlstm_app.offloop import install as build_pages_off_loop
+    from bnlstm_app.memory import keep_allocator_to_this_process
 except ImportError:
     _here = Path(__file__).resolve().parent
     if str(_here.parent) not in sys.path:          # so that `import bnlstm` finds the checkout
@@ -23,6 +24,7 @@ except ImportError:
         _spec.loader.exec_module(_mod)
     from bnlstm_app.dashboard import Dashboard
     from bnlstm_app.offloop import install as build_pages_off_loop
+    from bnlstm_app.memory import keep_allocator_to_this_process
 
 import os
 
@@ -35,6 +37,8 @@ import panel.io.resources
 # BNLSTM_MATHJAX=1 puts the bundle back).
 if os.environ.get("BNLSTM_MATHJAX", "") != "1":
     panel.io.resources._panel_use_mathjax = lambda roots: False
+
+keep_allocator_to_this_process()   # the training workers start on Python's own allocator
 
 pn.extension(notifications=True, design="fast", sizing_mode="stretch_width")
 

@@ -5,12 +5,23 @@ Python frees them, but glibc keeps the freed heap for reuse, so the server's res
 memory stays at its peak. :func:`release_soon` (called when a session ends) collects
 the garbage and asks glibc to return free heap pages (``malloc_trim``), once, a moment
 after the last of a burst of closing sessions.
+
+Python's own small-object allocator cannot give that memory back: it holds it in 1 MiB
+arenas, and an arena goes back only once every object in it is freed. The pages' arenas
+keep a few objects that live on (the server's bookkeeping, allocated while the pages were
+open), so a server on it stays near its peak after a class (README, "memory").
+``./scripts/dashboard`` therefore starts the web process on glibc's allocator
+(``PYTHONMALLOC=malloc``, from ``BNLSTM_WEB_PYTHONMALLOC``), whose free pages the trim
+returns; :func:`keep_allocator_to_this_process` then takes it out of the environment, so
+that the processes the server starts (the embedded cluster's training workers) use
+Python's own, faster for training.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
+import os
 import threading
 
 _TIMER = None
@@ -35,3 +46,13 @@ def release_soon(delay_s: float = 3.0) -> None:
         _TIMER = threading.Timer(delay_s, _trim)
         _TIMER.daemon = True
         _TIMER.start()
+
+
+def keep_allocator_to_this_process() -> None:
+    """Take ``PYTHONMALLOC`` out of the environment when ``./scripts/dashboard`` set it for
+    the web process alone (it equals ``BNLSTM_WEB_PYTHONMALLOC``): this process has chosen
+    its allocator already, and its children start with Python's default. A
+    ``PYTHONMALLOC`` set any other way is left alone."""
+    chosen = os.environ.get("BNLSTM_WEB_PYTHONMALLOC", "")
+    if chosen and os.environ.get("PYTHONMALLOC") == chosen:
+        del os.environ["PYTHONMALLOC"]

@@ -27,7 +27,9 @@ from running to finished, how many runs finished,
 the server's CPU with every session open and idle, and the server's memory: after the
 first page (the starting level), at the peak, and after every session has closed.
 ``--out FILE`` also writes the numbers as JSON; ``--env NAME=VALUE`` (repeatable) starts
-the server with that in its environment (``PYTHONMALLOC=malloc``). Needs BNLSTM_MNIST_DIR (default:
+the server with that in its environment (``BNLSTM_WEB_PYTHONMALLOC=pymalloc``: the web
+process on Python's own allocator, where by default it runs on glibc's, as
+``./scripts/dashboard`` starts it). Needs BNLSTM_MNIST_DIR (default:
 ../shared/data/mnist). Numbers are this machine's; compare runs of the same machine.
 """
 from __future__ import annotations
@@ -339,6 +341,10 @@ def start_server(extra_env: dict, extra_args=(), repo: Path = REPO):
     ``app/`` and ``bnlstm/``; another commit's, for a baseline)."""
     port = free_port()
     env = _env(extra_env)
+    # the web process's allocator, as ./scripts/dashboard chooses it (BNLSTM_WEB_PYTHONMALLOC,
+    # default malloc; --env BNLSTM_WEB_PYTHONMALLOC=pymalloc for Python's own)
+    env.setdefault("BNLSTM_WEB_PYTHONMALLOC", "malloc")
+    env.setdefault("PYTHONMALLOC", env["BNLSTM_WEB_PYTHONMALLOC"])
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(Path(repo) / "app"),
            "--address", "127.0.0.1", "--port", str(port), "--liveness",
@@ -380,7 +386,7 @@ def main():
     ap.add_argument("--out", help="also write the numbers to this JSON file")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable for the server (repeatable), for example "
-                         "PYTHONMALLOC=malloc")
+                         "BNLSTM_WEB_PYTHONMALLOC=pymalloc")
     args = ap.parse_args()
     if not args.no_browser and not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found (the teacher's browser): install it "

@@ -1,6 +1,6 @@
 """Does the server give a closed page's memory back? Rounds of pages opened and closed.
 
-    python benchmarks/bench_session_memory.py [--pages 10] [--rounds 3] [--env PYTHONMALLOC=malloc]
+    python benchmarks/bench_session_memory.py [--pages 10] [--rounds 3] [--env BNLSTM_WEB_PYTHONMALLOC=pymalloc]
 
 Starts ``panel serve app/`` as the classroom benchmark does (loopback, the shared MNIST),
 opens one page (light client: a real websocket session that says ``document_ready`` as
@@ -10,9 +10,10 @@ waits until every one has its lower sections, closes them all, and waits until t
 server's log says every page was freed (and the trim after the last close). Prints,
 per round, the seconds the pages took to build, the server's resident memory (RSS) with
 them open and after they closed. No runs are started: this is the page's own memory.
-``--env NAME=VALUE`` (repeatable) starts the server with that in its environment, for
-example ``PYTHONMALLOC=malloc`` (Python's objects on glibc's allocator, whose free pages
-the server's ``malloc_trim`` can give back) or ``MALLOC_ARENA_MAX=2``.
+``--env NAME=VALUE`` (repeatable) starts the server with that in its environment. The
+server's allocator is chosen as ``./scripts/dashboard`` chooses it: glibc's
+(``PYTHONMALLOC=malloc``, whose free pages the server's ``malloc_trim`` gives back) unless
+``--env BNLSTM_WEB_PYTHONMALLOC=pymalloc`` (Python's own, which keeps them: the baseline).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def main() -> None:
         first.close()
         wait_freed(1)
         start = rss_mb()
-        print(f"server {' '.join(args.env) or '(default environment)'}: "
+        allocator = extra.get("BNLSTM_WEB_PYTHONMALLOC", extra.get("PYTHONMALLOC", "malloc"))
+        print(f"server (web allocator {allocator}{'; ' + ' '.join(args.env) if args.env else ''}): "
               f"{start:.0f} MB after one page")
         freed = 1
         for r in range(args.rounds):

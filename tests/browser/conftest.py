@@ -80,7 +80,9 @@ def server(tmp_path_factory):
     env = {**os.environ, "BNLSTM_MNIST_DIR": str(SHARED_MNIST_DIR), "BNLSTM_APP_LOG": "1",
            "BNLSTM_SWEEPS_DIR": str(sweeps_dir),
            "BNLSTM_MAX_RUNS": "4", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1",
+           # the web process's allocator, as ./scripts/dashboard chooses it (app/memory.py)
+           "BNLSTM_WEB_PYTHONMALLOC": "malloc", "PYTHONMALLOC": "malloc"}
     cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
            "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}",
            # destroy a closed tab's session within about a second (the default is ~15 s)

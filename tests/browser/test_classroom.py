@@ -87,6 +87,28 @@ def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(se
                 c.close()
 
 
+def _environ(pid: int) -> dict:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode(errors="replace").split("=", 1) for kv in raw if b"=" in kv)
+
+
+def test_the_web_process_runs_on_glibcs_allocator_and_its_workers_on_pythons(server):
+    """./scripts/dashboard starts the web process with PYTHONMALLOC=malloc (a closed page's
+    memory goes back to the system); the workers it spawns must not inherit it."""
+    assert _environ(server.proc.pid).get("PYTHONMALLOC") == "malloc"
+    a = open_client(server.url, FAST)
+    try:
+        a.click("btn-start")
+        a.wait_state(("running",), 120)
+        pids = _worker_pids(server.proc.pid)
+        assert pids, "no worker processes under the server"
+        assert [_environ(pid).get("PYTHONMALLOC") for pid in pids] == [None] * len(pids)
+        a.click("btn-stop")
+        a.wait_state(("stopped",), 60)
+    finally:
+        a.close()
+
+
 def test_a_page_is_built_and_completed_off_the_event_loop_and_works(server):
     """After the server's first page, each page is built, and its lower sections attached,
     on the build thread (app/offloop.py), not on the event loop that answers clicks; such
