@@ -24,6 +24,14 @@ between.
   loop. :func:`soon_each` does a list of such pieces, one job and one hold of the lock
   each, so that the page's own clicks are answered between them.
 
+A live page's session keeps its connections in a set that the build thread iterates
+(Bokeh's ``ServerSession._document_patched`` when the work's held changes are let go, and
+Panel's ``unlocked``), while the event loop removes a connection whose websocket has just
+closed: the document lock does not cover that. A plain set then raises "Set changed size
+during iteration" on the build thread, the work fails, and the closed page stays alive
+until Bokeh's next sweep. :func:`soon_each` therefore gives the session, on the loop and
+before any work, a set that iterates over a copy of itself (:class:`_SnapshotSet`).
+
 Panel is told that the document belongs to the build thread while the thread works on
 it (as Panel itself does, for code that asks which thread a document is on) and to the
 event loop's thread after. Bokeh's ``curdoc()`` stack is made per thread, so that the
@@ -128,6 +136,25 @@ class _PerThreadStack:
         return self._stack()[i]
 
 
+class _SnapshotSet(set):
+    """A set whose iteration goes over a copy taken at once: another thread may add or
+    remove members meanwhile without breaking the loop. The copy is one C call
+    (``set.copy`` merges the table directly, running no Python code), so it is taken
+    under the GIL with no thread switch inside it."""
+
+    def __iter__(self):
+        return iter(set.copy(self))
+
+
+def _snapshot_connections(doc) -> None:
+    """Give ``doc``'s server session a :class:`_SnapshotSet` of connections (on the event
+    loop, which is the only thread that adds or removes them; once per session)."""
+    session = getattr(doc.session_context, "session", None)
+    connections = getattr(session, "_subscribed_connections", None)
+    if connections is not None and not isinstance(connections, _SnapshotSet):
+        session._subscribed_connections = _SnapshotSet(connections)
+
+
 def installed() -> bool:
     from panel.io.application import Application
     return getattr(Application, "_bnlstm_off_loop", False)
@@ -191,6 +218,7 @@ def soon_each(doc, works: Sequence[Callable[[], None]],
         return False
     from panel.io.state import set_curdoc, state
     loop_thread = threading.get_ident()
+    _snapshot_connections(doc)
 
     def job(i: int) -> None:       # the build thread, once this piece's turn has come
         granted, done = threading.Event(), Future()
@@ -211,17 +239,16 @@ def soon_each(doc, works: Sequence[Callable[[], None]],
             if context is None or context.destroyed:   # closed: its callbacks never run
                 return
         state._thread_id_[doc] = threading.get_ident()
-        ok = False
         try:
             with set_curdoc(doc):
                 works[i]()
-            ok = True
         except Exception:
             on_error(traceback.format_exc())
+        else:
+            if i + 1 < len(works):
+                _THREAD.put(LIVE, job, i + 1)        # behind the live work queued meanwhile
         finally:
             done.set_result(None)
-        if ok and i + 1 < len(works):
-            _THREAD.put(LIVE, job, i + 1)            # behind the live work queued meanwhile
 
     _THREAD.put(LIVE, job, 0)
     return True

@@ -137,3 +137,54 @@ def test_the_build_thread_keeps_nothing_of_a_finished_job():
             break
         threading.Event().wait(0.02)
     assert gone() is None, "the build thread still holds its last job's arguments"
+
+
+def test_a_sessions_connections_can_be_removed_while_the_build_thread_sends_a_patch():
+    """The build thread lets a page's held changes go (Bokeh's ``_document_patched`` loops
+    over the session's connections) while the event loop removes the connection of a tab
+    that has just closed. A plain set raised "Set changed size during iteration" there,
+    the attach failed and the closed page stayed alive for a minute."""
+    from types import SimpleNamespace
+
+    import pytest
+    from bokeh.document import Document
+    from bokeh.document.events import TitleChangedEvent
+    from bokeh.server.session import ServerSession
+
+    from app.offloop import _snapshot_connections
+
+    def session_with_two_tabs():
+        session = ServerSession("s", Document())
+        sent = []
+
+        class Connection:
+            def __init__(self, name, closes=None):
+                self.name, self.closes = name, closes
+
+            def send_patch_document(self, event):
+                sent.append(self.name)
+                if self.closes is not None:     # the loop, meanwhile: that tab closed
+                    session.unsubscribe(self.closes)
+                return None
+
+        closing = Connection("closing")
+        session.subscribe(Connection("open", closes=closing))
+        session.subscribe(closing)
+        session._pending_writes = []           # as while the document lock is held
+        return session, sent
+
+    def patch(session):
+        session._document_patched(TitleChangedEvent(session.document, "t", setter=None))
+
+    plain, _ = session_with_two_tabs()
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        patch(plain)
+
+    session, sent = session_with_two_tabs()
+    doc = SimpleNamespace(session_context=SimpleNamespace(session=session))
+    _snapshot_connections(doc)
+    _snapshot_connections(doc)                 # once per session: a second call changes nothing
+    patch(session)
+    assert sorted(sent) == ["closing", "open"] and session.connection_count == 1
+    session.subscribe("another tab")           # still a set to Bokeh
+    assert session.connection_count == 2 and "another tab" in session._subscribed_connections
