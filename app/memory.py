@@ -23,7 +23,9 @@ import ctypes.util
 import gc
 import os
 import threading
+from typing import Mapping
 
+WEB_ALLOCATORS = ("malloc", "pymalloc")    # BNLSTM_WEB_PYTHONMALLOC's values; the first is the default
 _TIMER = None
 _LOCK = threading.Lock()
 
@@ -56,3 +58,16 @@ def keep_allocator_to_this_process() -> None:
     chosen = os.environ.get("BNLSTM_WEB_PYTHONMALLOC", "")
     if chosen and os.environ.get("PYTHONMALLOC") == chosen:
         del os.environ["PYTHONMALLOC"]
+
+
+def web_process_env(env: Mapping[str, str]) -> dict:
+    """``env`` as ``./scripts/dashboard`` completes it for the web process (for Python
+    that starts the server the same way: the browser tests, the benchmarks):
+    ``BNLSTM_WEB_PYTHONMALLOC`` defaults to ``malloc``, and ``PYTHONMALLOC`` is set to it.
+    ValueError for any other value than those of :data:`WEB_ALLOCATORS`."""
+    env = dict(env)
+    chosen = env.setdefault("BNLSTM_WEB_PYTHONMALLOC", WEB_ALLOCATORS[0])
+    if chosen not in WEB_ALLOCATORS:
+        raise ValueError(f"BNLSTM_WEB_PYTHONMALLOC={chosen}: use malloc (the default) or pymalloc")
+    env["PYTHONMALLOC"] = chosen
+    return env

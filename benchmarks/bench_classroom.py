@@ -49,6 +49,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
 from light_client import STATE, LightClient  # noqa: E402  (the fault tests' light client)
 
+from bnlstm_app.memory import web_process_env  # noqa: E402  (the web process's allocator)
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")
 # (light_client raises the recursion limit and the threads' stack size for bokeh.client)
@@ -340,11 +342,9 @@ def start_server(extra_env: dict, extra_args=(), repo: Path = REPO):
     answers (SystemExit if it does not within 90 s). ``repo``: the checkout to serve (its
     ``app/`` and ``bnlstm/``; another commit's, for a baseline)."""
     port = free_port()
-    env = _env(extra_env)
     # the web process's allocator, as ./scripts/dashboard chooses it (BNLSTM_WEB_PYTHONMALLOC,
     # default malloc; --env BNLSTM_WEB_PYTHONMALLOC=pymalloc for Python's own)
-    env.setdefault("BNLSTM_WEB_PYTHONMALLOC", "malloc")
-    env.setdefault("PYTHONMALLOC", env["BNLSTM_WEB_PYTHONMALLOC"])
+    env = web_process_env(_env(extra_env))
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(Path(repo) / "app"),
            "--address", "127.0.0.1", "--port", str(port), "--liveness",

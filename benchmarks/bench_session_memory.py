@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 from bench_classroom import start_server  # noqa: E402  (the same server as the classroom's)
+from bnlstm_app.memory import web_process_env  # noqa: E402
 from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
 
@@ -58,7 +59,7 @@ def main() -> None:
         first.close()
         wait_freed(1)
         start = rss_mb()
-        allocator = extra.get("BNLSTM_WEB_PYTHONMALLOC", extra.get("PYTHONMALLOC", "malloc"))
+        allocator = web_process_env(extra)["PYTHONMALLOC"]
         print(f"server (web allocator {allocator}{'; ' + ' '.join(args.env) if args.env else ''}): "
               f"{start:.0f} MB after one page")
         freed = 1

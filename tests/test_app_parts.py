@@ -188,3 +188,13 @@ def test_a_sessions_connections_can_be_removed_while_the_build_thread_sends_a_pa
     assert sorted(sent) == ["closing", "open"] and session.connection_count == 1
     session.subscribe("another tab")           # still a set to Bokeh
     assert session.connection_count == 2 and "another tab" in session._subscribed_connections
+
+
+def test_the_web_processs_allocator_is_chosen_as_the_dashboard_script_chooses_it():
+    import pytest
+    from app.memory import web_process_env
+    assert web_process_env({"PYTHONMALLOC": "debug"})["PYTHONMALLOC"] == "malloc"   # the default
+    env = web_process_env({"BNLSTM_WEB_PYTHONMALLOC": "pymalloc", "OTHER": "1"})
+    assert (env["PYTHONMALLOC"], env["OTHER"]) == ("pymalloc", "1")
+    with pytest.raises(ValueError, match="use malloc .* or pymalloc"):
+        web_process_env({"BNLSTM_WEB_PYTHONMALLOC": "jemalloc"})

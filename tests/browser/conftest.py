@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bnlstm_app.memory import web_process_env
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 ARTIFACTS = REPO / "test-artifacts"
@@ -80,9 +82,8 @@ def server(tmp_path_factory):
     env = {**os.environ, "BNLSTM_MNIST_DIR": str(SHARED_MNIST_DIR), "BNLSTM_APP_LOG": "1",
            "BNLSTM_SWEEPS_DIR": str(sweeps_dir),
            "BNLSTM_MAX_RUNS": "4", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "PYTHONUNBUFFERED": "1",
-           # the web process's allocator, as ./scripts/dashboard chooses it (app/memory.py)
-           "BNLSTM_WEB_PYTHONMALLOC": "malloc", "PYTHONMALLOC": "malloc"}
+           "PYTHONUNBUFFERED": "1"}
+    env = web_process_env(env)       # the web process's allocator, as ./scripts/dashboard's
     cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app"), "--address", "127.0.0.1",
            "--port", str(port), "--liveness", "--allow-websocket-origin", f"127.0.0.1:{port}",
            # destroy a closed tab's session within about a second (the default is ~15 s)

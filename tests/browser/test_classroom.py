@@ -87,22 +87,18 @@ def test_a_killed_worker_fails_its_run_with_the_reason_and_the_server_goes_on(se
                 c.close()
 
 
-def _environ(pid: int) -> dict:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(kv.decode(errors="replace").split("=", 1) for kv in raw if b"=" in kv)
-
-
 def test_the_web_process_runs_on_glibcs_allocator_and_its_workers_on_pythons(server):
     """./scripts/dashboard starts the web process with PYTHONMALLOC=malloc (a closed page's
     memory goes back to the system); the workers it spawns must not inherit it."""
-    assert _environ(server.proc.pid).get("PYTHONMALLOC") == "malloc"
+    assert psutil.Process(server.proc.pid).environ().get("PYTHONMALLOC") == "malloc"
     a = open_client(server.url, FAST)
     try:
         a.click("btn-start")
         a.wait_state(("running",), 120)
         pids = _worker_pids(server.proc.pid)
         assert pids, "no worker processes under the server"
-        assert [_environ(pid).get("PYTHONMALLOC") for pid in pids] == [None] * len(pids)
+        inherited = [psutil.Process(pid).environ().get("PYTHONMALLOC") for pid in pids]
+        assert inherited == [None] * len(pids)
         a.click("btn-stop")
         a.wait_state(("stopped",), 60)
     finally:
