@@ -41,6 +41,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -296,11 +297,21 @@ def teacher_click(page, button, want, timeout=60.0):
 
 
 # ------------------------------------------------------------------------------ server
-def _env(extra_env: dict) -> dict:
+def _env(extra_env: dict, repo: Path = REPO) -> dict:
+    """The server's environment: the shared MNIST, and ``repo``'s packages first on the path.
+    ``bnlstm`` is found as ``repo/bnlstm``; ``bnlstm_app`` (``app/`` installed under that
+    name, which ``main.py`` imports) needs a folder in which that name leads to
+    ``repo/app``: without it, another checkout's server would run this venv's
+    editable-installed ``app/``, not its own."""
+    path = [str(repo)]
+    if Path(repo).resolve() != REPO:
+        shim = Path(tempfile.mkdtemp(prefix="bnlstm-app-"))
+        (shim / "bnlstm_app").symlink_to(Path(repo).resolve() / "app")
+        path.insert(0, str(shim))
     return {**os.environ, **extra_env,
             "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
                                                str(REPO.parent / "shared" / "data" / "mnist")),
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")])}
 
 
 def start_cluster(n_workers: int, logf):
@@ -344,7 +355,7 @@ def start_server(extra_env: dict, extra_args=(), repo: Path = REPO):
     port = free_port()
     # the web process's allocator, as ./scripts/dashboard chooses it (BNLSTM_WEB_PYTHONMALLOC,
     # default malloc; --env BNLSTM_WEB_PYTHONMALLOC=pymalloc for Python's own)
-    env = web_process_env(_env(extra_env))
+    env = web_process_env(_env(extra_env, repo))
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-classroom-{port}.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(Path(repo) / "app"),
            "--address", "127.0.0.1", "--port", str(port), "--liveness",
