@@ -11,7 +11,7 @@ from pathlib import Path
 try:
     from bnlstm_app.dashboard import Dashboard
     from bnlstm_app.offloop import install as build_pages_off_loop
-    from bnlstm_app.memory import keep_allocator_to_this_process
+    from bnlstm_app.memory import keep_allocator_to_this_process, note_allocator
 except ImportError:
     _here = Path(__file__).resolve().parent
     if str(_here.parent) not in sys.path:          # so that `import bnlstm` finds the checkout
@@ -24,7 +24,7 @@ except ImportError:
         _spec.loader.exec_module(_mod)
     from bnlstm_app.dashboard import Dashboard
     from bnlstm_app.offloop import install as build_pages_off_loop
-    from bnlstm_app.memory import keep_allocator_to_this_process
+    from bnlstm_app.memory import keep_allocator_to_this_process, note_allocator
 
 import os
 
@@ -38,6 +38,7 @@ import panel.io.resources
 if os.environ.get("BNLSTM_MATHJAX", "") != "1":
     panel.io.resources._panel_use_mathjax = lambda roots: False
 
+note_allocator()                   # once, if started without ./scripts/dashboard's allocator
 keep_allocator_to_this_process()   # the training workers start on Python's own allocator
 
 pn.extension(notifications=True, design="fast", sizing_mode="stretch_width")

@@ -22,11 +22,13 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import sys
 import threading
 from typing import Mapping
 
 WEB_ALLOCATORS = ("malloc", "pymalloc")    # BNLSTM_WEB_PYTHONMALLOC's values; the first is the default
 _TIMER = None
+_NOTED = False                             # note_allocator has spoken
 _LOCK = threading.Lock()
 
 
@@ -48,6 +50,25 @@ def release_soon(delay_s: float = 3.0) -> None:
         _TIMER = threading.Timer(delay_s, _trim)
         _TIMER.daemon = True
         _TIMER.start()
+
+
+def note_allocator(write=None) -> bool:
+    """Say once, on stderr, when this web process runs on Python's own allocator without
+    having chosen it (``panel serve app/`` started by hand, not by ``./scripts/dashboard``):
+    then a closed page's memory stays with the server. True if it was said now. Call it
+    before :func:`keep_allocator_to_this_process`, which takes ``PYTHONMALLOC`` away."""
+    global _NOTED
+    if _NOTED:                  # decided at the first page (later, PYTHONMALLOC is gone)
+        return False
+    _NOTED = True
+    if os.environ.get("PYTHONMALLOC", "") in ("malloc", "malloc_debug") \
+            or os.environ.get("BNLSTM_WEB_PYTHONMALLOC") == "pymalloc":
+        return False
+    (write or sys.stderr.write)(
+        "bnlstm dashboard: this server runs on Python's own allocator, which keeps a closed "
+        "page's memory; ./scripts/dashboard starts it on glibc's (PYTHONMALLOC=malloc), "
+        "which gives it back (README, 'Memory after a class')\n")
+    return True
 
 
 def keep_allocator_to_this_process() -> None:

@@ -198,3 +198,21 @@ def test_the_web_processs_allocator_is_chosen_as_the_dashboard_script_chooses_it
     assert (env["PYTHONMALLOC"], env["OTHER"]) == ("pymalloc", "1")
     with pytest.raises(ValueError, match="use malloc .* or pymalloc"):
         web_process_env({"BNLSTM_WEB_PYTHONMALLOC": "jemalloc"})
+
+
+def test_a_server_started_by_hand_on_pythons_allocator_says_so_once(monkeypatch):
+    from app import memory
+    said = []
+    for env, expect in (({"PYTHONMALLOC": "malloc", "BNLSTM_WEB_PYTHONMALLOC": "malloc"}, []),
+                        ({"BNLSTM_WEB_PYTHONMALLOC": "pymalloc"}, []),       # chosen: no word
+                        ({}, ["keeps a closed page's memory"])):             # panel serve app/
+        monkeypatch.delenv("PYTHONMALLOC", raising=False)
+        monkeypatch.delenv("BNLSTM_WEB_PYTHONMALLOC", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setattr(memory, "_NOTED", False)
+        said.clear()
+        memory.note_allocator(said.append)
+        memory.keep_allocator_to_this_process()        # the first page takes PYTHONMALLOC away
+        memory.note_allocator(said.append)             # a later page: decided already
+        assert len(said) == len(expect) and all(e in s for e, s in zip(expect, said)), said
