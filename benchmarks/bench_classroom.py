@@ -6,8 +6,9 @@ Starts ``panel serve app/`` as ``./scripts/dashboard`` does (loopback, ``--liven
 then:
 
 1. the *teacher*: headless Chromium (Debian's /usr/bin/chromium) opens the page (page
-   ready: the Start button and the Bokeh document are there; whole: the lower sections,
-   which the server sends once the top is drawn, have drawn too), starts a long run, and
+   ready: the Start button and the Bokeh document are there, timed in the page, the first
+   frame that has them, and through the driver as Playwright sees them; whole: the lower
+   sections, which the server sends once the top is drawn, have drawn too), starts a long run, and
    every few seconds clicks Pause, then Resume, timing each until the status row shows
    it (``click -> update``, through the browser);
 2. ``--sessions`` *students*: light Bokeh clients (``bokeh.client``, one thread and event
@@ -241,11 +242,44 @@ def launch_chromium(pw):
         "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
 
 
+# Page ready, timed in the page: the first frame in which the Start button and the Bokeh
+# document are both there, in seconds from the navigation's start. Playwright's own waits
+# (below, "through the driver") are round trips to the browser, each answered only between
+# the page's tasks: once the lower sections arrive, the browser renders them in tasks of
+# 0.06-0.4 s, and the driver's second wait could land behind several of them (ready then
+# read as late as "whole", 1.5-2 s after the button was drawn).
+READY_JS = """(() => {
+  const deep = (root, sel) => {
+    const hit = root.querySelector(sel);
+    if (hit) return hit;
+    for (const el of root.querySelectorAll('*')) {
+      if (el.shadowRoot) { const f = deep(el.shadowRoot, sel); if (f) return f; }
+    }
+    return null;
+  };
+  const poll = () => {
+    const host = window.Bokeh && Bokeh.documents.length > 0 && deep(document, '.btn-start');
+    const button = host && (host.shadowRoot || host).querySelector('button');
+    if (button) window.__bnlstm_ready_ms = performance.now();
+    else requestAnimationFrame(poll);
+  };
+  requestAnimationFrame(poll);
+})()"""
+
+
+def ready_in_page(page) -> float:
+    """The page's own ready time (``READY_JS``), seconds from its navigation's start."""
+    ms = page.evaluate("() => window.__bnlstm_ready_ms")
+    return float("nan") if ms is None else ms / 1000
+
+
 def teacher_page(browser, url):
     """Open a page: ``(context, page, ready s, whole page s)``: ready when its Start button
-    and Bokeh document are there (the controls and the learning curves), whole when the
-    lower sections have joined and drawn their last plot."""
+    and Bokeh document are there (the controls and the learning curves), through the
+    driver (:func:`ready_in_page` has the page's own time), whole when the lower sections
+    have joined and drawn their last plot."""
     ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    ctx.add_init_script(READY_JS)
     page = ctx.new_page()
     page.set_default_timeout(120_000)
     t0 = time.perf_counter()
@@ -440,12 +474,14 @@ def main():
             # the browser's first page also pays for starting its renderer; a student's
             # browser is running already, so the idle page is the second one (new context:
             # nothing of the first page is cached)
-            c0, _, ready0, whole0 = teacher_page(browser, url)
-            c0.close()
+            c0, p0, ready0, whole0 = teacher_page(browser, url)
             out["ready_browser_first_s"], out["whole_browser_first_s"] = ready0, whole0
+            out["ready_browser_first_in_page_s"] = ready_in_page(p0)
+            c0.close()
             print(f"the browser's first page: ready in {ready0:.2f} s, whole in {whole0:.2f} s")
             ctx, page, ready, whole = teacher_page(browser, url + "?steps=100000")
             out["ready_browser_idle_s"], out["whole_browser_idle_s"] = ready, whole
+            out["ready_browser_idle_in_page_s"] = ready_in_page(page)
             print(f"teacher's page ready in {ready:.2f} s, whole in {whole:.2f} s (idle server)")
             teacher_clicks.append(("start", *teacher_click(page, "Start", ("running",))))
         time.sleep(5.0)
@@ -468,8 +504,9 @@ def main():
         t_started = time.time()
         cpu0 = mon.cpu_seconds()
         if page is not None:
-            _, _, out["ready_browser_loaded_s"], out["whole_browser_loaded_s"] = \
+            _, p1, out["ready_browser_loaded_s"], out["whole_browser_loaded_s"] = \
                 teacher_page(browser, url)
+            out["ready_browser_loaded_in_page_s"] = ready_in_page(p1)
             print(f"a new browser page at {args.sessions} sessions: ready in "
                   f"{out['ready_browser_loaded_s']:.2f} s, whole in "
                   f"{out['whole_browser_loaded_s']:.2f} s")
@@ -556,12 +593,11 @@ def main():
     for k, d in (out.get("click_light_by_kind_s") or {}).items():
         print(f"    {'light clients, ' + k:43s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
               f"max {f(d.get('max'))}  (n={d.get('n')})")
-    print(f"  {'page ready / whole, first page of the browser':45s} "
-          f"{f(out.get('ready_browser_first_s'))} / {f(out.get('whole_browser_first_s'))}")
-    print(f"  {'page ready / whole, browser, idle server':45s} "
-          f"{f(out.get('ready_browser_idle_s'))} / {f(out.get('whole_browser_idle_s'))}")
-    print(f"  {'page ready / whole, browser, at N sessions':45s} "
-          f"{f(out.get('ready_browser_loaded_s'))} / {f(out.get('whole_browser_loaded_s'))}")
+    print(f"  page ready (in the page / through the driver) / whole:")
+    for key, what in (("first", "the browser's first page"), ("idle", "browser, idle server"),
+                      ("loaded", f"browser, at {args.sessions} sessions")):
+        print(f"    {what:43s} {f(out.get(f'ready_browser_{key}_in_page_s'))} / "
+              f"{f(out.get(f'ready_browser_{key}_s'))} / {f(out.get(f'whole_browser_{key}_s'))}")
     print(f"  runs finished: {out.get('runs_finished')} of {args.sessions}; queue drained in "
           f"{f(out.get('queue_drain_s'))} after the last Start; clicks never shown: "
           f"browser {out.get('click_browser_missed')}, light {out.get('click_light_missed')}")
