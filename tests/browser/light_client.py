@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 import sys
 import threading
@@ -21,6 +22,22 @@ STATE = re.compile(r"data-state='(\w+)'")
 # enough for hours, on threads with room for it.
 sys.setrecursionlimit(1_000_000)
 threading.stack_size(256 << 20)
+
+
+class _FailedConnection(logging.Handler):
+    """An exception in a session's message loop (for example a message it cannot apply)
+    is logged by Tornado as "Exception in callback", on that session's thread, and the
+    connection reads nothing more: it becomes that client's ``error``, so that whoever
+    waits for the client's page to change is told instead of waiting out a timeout."""
+
+    def emit(self, record):
+        client = _CLIENTS.get(record.thread)
+        if client is not None and record.exc_info and client.error is None:
+            client.error = record.exc_info[1]
+
+
+_CLIENTS: dict = {}                      # thread ident -> its LightClient
+logging.getLogger("tornado.application").addHandler(_FailedConnection())
 
 
 class LightClient(threading.Thread):
@@ -40,6 +57,7 @@ class LightClient(threading.Thread):
         self.session = self.loop = self.doc = None
 
     def run(self):
+        _CLIENTS[threading.get_ident()] = self
         asyncio.set_event_loop(asyncio.new_event_loop())
         try:
             import panel.models.location  # noqa: F401  (the Panel models of the document)
