@@ -337,10 +337,11 @@ def _env(extra_env: dict, repo: Path = REPO) -> dict:
     name, which ``main.py`` imports) needs a folder in which that name leads to
     ``repo/app``: without it, another checkout's server would run this venv's
     editable-installed ``app/``, not its own."""
+    repo = Path(repo).resolve()
     path = [str(repo)]
-    if Path(repo).resolve() != REPO:
+    if repo != REPO:
         shim = Path(tempfile.mkdtemp(prefix="bnlstm-app-"))
-        (shim / "bnlstm_app").symlink_to(Path(repo).resolve() / "app")
+        (shim / "bnlstm_app").symlink_to(repo / "app")
         path.insert(0, str(shim))
     return {**os.environ, **extra_env,
             "BNLSTM_MNIST_DIR": os.environ.get("BNLSTM_MNIST_DIR",
@@ -593,7 +594,7 @@ def main():
     for k, d in (out.get("click_light_by_kind_s") or {}).items():
         print(f"    {'light clients, ' + k:43s} p50 {f(d.get('p50'))}  p95 {f(d.get('p95'))}  "
               f"max {f(d.get('max'))}  (n={d.get('n')})")
-    print(f"  page ready (in the page / through the driver) / whole:")
+    print("  page ready (in the page / through the driver) / whole:")
     for key, what in (("first", "the browser's first page"), ("idle", "browser, idle server"),
                       ("loaded", f"browser, at {args.sessions} sessions")):
         print(f"    {what:43s} {f(out.get(f'ready_browser_{key}_in_page_s'))} / "
