@@ -1,7 +1,7 @@
 """The dashboard: settings from :class:`bnlstm.TrainConfig`, controls, live plots, status.
 
 One :class:`Dashboard` per browser session. Runs train in the run engine
-(:mod:`bnlstm.engine`): on Dask worker processes when served (the server only builds
+(:mod:`bnlstm.runs`): on Dask worker processes when served (the server only builds
 pages and streams records), or in threads of this process in a notebook; their records
 collect in each run's handle, and :meth:`Dashboard.drain` (a periodic callback on the
 server's event loop, every ``DRAIN_MS``) moves them into the plots' streams and the
@@ -27,14 +27,16 @@ import param
 from panel.io.state import set_curdoc
 
 from bnlstm import TrainConfig, tasks
+from bnlstm.runs.policy import FIFOPolicy
 
-from . import offloop, views
+from . import views
+from .server import offloop
 from .runs import DashboardRun, get_engine
-from .applog import env_int, log, quiet_periodic_callback
+from .server.applog import log, quiet_periodic_callback
 from .sweeps import SweepBrowser
 from .feed import digest
-from .memory import release_soon
-from .offline import FONT, ICONS, OfflineFast
+from .server.memory import release_soon
+from .server.offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
 from .status import alerts, status_html
 from .text_view import TextSection
@@ -68,9 +70,9 @@ _FOLLOWABLE: "weakref.WeakValueDictionary[str, Dashboard]" = weakref.WeakValueDi
 
 
 def session_run_limit() -> int:
-    """Runs one page may have queued or training at once (``BNLSTM_SESSION_RUNS``, default 2,
-    a comparison's pair): a class shares the workers fairly."""
-    return env_int("BNLSTM_SESSION_RUNS", 2, minimum=1)
+    """Runs one page may have queued or training at once: the scheduling policy's
+    (:class:`bnlstm.runs.policy.FIFOPolicy`, ``BNLSTM_SESSION_RUNS``, default 2)."""
+    return FIFOPolicy().session_runs
 
 
 

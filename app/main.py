@@ -10,8 +10,8 @@ from pathlib import Path
 
 try:
     from bnlstm_app.dashboard import Dashboard
-    from bnlstm_app.offloop import install as build_pages_off_loop
-    from bnlstm_app.memory import keep_allocator_to_this_process, note_allocator
+    from bnlstm_app.server.offloop import install as build_pages_off_loop
+    from bnlstm_app.server.memory import keep_allocator_to_this_process, note_allocator
 except ImportError:
     _here = Path(__file__).resolve().parent
     if str(_here.parent) not in sys.path:          # so that `import bnlstm` finds the checkout
@@ -23,8 +23,8 @@ except ImportError:
         sys.modules["bnlstm_app"] = _mod
         _spec.loader.exec_module(_mod)
     from bnlstm_app.dashboard import Dashboard
-    from bnlstm_app.offloop import install as build_pages_off_loop
-    from bnlstm_app.memory import keep_allocator_to_this_process, note_allocator
+    from bnlstm_app.server.offloop import install as build_pages_off_loop
+    from bnlstm_app.server.memory import keep_allocator_to_this_process, note_allocator
 
 import os
 

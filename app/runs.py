@@ -1,6 +1,6 @@
 """One training run owned by one browser session: an engine handle and what the page saw.
 
-The run trains elsewhere (a Dask worker, or a thread: :mod:`bnlstm.engine`); its records
+The run trains elsewhere (a Dask worker, or a thread: :mod:`bnlstm.runs`); its records
 collect in the handle, and everything that touches Panel or Bokeh happens in the
 session's periodic ``drain`` on the server's event loop (see ``dashboard.py``).
 The run record (metrics, summary, checkpoint) lives in memory: no run directory here.
@@ -13,10 +13,10 @@ import re
 from typing import Any, Dict, List, Optional
 
 from bnlstm import TrainConfig, tasks
-from bnlstm.records import metric_fields, metrics_csv, zip_files
-from bnlstm.trainer import TERMINAL
+from bnlstm.training.records import metric_fields, metrics_csv, zip_files
+from bnlstm.training.trainer import TERMINAL
 
-from .applog import log
+from .server.applog import log
 
 # ------------------------------------------------------------------------------- one run
 _RUN_IDS = itertools.count(1)
@@ -45,7 +45,7 @@ def public_record(rec: Dict[str, Any]) -> Dict[str, Any]:
 class DashboardRun:
     """A run of one session: a handle of the run engine, plus what the page has seen of it.
 
-    The engine (:mod:`bnlstm.engine`) trains it: by default on a Dask worker process, so
+    The engine (:mod:`bnlstm.runs`) trains it: by default on a Dask worker process, so
     the server's event loop never waits behind a training step; or in a thread of this
     process (``BNLSTM_ENGINE=threads``, a notebook's default). ``mode`` says how it starts
     once a worker takes it: ``"run"``, ``"paused"`` or ``"step"`` (one update, then paused).
@@ -56,7 +56,7 @@ class DashboardRun:
         self.id = next(_RUN_IDS)
         self.config = TrainConfig.from_dict(config.to_dict())    # the run's own copy
         # refuse what the task cannot train here, at once (the worker would fail later)
-        tasks.get(self.config.task).experiment(self.config, data=lambda: None)
+        tasks.get(self.config.task).check(self.config)
         self.color = color
         self.label = (tag + ": " if tag else "") + self.config.summary()
         self.metric = tasks.get(self.config.task).metric      # what "validation" means here
@@ -107,7 +107,7 @@ class DashboardRun:
     def follow_remote(cls, meta: Dict[str, Any], handle, engine) -> "DashboardRun":
         """A read-only mirror of a run of another web process's page on the same cluster:
         ``meta`` as that page published it (``run``: its number there, ``config``, ``slot``,
-        ``color``, ``label``, ``mode``), ``handle`` the engine's :class:`~bnlstm.engine.FollowedHandle`
+        ``color``, ``label``, ``mode``), ``handle`` the engine's :class:`~bnlstm.runs.handle.FollowedHandle`
         that receives its records."""
         color = str(meta.get("color") or "")
         return cls._mirror(int(meta.get("run") or 0), handle.config,
@@ -241,6 +241,6 @@ class DashboardRun:
 
 
 def get_engine(kind: Optional[str] = None, default: str = "dask"):
-    """This server's run engine (:func:`bnlstm.engine.get_engine`), logging to the app log."""
-    from bnlstm.engine import get_engine as _get
+    """This server's run engine (:func:`bnlstm.runs.get_engine`), logging to the app log."""
+    from bnlstm.runs import get_engine as _get
     return _get(kind, log=log, default=default)

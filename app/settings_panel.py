@@ -15,7 +15,7 @@ import numpy as np
 import panel as pn
 
 from bnlstm import TrainConfig, tasks
-from bnlstm.config import MODEL_LABELS
+from bnlstm.training.config import MODEL_LABELS
 
 # The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
 DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
@@ -39,7 +39,7 @@ def task_options() -> Dict[str, str]:
     try:
         found = tasks.all_tasks()
     except tasks.TaskError as exc:
-        from .applog import log
+        from .server.applog import log
         log(f"task plug-ins: {exc}")
         found = [tasks._REGISTRY[n] for n in list(tasks._REGISTRY)]
     return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in found}

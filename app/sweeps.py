@@ -5,7 +5,7 @@ in a notebook); the page lists the sweeps there by name only, and a name chosen 
 browser is looked up among those names: no path ever comes from the browser or goes to it.
 While a sweep is shown its folder is read again every ``REFRESH_S`` seconds (every
 ``IDLE_REFRESH_S`` once all its runs are done), so a sweep that is running (``python -m bnlstm sweep --out $BNLSTM_SWEEPS_DIR/NAME``) fills in live.
-Reading is :func:`bnlstm.sweep.read_sweep`; this module only draws.
+Reading is :func:`bnlstm.runs.sweep.read_sweep`; this module only draws.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.plotting import figure
 
-from bnlstm.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
+from bnlstm.runs.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
-from .applog import log, quiet_periodic_callback
+from .server.applog import log, quiet_periodic_callback
 from .views import lean_renderers
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often

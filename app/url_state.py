@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 import param
 
 from bnlstm import TrainConfig
-from bnlstm.config import parse_setting
+from bnlstm.training.config import parse_setting
 
 def _tolerate_extra_question_marks() -> None:
     """Read a second '?' in the page's address as '&' ("?steps=200?x=1" is steps=200 and x=1).

@@ -51,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
 from light_client import STATE, LightClient  # noqa: E402  (the fault tests' light client)
 
-from bnlstm_app.memory import web_process_env  # noqa: E402  (the web process's allocator)
+from bnlstm_app.server.memory import web_process_env  # noqa: E402  (the web process's allocator)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))
 from bench_classroom import start_server  # noqa: E402  (the same server as the classroom's)
-from bnlstm_app.memory import web_process_env  # noqa: E402
+from bnlstm_app.server.memory import web_process_env  # noqa: E402
 from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bnlstm import fused  # noqa: E402
-from bnlstm.model import BNLSTM, Trace  # noqa: E402
+from bnlstm.nn import fused  # noqa: E402
+from bnlstm.nn import BNLSTM, Trace  # noqa: E402
 
 B, H, N_CLASSES = 100, 100, 10
 
@@ -220,7 +220,7 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--probe-every", type=int, default=50)
     ap.add_argument("--loop-threads", default="auto", choices=("auto",) + fused.LOOP_MODES,
-                    help="bnlstm.fused.LOOP_THREADS for the BNLSTM variants (default: auto)")
+                    help="bnlstm.nn.fused.LOOP_THREADS for the BNLSTM variants (default: auto)")
     ap.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -295,7 +295,7 @@ def main():
         print(row)
 
     if tuned:
-        print("\nBNLSTM loop thread mode chosen by bnlstm.fused.LoopTuner (after measuring each): "
+        print("\nBNLSTM loop thread mode chosen by bnlstm.nn.fused.LoopTuner (after measuring each): "
               + ", ".join(f"T={T} {v.split()[1]}: {m}" for (T, v), m in tuned.items()
                           if "ref" not in v))
     print("\n## First step of a fresh model, ms (nothing is compiled: no compile wait)")

@@ -1,14 +1,41 @@
 """bnlstm: Recurrent Batch Normalization (Cooijmans et al., ICLR 2017) in PyTorch.
 
-The core never imports Panel: the dashboard (``app/``) and the notebooks are thin
-layers over :class:`Trainer` and :class:`TrainConfig`.
+Three layers, each in its folder (``docs/DESIGN.md`` draws them):
+
+- ``bnlstm.nn``: the model (``BNLSTM``, ``BNTanhRNN``, ``SequenceBatchNorm``, ``Trace``,
+  the probes and the fast path); imports only torch;
+- ``bnlstm.tasks`` (each task with its data) and ``bnlstm.training`` (``TrainConfig``, the
+  ``Trainer``, run records, :func:`~bnlstm.training.assemble.assemble_run`): one run;
+- ``bnlstm.runs``: many runs (the run engines on Dask workers or threads, sweeps).
+
+The core never imports Panel: the dashboard (``app/``) and the notebooks are thin layers
+over it. Names load on first use (PEP 562): ``import bnlstm`` and the settings table cost
+no torch, so the web process that serves the dashboard starts without it.
 """
-from .config import TrainConfig
-from .model import BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, reestimate_stats
-from .records import CheckpointError, RunRecorder, load_checkpoint
-from .trainer import Trainer
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "TrainConfig", "Trainer",
-           "RunRecorder", "load_checkpoint", "CheckpointError", "__version__"]
+_EXPORTS = {
+    "BNLSTM": "nn", "BNTanhRNN": "nn", "SequenceBatchNorm": "nn", "Trace": "nn",
+    "reestimate_stats": "nn",
+    "TrainConfig": "training.config", "Trainer": "training.trainer",
+    "RunRecorder": "training.records", "load_checkpoint": "training.checkpoints",
+    "CheckpointError": "training.checkpoints",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,6 +1,6 @@
 """Command line: ``python -m bnlstm {train,data,eval,sweep,paper}``.
 
-The flags of ``train`` are made from :class:`~bnlstm.config.TrainConfig`, so the
+The flags of ``train`` are made from :class:`~bnlstm.training.config.TrainConfig`, so the
 command line, the dashboard and the notebooks share one table of settings.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import param
 
-from .config import TrainConfig
+from .training.config import TrainConfig
 
 
 def _flag(name: str) -> str:
@@ -156,8 +156,8 @@ def _train(args, parser) -> int:
     from tqdm.auto import tqdm
 
     from . import tasks
-    from .records import RunRecorder
-    from .trainer import Trainer
+    from .training.records import RunRecorder
+    from .training.trainer import Trainer
 
     task = tasks.get(cfg.task)
     try:
@@ -212,9 +212,9 @@ def _train(args, parser) -> int:
 
 
 def _data(args) -> int:
-    from . import data as data_mod
+    from .tasks.mnist import data as data_mod
     if getattr(args, "text", False):
-        from . import textdata
+        from .tasks.text import data as textdata
         try:
             if args.download:
                 textdata.download_ptb(args.dir)
@@ -236,7 +236,7 @@ def _data(args) -> int:
 
 def _eval(args) -> int:
     from . import tasks
-    from .records import CheckpointError, load_checkpoint
+    from .training.checkpoints import CheckpointError, load_checkpoint
     try:
         cfg, model, ckpt = load_checkpoint(args.checkpoint)
     except CheckpointError as exc:
@@ -258,7 +258,7 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .sweep import (DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep,
+    from .runs.sweep import (DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep,
                         summary_metrics)
     try:
         sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=_settings_from_args(args),

@@ -4,7 +4,7 @@ import json
 import time
 import zipfile
 
-from bnlstm.records import zip_run_dir
+from bnlstm.training.records import zip_run_dir
 from bnlstm_app.runs import public_record, redact_paths
 
 
@@ -45,7 +45,7 @@ def test_downloaded_run_record_names_no_server_path(tmp_path):
 
 # ------------------------------------------------------------------ sessions on one engine
 def _dashboards(mnist_dir, monkeypatch, **kw):
-    from bnlstm.engine import ThreadEngine
+    from bnlstm.runs import ThreadEngine
     from bnlstm_app.dashboard import Dashboard
     monkeypatch.setenv("BNLSTM_MNIST_DIR", str(mnist_dir))
     eng = ThreadEngine(max_runs=2)
@@ -197,7 +197,7 @@ def test_a_follow_link_finds_a_page_of_another_web_process_on_the_same_cluster(
     import dask
     from distributed import LocalCluster
 
-    from bnlstm.engine import DaskEngine
+    from bnlstm.runs import DaskEngine
     from bnlstm_app import dashboard as dmod
     _, _, Dashboard = _dashboards(mnist_dir, monkeypatch)
     cfg = dict(task="row", hidden=16, batch_size=16, steps=100000, eval_every=20, probe_every=10)

@@ -65,7 +65,7 @@ def test_url_values_are_checked_and_unknown_ones_named():
 
 def test_bokehs_curdoc_stack_is_one_per_thread_once_pages_are_built_off_the_loop():
     import threading
-    from app.offloop import _PerThreadStack
+    from app.server.offloop import _PerThreadStack
     stack = _PerThreadStack(["loop's page"])
     seen = {}
 
@@ -85,7 +85,7 @@ def test_bokehs_curdoc_stack_is_one_per_thread_once_pages_are_built_off_the_loop
 def test_the_build_thread_does_a_live_pages_work_before_queued_builds():
     import asyncio
     import threading
-    from app.offloop import BUILD, LIVE, THREAD_NAME, _BuildThread
+    from app.server.offloop import BUILD, LIVE, THREAD_NAME, _BuildThread
     worker, gate, done = _BuildThread(), threading.Event(), []
 
     def job(name):
@@ -116,7 +116,7 @@ def test_the_build_thread_keeps_nothing_of_a_finished_job():
     import gc
     import threading
     import weakref
-    from app.offloop import LIVE, _BuildThread
+    from app.server.offloop import LIVE, _BuildThread
 
     class Page:                   # stands for a document
         pass
@@ -125,7 +125,7 @@ def test_the_build_thread_keeps_nothing_of_a_finished_job():
     gone = weakref.ref(page)
 
     async def main():
-        await worker.submit(LIVE, lambda p: None, page)
+        await worker.submit(LIVE, lambda p: None, page)  # noqa: F821 (deleted below, on purpose)
 
     runner = threading.Thread(target=lambda: asyncio.run(main()))
     runner.start()
@@ -151,7 +151,7 @@ def test_a_sessions_connections_can_be_removed_while_the_build_thread_sends_a_pa
     from bokeh.document.events import TitleChangedEvent
     from bokeh.server.session import ServerSession
 
-    from app.offloop import _snapshot_connections
+    from app.server.offloop import _snapshot_connections
 
     def session_with_two_tabs():
         session = ServerSession("s", Document())
@@ -192,7 +192,7 @@ def test_a_sessions_connections_can_be_removed_while_the_build_thread_sends_a_pa
 
 def test_the_web_processs_allocator_is_chosen_as_the_dashboard_script_chooses_it():
     import pytest
-    from app.memory import web_process_env
+    from app.server.memory import web_process_env
     assert web_process_env({"PYTHONMALLOC": "debug"})["PYTHONMALLOC"] == "malloc"   # the default
     env = web_process_env({"BNLSTM_WEB_PYTHONMALLOC": "pymalloc", "OTHER": "1"})
     assert (env["PYTHONMALLOC"], env["OTHER"]) == ("pymalloc", "1")
@@ -201,7 +201,7 @@ def test_the_web_processs_allocator_is_chosen_as_the_dashboard_script_chooses_it
 
 
 def test_a_server_started_by_hand_on_pythons_allocator_says_so_once(monkeypatch):
-    from app import memory
+    from app.server import memory
     said = []
     for env, expect in (({"PYTHONMALLOC": "malloc", "BNLSTM_WEB_PYTHONMALLOC": "malloc"}, []),
                         ({"BNLSTM_WEB_PYTHONMALLOC": "pymalloc"}, []),       # chosen: no word

@@ -1,4 +1,4 @@
-"""bnlstm.data: verification, download, fallback, views, splits and batches.
+"""bnlstm.tasks.mnist.data: verification, download, fallback, views, splits and batches.
 
 The real MNIST files come from the ``mnist_dir`` fixture (shared/data/mnist, see
 SOURCE.md there); every test that could touch the user's cache points
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from bnlstm import data as D
-from bnlstm.data import (MNIST_FILES, PERMUTATION_SEED, TASKS, Batches, DataError, describe, ensure,
+from bnlstm.tasks.mnist import data as D
+from bnlstm.tasks.mnist.data import (MNIST_FILES, PERMUTATION_SEED, TASKS, Batches, DataError, describe, ensure,
                          load_mnist, make_splits, permutation, sequence_view)
 
 FILES = list(MNIST_FILES)

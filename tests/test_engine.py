@@ -2,9 +2,7 @@
 import csv
 import json
 import math
-import pickle
 import queue
-import threading
 import time
 
 import numpy as np
@@ -14,8 +12,10 @@ import torch
 import bnlstm
 from bnlstm import TrainConfig, Trainer
 from bnlstm.cli import main as cli_main
-from bnlstm.experiment import MNISTExperiment, SATURATION_X
-from bnlstm.records import CheckpointError, RunRecorder, load_checkpoint, make_checkpoint, save_checkpoint
+from bnlstm.nn.probes import SATURATION_X
+from bnlstm.tasks.mnist.experiment import MNISTExperiment
+from bnlstm.training.checkpoints import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from bnlstm.training.records import RunRecorder
 
 
 class ToyExperiment:
@@ -186,7 +186,7 @@ def test_config_rejects_bad_values_with_the_setting_named():
 # ----------------------------------------------------------- real MNIST, short runs
 @pytest.fixture(scope="module")
 def mnist(mnist_dir):
-    from bnlstm.data import load_mnist
+    from bnlstm.tasks.mnist.data import load_mnist
     return load_mnist(mnist_dir)
 
 
@@ -195,7 +195,7 @@ def test_short_cpu_run_on_mnist_rows_learns(mnist, tmp_path):
     cfg = TrainConfig(task="row", model="bnlstm", hidden=64, batch_size=64, steps=300,
                       eval_every=150, probe_every=100, val_limit=1000, lr=2e-3, seed=1)
     tr = Trainer(cfg, MNISTExperiment(cfg, data=mnist))
-    rec = RunRecorder(tmp_path / "run").attach(tr)
+    RunRecorder(tmp_path / "run").attach(tr)
     q = collect(tr)
     assert tr.run() == "finished", tr.reason
     recs = drain(q)
@@ -230,7 +230,7 @@ def test_short_cpu_run_on_mnist_rows_learns(mnist, tmp_path):
     exp.load_state_dict(ckpt["model"])
     assert exp.evaluate("val")["acc"] == pytest.approx(tr.best["acc"])
     # the ended run does not keep the fast path's training buffers
-    from bnlstm import fused
+    from bnlstm.nn import fused
     assert fused.workspace(tr.experiment.model.rnn).nbytes() == 0
     exp.train_step()
     assert fused.workspace(exp.model.rnn).nbytes() > 0
@@ -369,7 +369,7 @@ def test_cli_eval_with_a_bad_data_dir_is_a_message_not_a_traceback(tmp_path, cap
                       probe_every=0, test_at_end=False)
     exp = MNISTExperiment(cfg, data=mnist)
     exp.setup()
-    from bnlstm.records import save_checkpoint
+    from bnlstm.training.checkpoints import save_checkpoint
     save_checkpoint(make_checkpoint(exp.config, exp.state_dict()), tmp_path / "c.pt")
     assert cli_main(["eval", str(tmp_path / "c.pt"), "--data-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err

@@ -1,18 +1,22 @@
-"""The fast paths (bnlstm/fused.py) against the reference per-step loop.
+"""The fast paths (bnlstm/nn/fused/) against the reference per-step loop.
 
 Float64 throughout: outputs, gradients of every parameter, of the input and of
 (h_0, c_0), running statistics and num_batches_tracked must agree. The fast path
 folds the input BN and batches matmuls differently, so agreement is to rounding
-(1e-10 here), not bitwise.
+(1e-10 here), not bitwise. Every comparison also checks which path each side took
+(``fused.CALLS``), so that a fast path that silently fell back to the reference loop
+fails here instead of comparing the reference with itself.
 """
+import contextlib
 import copy
 import itertools
 
 import pytest
 import torch
 
-from bnlstm import fused
-from bnlstm.model import BNLSTM, Trace
+from bnlstm.nn import fused
+from bnlstm.nn.fused import folding, functions, threads
+from bnlstm.nn import BNLSTM, Trace
 
 ATOL = 1e-10
 GRAD_TOL = 1e-8  # the goal is 1e-6; float64 gives far better
@@ -22,8 +26,7 @@ def _run(model, xs, hx, *, fast, seed=0, grad=True):
     """Runs ``model`` (in place) over the inputs ``xs`` in turn; returns outputs and grads."""
     results = []
     torch.manual_seed(seed)
-    ctx = fused.disabled() if not fast else _nullctx()
-    with ctx:
+    with _path(model, fast):
         for x in xs:
             x = x.clone().requires_grad_(grad)
             h = None
@@ -48,12 +51,19 @@ def _run(model, xs, hx, *, fast, seed=0, grad=True):
     return results
 
 
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+@contextlib.contextmanager
+def _path(model, fast: bool):
+    """Runs the block on the fast path (``fast``) or the reference loop, and checks that it
+    did: the fast path the model's mode takes (``fused.CALLS``) answered, or none did."""
+    before = dict(fused.CALLS)
+    with (contextlib.nullcontext() if fast else fused.disabled()):
+        yield
+    grew = {k: fused.CALLS[k] - before.get(k, 0) for k in ("train", "eval", "lstm")}
+    if fast:
+        want = "lstm" if model.norm == "none" else ("train" if model.training else "eval")
+        assert grew[want] > 0, f"the {want!r} fast path did not run: {grew}"
+    else:
+        assert not any(grew.values()), f"a fast path ran under fused.disabled(): {grew}"
 
 
 def _compare(model_kwargs, shapes, *, hx=False, train=True, batch_first=False, input_size=1,
@@ -127,8 +137,7 @@ def test_eval_mode(norm, stats):
     for fast in (False, True):
         mm = copy.deepcopy(m)
         xx = x.clone().requires_grad_(True)
-        ctx = fused.disabled() if not fast else _nullctx()
-        with ctx:
+        with _path(mm, fast):
             out, (h_n, c_n) = mm(xx)
             (out.sum() + c_n.sum()).backward()
         outs[fast] = (out.detach(), h_n.detach(), c_n.detach(), xx.grad,
@@ -151,9 +160,10 @@ def test_no_bias_and_unbatched_eval():
     _compare(dict(norm="full", bias=False), (4,))
     m = BNLSTM(2, 3, dtype=torch.float64).eval()
     x = torch.randn(5, 2, dtype=torch.float64)
-    with fused.disabled():
+    with _path(m, fast=False):
         ref = m(x)
-    got = m(x)
+    with _path(m, fast=True):
+        got = m(x)
     torch.testing.assert_close(got[0], ref[0], atol=ATOL, rtol=ATOL)
     torch.testing.assert_close(got[1][1], ref[1][1], atol=ATOL, rtol=ATOL)
 
@@ -171,9 +181,10 @@ def test_float32_close():
     m = BNLSTM(1, 8, norm="full")
     x = torch.randn(20, 6, 1)
     m_ref, m_fast = copy.deepcopy(m), copy.deepcopy(m)
-    with fused.disabled():
+    with _path(m_ref, fast=False):
         a = m_ref(x)[0]
-    b = m_fast(x)[0]
+    with _path(m_fast, fast=True):
+        b = m_fast(x)[0]
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     for (n, x1), x2 in zip(m_ref.named_buffers(), m_fast.buffers()):
         torch.testing.assert_close(x2, x1, atol=1e-5, rtol=1e-4, msg=n)
@@ -230,8 +241,7 @@ def _grads_ref_and_fast(steps, input_size=1, norm="full"):
     res = []
     for fast in (False, True):
         mm = copy.deepcopy(m)
-        ctx = fused.disabled() if not fast else _nullctx()
-        with ctx:
+        with _path(mm, fast):
             steps(mm)
         res.append(({n: p.grad.clone() for n, p in mm.named_parameters() if p.grad is not None},
                     {n: b.clone() for n, b in mm.named_buffers()}, mm))
@@ -321,12 +331,12 @@ def two_threads():
 def test_every_loop_mode_matches_reference(mode, two_threads, monkeypatch):
     monkeypatch.setattr(fused, "LOOP_THREADS", mode)
     seen = []
-    real = fused._loop_threads
+    real = functions.loop_threads
 
     def spy(m):
         seen.append(m)
         return real(m)
-    monkeypatch.setattr(fused, "_loop_threads", spy)
+    monkeypatch.setattr(functions, "loop_threads", spy)
     _compare(dict(norm="full", max_length=6), (5, 8), input_size=1)
     _compare(dict(norm="input"), (4,), input_size=3)
     assert seen and set(seen) == {mode}
@@ -341,7 +351,7 @@ def test_loop_threads_bad_value(monkeypatch, two_threads):
 
 def test_loop_tuner_explores_then_keeps_the_fastest(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(fused.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
     tuner = fused.LoopTuner(modes=("threads", "mkl", "serial"), samples=2, min_seconds=0.005,
                             every=10, every_seconds=5.0)
     fake = {"threads": 3e-3, "mkl": 2e-3, "serial": 5e-3}   # seconds per call of 10 steps
@@ -387,18 +397,18 @@ def test_loop_tuner_used_by_training(two_threads, monkeypatch):
 @pytest.mark.parametrize("with_bias", (True, False))
 def test_input_bn_function_gradcheck(with_bias):
     # the hand-written backward of the input term for input size > 1
-    from bnlstm.model import SequenceBatchNorm
+    from bnlstm.nn import SequenceBatchNorm
     torch.manual_seed(0)
     T, B, I, H = 3, 5, 3, 2
     bn = SequenceBatchNorm(4 * H, max_length=T, dtype=torch.float64)
-    sv = fused._gate_scale(torch.empty(4 * H, H, dtype=torch.float64))
+    sv = folding.gate_scale(torch.empty(4 * H, H, dtype=torch.float64))
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4 * H, I, dtype=torch.float64, requires_grad=True)
     gamma = (torch.rand(4 * H, dtype=torch.float64) + 0.1).requires_grad_()
     b = torch.randn(4 * H, dtype=torch.float64, requires_grad=True) if with_bias else None
 
     def f(x, w, gamma, *b):
-        return fused._InputBN.apply(x, w, gamma, b[0] if b else None, sv, 1e-5, bn)
+        return functions.InputBN.apply(x, w, gamma, b[0] if b else None, sv, 1e-5, bn)
     args = (x, w, gamma) + ((b,) if with_bias else ())
     assert torch.autograd.gradcheck(f, args)
     # and without a gradient for x (the usual first layer): same weight gradients

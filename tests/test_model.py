@@ -1,4 +1,4 @@
-"""Tests of bnlstm.model: BNLSTM, SequenceBatchNorm, Trace, reestimate_stats.
+"""Tests of bnlstm.nn: BNLSTM, SequenceBatchNorm, Trace, reestimate_stats.
 
 These test what the model computes, whichever path it takes (the reference per-step
 loop or the fast path of bnlstm/fused.py; a forward with a Trace always takes the
@@ -16,7 +16,7 @@ from torch import nn
 
 import bnlstm
 from bnlstm import BNLSTM, SequenceBatchNorm, Trace, reestimate_stats
-from bnlstm.model import INITS, NORMS, STATS
+from bnlstm.nn import INITS, NORMS, STATS
 
 I, H, T, B = 3, 8, 6, 5
 
@@ -948,7 +948,7 @@ def _manual_tanh_rnn(model, x, h0=None):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("norm", bnlstm.model.TANH_NORMS)
+@pytest.mark.parametrize("norm", bnlstm.nn.TANH_NORMS)
 def test_tanh_rnn_matches_its_equations(norm):
     """Output and every gradient (float64) against the written-out reference, with random
     gammas and biases so that no term hides behind its initial value."""
@@ -1018,7 +1018,7 @@ def test_grad_norms_per_example_is_the_batch_mean_of_example_norms():
 
 
 def test_batch_statistics_normalizes_by_the_batch_and_leaves_the_population_alone():
-    from bnlstm.model import batch_statistics
+    from bnlstm.nn import batch_statistics
     torch.manual_seed(0)
     m = bnlstm.BNLSTM(3, 5, batch_first=True, max_length=4, h0_noise=0.3).double()
     for _ in range(3):

@@ -11,7 +11,7 @@ from bnlstm.cli import main as cli_main
 
 @pytest.fixture(scope="module")
 def mnist(mnist_dir):
-    from bnlstm import data as data_mod
+    from bnlstm.tasks.mnist import data as data_mod
     return data_mod.load_mnist(mnist_dir)
 
 
@@ -91,7 +91,7 @@ def test_orthogonal_recurrent_weights_reverse_figure_1a(fig1a):
 # ------------------------------------------------------------------ training experiments
 def test_shared_stats_training_gives_the_same_weights(mnist):
     """The premise of stats_ablation: in training, stats='shared' and 'per_step' compute the same."""
-    from bnlstm.experiment import MNISTExperiment
+    from bnlstm.tasks.mnist.experiment import MNISTExperiment
     sds = []
     for stats in ("per_step", "shared"):
         cfg = paper._config(True, task="row", model="bnlstm", stats=stats, steps=3, hidden=8,
@@ -105,7 +105,7 @@ def test_shared_stats_training_gives_the_same_weights(mnist):
 
 
 def test_shared_twin_keeps_weights_and_has_one_row(mnist):
-    from bnlstm.experiment import build_model
+    from bnlstm.tasks.sequence import build_model
     cfg = paper._config(True, task="row", hidden=8)
     model = build_model(cfg, 28, 28)
     twin = paper._shared_twin(model)

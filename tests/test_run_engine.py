@@ -1,4 +1,4 @@
-"""The run engine (bnlstm.engine): runs on Dask worker processes, or threads, controlled live.
+"""The run engines (bnlstm/runs/): runs on Dask worker processes, or threads, controlled live.
 
 One embedded cluster of two worker processes serves the whole module (it is what a
 dashboard server starts); the thread engine is tested with the same checks.
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from bnlstm import TrainConfig
-from bnlstm.engine import (WORKER_DIED, DaskEngine, ThreadEngine, _saturation_warning,
-                           queue_view, train_on_worker)
+from bnlstm.runs.dask import DaskEngine, _saturation_warning, queue_view
+from bnlstm.runs.threads import ThreadEngine
+from bnlstm.runs.worker import WORKER_DIED, train_on_worker
 
 FAST = dict(task="row", hidden=16, batch_size=16, eval_every=1000, probe_every=0, lr=1e-3)
 
@@ -97,7 +98,7 @@ def test_a_command_and_its_answer_go_when_they_happen_not_at_the_next_flush_or_t
     rings it back (the worker sends it at once, and rings the pump's bell): with the
     worker's flush and the pump's tick both at 30 s, the run still starts, pauses, steps,
     resumes and stops within seconds."""
-    import bnlstm.engine as engine_mod
+    import bnlstm.runs.dask as engine_mod
     monkeypatch.setattr(dask_engine, "flush_s", 30.0)
     monkeypatch.setattr(engine_mod, "TICK_S", 30.0)
     monkeypatch.setattr(engine_mod, "IDLE_TICK_S", 30.0)
@@ -121,15 +122,24 @@ def test_a_command_and_its_answer_go_when_they_happen_not_at_the_next_flush_or_t
 
 
 def test_a_finished_run_tests_its_best_weights(engine):
-    h = engine.submit(cfg(steps=30, eval_every=15))
+    """Best and last differ: 20 stepped updates at lr 1e-2 (validated at step 20), then a
+    live lr of 5 wrecks the model by step 40. The test must score the step-20 weights."""
+    h = engine.submit(cfg(steps=40, eval_every=20, lr=1e-2), mode="paused")
+    for k in range(1, 21):
+        h.step_once()
+        wait_for(lambda: train_steps(h) >= k, 30, f"update {k}")
+    wait_for(lambda: any(r["kind"] == "val" for r in h.history), 30, "the step-20 validation")
+    h.set("lr", 5.0)
+    h.resume()
     assert h.wait(120), h
-    assert h.state == "finished" and h.step == 30
-    kinds = [r["kind"] for r in h.history]
-    assert kinds.count("val") == 2 and kinds.count("test") == 1
+    assert h.state == "finished" and h.step == 40
+    val = {r["step"]: r["acc"] for r in h.history if r["kind"] == "val"}
+    assert sorted(val) == [20, 40] and val[20] > val[40] + 0.05, val
     s = json.loads(h.files["summary.json"])
-    assert s["test_acc"] is not None and s["best_step"] in (15, 30)
+    assert s["best_step"] == 20 and s["best_val_acc"] == val[20]
+    assert s["test_acc"] > val[40] + 0.05, (s["test_acc"], val)   # not the wrecked weights
     ck = torch.load(io.BytesIO(h.files["checkpoint.pt"]), weights_only=True)
-    assert ck["config"]["hidden"] == 16
+    assert ck["config"]["hidden"] == 16 and ck["step"] == 20
 
 
 def test_runs_wait_their_turn_in_order_and_a_queued_run_can_be_stopped(dask_engine):
@@ -175,7 +185,7 @@ def test_a_run_waits_for_a_free_worker_not_behind_a_long_run(dask_engine):
 
 def test_a_run_is_a_root_task_and_an_older_dask_falls_back_to_submit(monkeypatch):
     import builtins
-    from bnlstm import engine as engine_mod
+    from bnlstm.runs import dask as engine_mod
     task = engine_mod._queued_task("bnlstm-run-x-0", print, (1, 2))
     assert task.data_producer and task.key == "bnlstm-run-x-0"
     real_import = builtins.__import__

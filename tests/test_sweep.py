@@ -1,4 +1,4 @@
-"""bnlstm.sweep: grids of runs on Dask, resumable runs, and the pieces they rest on.
+"""bnlstm.runs.sweep: grids of runs on Dask, resumable runs, and the pieces they rest on.
 
 The Dask tests start real worker processes (a LocalCluster of 2) and train tiny runs on the
 row task; together they take well under a minute on two cores.
@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from bnlstm import TrainConfig
-from bnlstm import data as data_mod
+from bnlstm.tasks.mnist import data as data_mod
 from bnlstm.cli import main as cli_main
-from bnlstm.experiment import MNISTExperiment
-from bnlstm.records import RunRecorder, save_checkpoint
-from bnlstm.sweep import Sweep, SweepError, group_rows, parse_grid, run_one, run_sweep
-from bnlstm.trainer import Trainer
+from bnlstm.tasks.mnist.experiment import MNISTExperiment
+from bnlstm.training.checkpoints import save_checkpoint
+from bnlstm.training.records import RunRecorder
+from bnlstm.runs.sweep import Sweep, SweepError, group_rows, parse_grid, run_one, run_sweep
+from bnlstm.training.trainer import Trainer
 
 TINY = dict(task="row", hidden=16, batch_size=16, eval_every=10, val_limit=200)
 
@@ -90,7 +91,7 @@ def test_resume_refuses_a_snapshot_of_other_settings(mnist):
 
 
 def test_run_recorder_resume_keeps_the_rows_up_to_the_snapshot(tmp_path):
-    from bnlstm.records import METRIC_FIELDS
+    from bnlstm.training.records import METRIC_FIELDS
     with open(tmp_path / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(METRIC_FIELDS)
@@ -330,7 +331,7 @@ def test_diverged_runs_are_results_not_retried(tmp_path):
 def test_a_text_sweep_reports_bits_per_character_with_the_text_recipe(tmp_path):
     """A sweep of the text task: each run gets the task's recipe where the sweep says nothing;
     the rows, groups and the dashboard's sweeps view speak bits per character."""
-    from bnlstm.sweep import read_sweep, result_fields
+    from bnlstm.runs.sweep import read_sweep, result_fields
     from bnlstm_app.sweeps import SweepBrowser
     sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], base={
         "task": "text", "hidden": 8, "steps": 6, "eval_every": 3, "seq_len": 20, "val_limit": 20})

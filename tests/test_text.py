@@ -3,7 +3,6 @@ generation, and training from the command line."""
 import functools
 import http.server
 import json
-import math
 import shutil
 import threading
 
@@ -11,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bnlstm import TrainConfig, Trainer, tasks, textdata
+from bnlstm import TrainConfig, Trainer, tasks
+from bnlstm.tasks.text import data as textdata
 from bnlstm.cli import main as cli_main
-from bnlstm.records import load_checkpoint
-from bnlstm.tasks.text import CharLM, build_char_model, generate, score_chars
-from bnlstm.textdata import PTB_FILES, TextBatches, TextDataError, load_text, parse_ptb
+from bnlstm.training.checkpoints import load_checkpoint
+from bnlstm.tasks.text.experiment import CharLM, build_char_model, generate, score_chars
+from bnlstm.tasks.text.data import PTB_FILES, TextBatches, TextDataError, load_text, parse_ptb
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,9 @@ function                  the paper
 ========================  ==========================================================
 
 The MNIST functions (:mod:`bnlstm.paper.mnist`) accept ``data`` (a loaded
-:class:`bnlstm.data.MNIST`, to share one load between calls) or ``data_dir`` (else
+:class:`bnlstm.tasks.mnist.data.MNIST`, to share one load between calls) or ``data_dir`` (else
 ``$BNLSTM_MNIST_DIR``, then the cache, then the bundled sample); the text ones
-(:mod:`bnlstm.paper.text`) a loaded :class:`bnlstm.textdata.Text`, ``data_dir``,
+(:mod:`bnlstm.paper.text`) a loaded :class:`bnlstm.tasks.text.data.Text`, ``data_dir``,
 ``text_file`` or ``source="ptb-heldout"``. The result's ``data_source`` says which.
 The command line is :mod:`bnlstm.paper.cli`.
 """

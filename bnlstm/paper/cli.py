@@ -94,7 +94,7 @@ def cli_main(args) -> int:
             kwargs[key] = value
     try:
         if args.experiment in TEXT_EXPERIMENTS:
-            from ..textdata import load_text
+            from ..tasks.text.data import load_text
             from .text import ptb_heldout
             kwargs["data"] = (ptb_heldout(args.data_dir) if kwargs.get("source") == "ptb-heldout"
                               else load_text(args.data_dir, text_file=args.text_file))

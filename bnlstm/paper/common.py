@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import TrainConfig
+from ..training.config import TrainConfig
 
 
 def _load(data=None, data_dir=None):
     if data is not None:
         return data
-    from .. import data as data_mod
+    from ..tasks.mnist import data as data_mod
     return data_mod.load_mnist(data_dir)
 
 
@@ -70,7 +70,7 @@ def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable
     the experiment's metrics (MNIST: ``acc``; text: ``bpc``, ``acc``) as numpy arrays.
     """
     from .. import tasks
-    from ..trainer import Trainer
+    from ..training.trainer import Trainer
     exp = experiment if experiment is not None else tasks.get(cfg.task).experiment(cfg, data=data)
     keys = ["loss"] + [m.key for m in getattr(exp, "metrics", ())]
     recs: Dict[str, List] = {f"{split}_{k}": [] for split in ("train", "val")

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..probes import UNIT_EDGES
-from ..model import (BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, batch_statistics,
+from ..nn.probes import UNIT_EDGES
+from ..nn import (BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, batch_statistics,
                      reestimate_stats)
 from .common import _config, _first_reaching, _load, _meta, _smooth, _train
 
@@ -25,7 +25,7 @@ from .common import _config, _first_reaching, _load, _meta, _smooth, _train
 def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) -> float:
     """Accuracy of ``model`` over ``batches``; population statistics (eval mode) unless
     ``batch_stats``: then every test batch is normalized with its own statistics, per step
-    (:func:`bnlstm.model.batch_statistics`: no h_0 noise, the running stats untouched)."""
+    (:func:`bnlstm.nn.batch_statistics`: no h_0 noise, the running stats untouched)."""
     was = model.training
     if not batch_stats:
         model.eval()
@@ -102,7 +102,7 @@ def _log10(x: np.ndarray) -> np.ndarray:
 
 def _build_gradient_model(name: str, gamma: float, T: int, I: int, hidden: int, h0_noise: float,
                           batch_size: int, seed: int, task: str):
-    from ..experiment import SequenceClassifier, build_model
+    from ..tasks.sequence import SequenceClassifier, build_model
     if name not in GRADIENT_MODELS:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(GRADIENT_MODELS)}")
     spec = GRADIENT_MODELS[name][1]
@@ -162,8 +162,8 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     - ``unit_hist`` (G, S, 40): the batch distribution of those outputs pooled over units,
       at ``hist_steps``, over ``hist_edges`` in [-1, 1].
     """
-    from .. import data as data_mod
-    from ..experiment import unit_distribution
+    from ..tasks.mnist import data as data_mod
+    from ..nn.probes import unit_distribution
     t0 = time.perf_counter()
     task = task or ("pixel7" if quick else "pixel")
     if quick:
@@ -371,7 +371,7 @@ def stats_ablation(task: Optional[str] = None, steps: Optional[int] = None, seed
     Defaults: task ``row`` (28 steps: the first steps are a large part of the sequence),
     1000 updates, 100 units (quick: 80 updates, 32 units).
     """
-    from .. import data as data_mod
+    from ..tasks.mnist import data as data_mod
     t0 = time.perf_counter()
     task = task or "row"
     steps = steps or (80 if quick else 1000)
@@ -508,7 +508,7 @@ def compare_models(models: Sequence[str] = ("lstm", "bnlstm-input", "bnlstm"),
 class _SuffixBatches:
     """Row-by-row MNIST followed by ``suffix`` steps of Gaussian noise (std ``noise_std``).
 
-    Wraps a :class:`bnlstm.data.Batches` of task ``row``: yields ``(x, y)`` with x of
+    Wraps a :class:`bnlstm.tasks.mnist.data.Batches` of task ``row``: yields ``(x, y)`` with x of
     shape (B, 28 + suffix, 28). With ``fixed=True`` the noise of the i-th batch is the same
     on every pass (evaluation); otherwise fresh noise every batch (training).
     """
@@ -534,7 +534,7 @@ class _SuffixBatches:
 
 
 def _suffix_experiment_class():
-    from ..tasks.mnist import MNISTExperiment
+    from ..tasks.mnist.experiment import MNISTExperiment
 
     class SuffixExperiment(MNISTExperiment):
         """MNIST rows then ``suffix`` noise steps; the class is read from the last h."""
@@ -593,7 +593,7 @@ def distractor_memory(train_suffix: int = 28, factors: Sequence[float] = (1, 2, 
 
     Returns ``lengths`` (L,), ``T_train``, ``accuracy[mode]`` (L,), ``val_curve``.
     """
-    from .. import data as data_mod
+    from ..tasks.mnist import data as data_mod
     t0 = time.perf_counter()
     steps = steps or (80 if quick else 800)
     hidden = hidden or (32 if quick else 100)

@@ -1,7 +1,7 @@
 """The paper's character-level language modelling: Table 2's comparison and Figure 3b.
 
 The paper trains on Penn Treebank's 5 MB training file (1000 units, many epochs). The
-text used here is whatever :func:`bnlstm.textdata.load_text` finds (the result's
+text used here is whatever :func:`bnlstm.tasks.text.data.load_text` finds (the result's
 ``data_source`` says which), or, with ``source="ptb-heldout"``, Penn Treebank's own
 validation file as training text (its first 95%; the last 5% validates) and its test
 file as the test: the paper's domain and test set when the training file is absent.
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import textdata
+from ..tasks.text import data as textdata
 from .common import _config, _meta, _train
 
 # The paper's Figure 3b, read from the figure (test bits per character at length 100 and 1000).
@@ -62,7 +62,7 @@ def _text_config(quick: bool, **settings):
 
 
 def _experiment(cfg, data):
-    from ..tasks.text import TextExperiment
+    from ..tasks.text.experiment import TextExperiment
     return TextExperiment(cfg, data=data)
 
 

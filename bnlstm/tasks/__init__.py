@@ -8,18 +8,19 @@ A *task* (a :class:`Task`) supplies everything that is not the recurrent core:
   step's hidden state classified, or a target at every step);
 - its metrics with their direction (:class:`Metric`: accuracy, higher is better; bits
   per character, lower is better); the first is the one the best checkpoint is chosen by;
-- which settings of :class:`~bnlstm.config.TrainConfig` do not apply (:attr:`Task.excludes`),
+- which settings of :class:`~bnlstm.training.config.TrainConfig` do not apply (:attr:`Task.excludes`),
   the task's own recipe (:attr:`Task.defaults`), and which views apply (:attr:`Task.views`).
 
 A task makes an *experiment* (the :class:`Experiment` protocol below) for one run; the
-:class:`~bnlstm.trainer.Trainer` drives that experiment and knows nothing else of the task.
+:class:`~bnlstm.training.trainer.Trainer` drives that experiment and knows nothing else of the task.
 Everything else (run records and checkpoints, the command line, sweeps, the dashboard,
 the notebooks and the paper's experiments) finds a task by its name here.
 
 Where tasks come from:
 
-1. the modules of this package (``bnlstm/tasks/*.py``): each registers its tasks when it
-   is imported; adding a built-in task is adding a file here;
+1. the folders of this package (``bnlstm/tasks/<name>/``, each with its own data code
+   over the shared verified download, ``downloads.py``): each registers its tasks when it
+   is imported; adding a built-in task is adding a folder here;
 2. the ``bnlstm.tasks`` entry-point group of installed packages (each entry point names a
    module to import, which registers its tasks);
 3. the modules named in ``$BNLSTM_TASKS`` (comma separated), imported on first use: so a
@@ -74,7 +75,7 @@ BITS_PER_CHAR = Metric("bpc", "bits per character", higher_is_better=False, fmt=
 
 @runtime_checkable
 class Experiment(Protocol):
-    """One run of a task, as the :class:`~bnlstm.trainer.Trainer` drives it.
+    """One run of a task, as the :class:`~bnlstm.training.trainer.Trainer` drives it.
 
     Attributes: ``config`` (the run's ``TrainConfig``), ``model`` (an ``nn.Module`` after
     :meth:`setup`), ``metrics`` (its :class:`Metric` s, the first decides the best).
@@ -92,7 +93,7 @@ class Experiment(Protocol):
 
     def train_step(self, probe: bool = False) -> Dict[str, Any]:
         """One update: ``loss``, ``grad_norm``, each metric's key; with ``probe`` also
-        ``probe`` (a :mod:`bnlstm.probes` record). A NaN loss never reaches the weights."""
+        ``probe`` (a :mod:`bnlstm.nn.probes` record). A NaN loss never reaches the weights."""
 
     def evaluate(self, split: str = "val") -> Dict[str, Any]:
         """``loss``, each metric's key and ``n`` on ``"val"`` or ``"test"`` (population
@@ -158,6 +159,10 @@ class Task:
     def applies(self, setting: str) -> bool:
         return setting not in self.excludes
 
+    def check(self, config) -> None:
+        """Raise ``ValueError`` (the reason for people) if this task cannot train ``config``.
+        Cheap and torch-free: the dashboard asks before it queues a run."""
+
     def load_data(self, data_dir=None, download: bool = False, **options):
         """The task's data set (shared by runs in one process): an object with ``source``."""
         raise NotImplementedError
@@ -201,7 +206,7 @@ def register(task: Task, replace: bool = False) -> Task:
 def _sync_config() -> None:
     """TrainConfig.task's choices follow the registry (once config is importable)."""
     import sys
-    config = sys.modules.get(__package__.rsplit(".", 1)[0] + ".config")
+    config = sys.modules.get(__package__.rsplit(".", 1)[0] + ".training.config")
     cls = getattr(config, "TrainConfig", None)
     if cls is not None:
         cls.param["task"].objects = list(_REGISTRY)
@@ -212,7 +217,7 @@ def _load_builtin() -> None:
         return
     _LOADED["builtin"] = True
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: (m.name != "mnist", m.name)):
-        if not mod.name.startswith("_"):
+        if mod.ispkg and not mod.name.startswith("_"):     # a built-in task is a folder
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

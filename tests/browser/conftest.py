@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bnlstm_app.memory import web_process_env
+import testdata
+from bnlstm_app.server.memory import web_process_env
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("BNLSTM_CHROMIUM", "/usr/bin/chromium")
 
@@ -73,13 +73,12 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """`panel serve app/` on a free loopback port, with the shared MNIST and run/session logs."""
-    assert (SHARED_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), \
-        f"MNIST test files missing from {SHARED_MNIST_DIR}"
+    mnist = testdata.mnist_dir()                  # found or fetched, verified (tests/testdata.py)
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} not found: apt-get install -y chromium"
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     sweeps_dir = tmp_path_factory.mktemp("sweeps")        # the server's sweep folder (empty)
-    env = {**os.environ, "BNLSTM_MNIST_DIR": str(SHARED_MNIST_DIR), "BNLSTM_APP_LOG": "1",
+    env = {**os.environ, "BNLSTM_MNIST_DIR": str(mnist), "BNLSTM_APP_LOG": "1",
            "BNLSTM_SWEEPS_DIR": str(sweeps_dir),
            "BNLSTM_MAX_RUNS": "4", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1"}

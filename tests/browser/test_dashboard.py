@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import testdata
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -101,7 +102,7 @@ def test_the_page_needs_nothing_from_beyond_the_server(browser):
     import sys
     import urllib.request
     REPO = Path(__file__).resolve().parents[2]
-    SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+    SHARED_MNIST_DIR = testdata.mnist_dir()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -451,8 +452,8 @@ ALL_HTML_JS = """() => { let out = ''; const walk = (root) => {
 def test_sweeps_view_lists_the_servers_sweeps_by_name_and_fills_in(open_app, server):
     """A sweep written into the server's sweep folder (here run in this process, without Dask)
     appears by name; its group curves and its runs' table show; no server path reaches the page."""
-    from bnlstm.sweep import Sweep, run_one
-    SHARED_MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+    from bnlstm.runs.sweep import Sweep, run_one
+    SHARED_MNIST_DIR = testdata.mnist_dir()
     page = open_app()
     sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], seeds=2,
                             base={"task": "row", "hidden": 8, "batch_size": 16, "steps": 20,

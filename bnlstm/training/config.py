@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import param
 
-from .model import INITS
+from ..nn import INITS
 
 TASK_NAMES = ("row", "pixel14", "pixel7", "pixel", "permuted")
 MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full", "bn-tanh-rnn": "sum"}
@@ -105,7 +105,7 @@ class TrainConfig(param.Parameterized):
         """A config for ``task`` with that task's recipe (``Task.defaults``) where
         ``settings`` do not say otherwise. Raises ``ValueError`` for a setting that does
         not apply to the task."""
-        from . import tasks
+        from .. import tasks
         t = tasks.get(task)
         wrong = sorted(k for k in settings if not t.applies(k))
         if wrong:
@@ -129,7 +129,7 @@ class TrainConfig(param.Parameterized):
                              f"valid: {', '.join(k for k in cls.param if k != 'name')}")
         d.pop("name", None)
         if "task" in d and d["task"] not in cls.param["task"].objects:
-            from . import tasks         # a plug-in task ($BNLSTM_TASKS, entry points) not loaded yet
+            from .. import tasks         # a plug-in task ($BNLSTM_TASKS, entry points) not loaded yet
             tasks.discover()
         return cls(**d)
 
@@ -179,7 +179,7 @@ def parse_setting(name: str, text: str) -> Any:
 
 def _register_builtin_tasks() -> None:
     """``task``'s choices are the registry's (``bnlstm.tasks``); plug-ins add theirs later."""
-    from . import tasks
+    from .. import tasks
     tasks._load_builtin()
     tasks._sync_config()
 

@@ -1,6 +1,6 @@
 """Where data is cached, which mirrors are tried, and one verified download.
 
-Shared by the data sets (:mod:`bnlstm.data`, :mod:`bnlstm.textdata`): a file is written
+Shared by the data sets (:mod:`bnlstm.tasks.mnist.data`, :mod:`bnlstm.tasks.text.data`): a file is written
 to a temporary file in its folder with a progress bar, checked by the caller's
 ``verify``, and only then renamed to its name; a failed or wrong download leaves nothing.
 """

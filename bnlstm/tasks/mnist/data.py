@@ -53,7 +53,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .downloads import cache_root, explicit_dir, fetch, mirror_list
+from ..downloads import cache_root, explicit_dir, fetch, mirror_list
 
 __all__ = [
     "DataError", "MNIST", "MNIST_FILES", "MNIST_URLS", "TASKS", "PERMUTATION_SEED", "FALLBACK_SEED",
@@ -96,13 +96,7 @@ FALLBACK_PER_CLASS = (400, 50, 50)
 # with replacement), seeded with the paper's arXiv number, 1603.09025.
 PERMUTATION_SEED = 1603
 
-TASKS: Dict[str, Tuple[int, int]] = {
-    "row": (28, 28),        # one image row per step
-    "pixel": (784, 1),      # one pixel per step, row-major (sequential MNIST)
-    "pixel14": (196, 1),    # 2x2 average pooled to 14x14, then pixel by pixel
-    "pixel7": (49, 1),      # 4x4 average pooled to 7x7, then pixel by pixel
-    "permuted": (784, 1),   # one pixel per step in the fixed order permutation()
-}
+from . import TASKS  # noqa: E402  (the views' shapes, defined with the task)
 
 _CHUNK = 1 << 16
 

@@ -1,10 +1,4 @@
-"""Sequential MNIST: one task family (row, pixel14, pixel7, pixel, permuted).
-
-Each view of the digits is a task of family ``"mnist"``: the image read as a sequence
-(:data:`bnlstm.data.TASKS`), the last step's hidden state classified into ten digits,
-accuracy as the metric. Data: :func:`bnlstm.data.load_mnist` (checksums, cache,
-download, the bundled sample).
-"""
+"""The sequential-MNIST experiment: one run's data, model, loss and evaluation."""
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -13,18 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import data as data_mod
-from ..experiment import SequenceExperiment, build_model
-from ..model import Trace
-from . import ACCURACY, Task, register
-
-_VIEWS = {
-    "row": ("MNIST by rows", "28 steps of 28 pixels: one image row per step"),
-    "pixel14": ("MNIST 14x14 by pixels", "the image pooled to 14x14, one pixel per step (196 steps)"),
-    "pixel7": ("MNIST 7x7 by pixels", "the image pooled to 7x7, one pixel per step (49 steps)"),
-    "pixel": ("sequential MNIST", "784 steps of one pixel, row-major (the paper's MNIST)"),
-    "permuted": ("permuted MNIST", "784 pixels in one fixed random order (the paper's pMNIST)"),
-}
+from ...nn import Trace
+from .. import ACCURACY
+from ..sequence import SequenceExperiment, build_model
+from . import data as data_mod
 
 
 class MNISTExperiment(SequenceExperiment):
@@ -90,37 +76,3 @@ class MNISTExperiment(SequenceExperiment):
                                    seed=self.config.seed + 1, shuffle=True)
         it = iter(batches)
         return (next(it)[0] for _ in range(n))
-
-
-class MNISTTask(Task):
-    """One sequence view of MNIST (``name`` in :data:`bnlstm.data.TASKS`)."""
-
-    family = "mnist"
-    metrics = (ACCURACY,)
-    views = ("probes", "digits")
-    excludes = frozenset({"seq_len", "temperature"})      # the text task's
-    experiment_class = MNISTExperiment
-
-    def __init__(self, name: str):
-        if name not in data_mod.TASKS:
-            raise ValueError(f"no MNIST view {name!r}; views: {', '.join(data_mod.TASKS)}")
-        self.name = name
-        self.label, self.description = _VIEWS.get(name, (name, name))
-        self.seq_len, self.input_size = data_mod.TASKS[name]
-
-    def load_data(self, data_dir=None, download: bool = False, **options):
-        if options:
-            raise ValueError(f"MNIST tasks take no {', '.join(sorted(options))}")
-        return data_mod.load_mnist(data_dir, download=download)
-
-    def experiment(self, config, data=None, data_dir=None, download: bool = False, **options):
-        if options:
-            raise ValueError(f"MNIST tasks take no {', '.join(sorted(options))}")
-        return self.experiment_class(config, data=data, data_dir=data_dir, download=download)
-
-    def build_model(self, config, meta: Dict[str, Any]):
-        return build_model(config, self.seq_len, self.input_size)
-
-
-for _name in _VIEWS:                      # the order menus show
-    register(MNISTTask(_name))

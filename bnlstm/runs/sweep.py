@@ -1,4 +1,4 @@
-"""Sweeps: a grid of :class:`~bnlstm.config.TrainConfig` settings times seeds, each run a Dask task.
+"""Sweeps: a grid of :class:`~bnlstm.training.config.TrainConfig` settings times seeds, each run a Dask task.
 
 ::
 
@@ -6,17 +6,17 @@
 
 or from Python::
 
-    from bnlstm.sweep import Sweep, run_sweep
+    from bnlstm.runs.sweep import Sweep, run_sweep
     sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], seeds=3, base={"task": "row", "steps": 300})
     rows = run_sweep(sweep, "DIR")                 # an embedded LocalCluster
     rows = run_sweep(sweep, "DIR", scheduler="tcp://host:8786")   # an existing cluster
 
 The engine is Dask (``dask.distributed``), the same cluster code as the dashboard's
-(:func:`bnlstm.engine.open_cluster`): ``scheduler`` (default ``$BNLSTM_DASK_SCHEDULER``)
+(:func:`bnlstm.runs.cluster.open_cluster`): ``scheduler`` (default ``$BNLSTM_DASK_SCHEDULER``)
 puts the runs on an existing cluster, the dashboard's too. Without one it starts a
 ``LocalCluster`` of worker processes sized to the machine (one torch thread per run
 unless asked), listening on loopback only. Every run is one task; a task trains one
-:class:`~bnlstm.trainer.Trainer` and writes its run record (:mod:`bnlstm.records`)
+:class:`~bnlstm.training.trainer.Trainer` and writes its run record (:mod:`bnlstm.training.records`)
 under ``DIR/runs/<name>/``, plus ``resume.pt`` every ``checkpoint_every`` updates
 (weights, optimizer, data position, random generators, best so far), so that a run
 whose worker died, or whose sweep was interrupted, goes on from there and ends as
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .config import TrainConfig, parse_setting
+from ..training.config import TrainConfig, parse_setting
 
 __all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_rows", "PRESETS",
            "DONE_STATES", "read_sweep", "list_sweeps"]
@@ -210,7 +210,7 @@ class Sweep:
         import itertools
         out = []
         common = self.settings()
-        from . import tasks
+        from .. import tasks
         for combo in itertools.product(*self.grid.values()):
             point = dict(zip(self.grid, combo))
             task = point.get("task", common["task"])
@@ -234,7 +234,7 @@ class Sweep:
         return list(self._metric_keys)
 
     def _find_metric_keys(self) -> List[str]:
-        from . import tasks
+        from .. import tasks
         names = self.grid["task"] if "task" in self.grid else [self.settings()["task"]]
         firsts, rest = [], []
         for name in dict.fromkeys(names):
@@ -259,7 +259,7 @@ class Sweep:
 # ------------------------------------------------------------------------------ one run
 def _data(task: str, data_dir, data_options=None):
     """A task's data once per worker process (every run on a worker shares it)."""
-    from . import tasks
+    from .. import tasks
     return tasks.shared_data(task, data_dir, **(data_options or {}))
 
 
@@ -288,9 +288,10 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
     """
     import torch
 
-    from . import tasks
-    from .records import RunRecorder, save_checkpoint
-    from .trainer import SNAPSHOT_FORMAT, Trainer
+    from .. import tasks
+    from ..training.checkpoints import save_checkpoint
+    from ..training.records import RunRecorder
+    from ..training.trainer import SNAPSHOT_FORMAT, Trainer
 
     run_dir = Path(run_dir)
     done = _read_json(run_dir / "summary.json")
@@ -333,9 +334,10 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
 def _client(scheduler: Optional[str], n_workers: int, threads: int, memory_limit):
     """A Dask client: an existing cluster's, or an embedded LocalCluster's (loopback only,
     with Dask's dashboard on 127.0.0.1:8787), both from the engine's one
-    :func:`~bnlstm.engine.open_cluster`. A sweep keeps Dask's default retries: a run
+    :func:`~bnlstm.runs.cluster.open_cluster`. A sweep keeps Dask's default retries: a run
     whose worker died goes on from its last snapshot on another."""
-    from .engine import EngineError, open_cluster
+    from .cluster import open_cluster
+    from .handle import EngineError
     try:
         return open_cluster(scheduler, n_workers=n_workers, threads=threads,
                             memory_limit=memory_limit, dashboard_address="127.0.0.1:8787",

@@ -1,17 +1,5 @@
-"""Character-level language modelling: the paper's Penn Treebank setting (Table 2, Fig. 3b).
-
-As the authors' ``penntreebank.py``: the text is cut into sequences of ``seq_len``
-characters (100), each character one-hot, a target at every step (the next character),
-the vocabulary from the training text, Adam at 2e-3 on batches of 64 (the paper used
-1000 units; the default here is CPU-sized, ``--hidden`` raises it), population
-statistics with the T_max rule for longer sequences, re-estimated over training batches
-before the test. The metric is bits per character: the mean cross-entropy / ln 2, on
-validation and test with population statistics. Data: :mod:`bnlstm.textdata`.
-
-A probed update also reports ``probe["text"]``: a sample the model generates at the
-config's ``temperature`` and, over a fixed excerpt of the validation text, each
-character's loss (bits) and the hidden units' activations -- what the dashboard colours.
-"""
+"""The character-level language model and its experiment: :class:`CharLM`, sampling and
+per-character scoring (the dashboard's text view), and :class:`TextExperiment`."""
 from __future__ import annotations
 
 import contextlib
@@ -23,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import textdata
-from ..experiment import SequenceExperiment, build_rnn
-from ..model import Trace, batch_statistics
-from . import BITS_PER_CHAR, Metric, Task, register
+from ...nn import Trace, batch_statistics
+from .. import BITS_PER_CHAR
+from ..sequence import SequenceExperiment, build_rnn
+from . import NEXT_CHAR, _check_model
+from . import data as textdata
 
 LN2 = math.log(2.0)
-NEXT_CHAR = Metric("acc", "next-character accuracy", higher_is_better=True)
 SAMPLE_CHARS = 240            # characters a probe generates
 EXCERPT_CHARS = 400           # validation characters a probe scores one by one
 SHOW_UNITS = 16               # units whose activations a probe reports over the excerpt
@@ -56,12 +44,6 @@ class CharLM(nn.Module):
         if return_hidden:
             return logits, hidden, out
         return logits
-
-
-def _check_model(config) -> None:
-    if config.model == "bn-tanh-rnn":
-        raise ValueError("the text task trains LSTMs (lstm, bnlstm-input, bnlstm); "
-                         "bn-tanh-rnn is the paper's Figure 1a model on MNIST")
 
 
 def build_char_model(config, vocab_size: int) -> CharLM:
@@ -216,42 +198,3 @@ class TextExperiment(SequenceExperiment):
                           temperature=temp, generator=self.sample_generator)
         return {"sample": sample, "temperature": temp,
                 **score_chars(self.model, self.text, self.excerpt)}
-
-
-class TextTask(Task):
-    """Character-level language modelling on Penn Treebank, a text file, or Python's docs."""
-
-    name = "text"
-    family = "text"
-    label = "text (characters)"
-    description = ("character-level language modelling: predict the next character "
-                   "(the paper's Penn Treebank; bits per character)")
-    metrics = (BITS_PER_CHAR, NEXT_CHAR)
-    views = ("probes", "text")
-    data_options = ("text_file",)
-    # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
-    defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
-                "seq_len": 100, "h0_noise": 0.0, "momentum": 0.05, "steps": 2000,
-                "eval_every": 100, "reestimate": 50}
-
-    def load_data(self, data_dir=None, download: bool = False, text_file=None, **options):
-        if options:
-            raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
-        return textdata.load_text(data_dir, download=download, text_file=text_file)
-
-    def experiment(self, config, data=None, data_dir=None, download: bool = False,
-                   text_file=None, **options):
-        if options:
-            raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
-        _check_model(config)                      # before any work
-        opts = {"text_file": text_file} if text_file else {}
-        return TextExperiment(config, data=data, data_dir=data_dir, download=download, **opts)
-
-    def build_model(self, config, meta: Dict[str, Any]):
-        vocab = meta.get("vocab")
-        if not vocab:
-            raise ValueError("a text checkpoint must hold its vocabulary (meta['vocab'])")
-        return build_char_model(config, len(vocab))
-
-
-register(TextTask())

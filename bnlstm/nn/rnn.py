@@ -1,4 +1,6 @@
-"""The BN-LSTM of Cooijmans et al., "Recurrent Batch Normalization" (ICLR 2017).
+"""The recurrent layers: :class:`BNLSTM` (the paper's BN-LSTM, a drop-in for ``nn.LSTM``)
+and :class:`BNTanhRNN` (the tanh RNN of Figure 1a), over one base, as ``RNNBase`` serves
+``LSTM`` and ``GRU`` in ``torch/nn/modules/rnn.py``.
 
     (f~, i~, o~, g~) = BN(W_h h_{t-1}; gamma_h, 0) + BN(W_x x_t; gamma_x, 0) + b
     c_t = sigmoid(f~) * c_{t-1} + sigmoid(i~) * tanh(g~)
@@ -12,22 +14,18 @@ from __future__ import annotations
 
 import math
 import weakref
-from contextlib import contextmanager
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fused as _fused
+from .batchnorm import SequenceBatchNorm
+from .options import INITS, NORMS, STATS, TANH_NORMS, check_choice as _check_choice
+from .trace import Trace
 
-__all__ = ["BNLSTM", "BNTanhRNN", "SequenceBatchNorm", "Trace", "reestimate_stats", "NORMS", "STATS", "INITS",
-           "TANH_NORMS"]
-
-NORMS = ("none", "input", "full")
-STATS = ("per_step", "shared")
-INITS = ("paper", "authors", "orthogonal", "pytorch")
-
+__all__ = ["RecurrentBase", "BNLSTM", "BNTanhRNN", "LayerParams", "set_noise_generator"]
 
 # A module's own generator for its h_0 noise (set_noise_generator); kept outside the module so
 # that copying or pickling a model never has to copy a generator (a copy uses the global one).
@@ -39,261 +37,77 @@ def set_noise_generator(module: nn.Module, generator: Optional[torch.Generator])
     (``None``: torch's global generator, the default). Runs that train side by side in
     threads of one process then draw their noise independently and repeat exactly."""
     for m in module.modules():
-        if hasattr(m, "h0_noise"):
+        if isinstance(m, RecurrentBase):
             if generator is None:
                 _NOISE_GENERATORS.pop(m, None)
             else:
                 _NOISE_GENERATORS[m] = generator
 
 
-def h0_noise_like(module: nn.Module, h: Tensor) -> Tensor:
-    """Standard Gaussian noise shaped like ``h``, from the module's generator if it has one."""
-    gen = _NOISE_GENERATORS.get(module)
-    if gen is None:
-        return torch.randn_like(h)
-    return torch.randn(h.shape, generator=gen, dtype=h.dtype, device=h.device)
+class LayerParams(NamedTuple):
+    """One BNLSTM layer's tensors and norm modules (``None`` where the layer has none)."""
+    w_ih: Tensor                              # (4H, I_k)
+    w_hh: Tensor                              # (4H, H)
+    b_ih: Optional[Tensor]                    # (4H,)
+    b_hh: Optional[Tensor]                    # (4H,)
+    bn_ih: Optional[SequenceBatchNorm]        # BN(W_x x_t), norm "input" and "full"
+    bn_hh: Optional[SequenceBatchNorm]        # BN(W_h h_{t-1}), norm "full"
+    bn_c: Optional[SequenceBatchNorm]         # BN(c_t), norm "full"
 
 
-def _sizes_and_changed(module: nn.Module, defaults: dict) -> str:
-    """``extra_repr`` of a recurrent layer: its sizes, then the arguments not at their default."""
-    s = f"{module.input_size}, {module.hidden_size}"
-    for name, d in defaults.items():
-        v = getattr(module, name)
-        if v != d:
-            s += f", {name}={v!r}"
-    return s
+class RecurrentBase(nn.Module):
+    """What :class:`BNLSTM` and :class:`BNTanhRNN` share: the argument checks, the norm
+    modules (:meth:`norm_layers`, :meth:`reset_running_stats`), the h_0 noise and the
+    ``extra_repr`` that names the arguments not at their default (``_REPR_DEFAULTS``).
 
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-class SequenceBatchNorm(nn.Module):
-    r"""Batch normalization with statistics kept separately for each time step.
-
-    In training mode step ``t`` is normalized with the mean and (biased) variance
-    of its minibatch; in evaluation mode with the population statistics of step
-    ``min(t, t_max - 1)``, where ``t_max`` (at most ``max_length``) is the length of the
-    longest sequence training has seen (see :attr:`t_max`). ``gamma`` and ``beta`` are
-    shared over time.
-
-    Population statistics are updated, in training mode only, as in
-    :class:`torch.nn.BatchNorm1d`::
-
-        running = (1 - momentum) * running + momentum * batch_stat
-
-    with the unbiased batch variance; ``momentum=None`` makes it a cumulative
-    average (used by :func:`reestimate_stats`). With per-step statistics, training
-    steps at or beyond ``max_length`` use batch statistics and update nothing; with
-    shared statistics every step updates the one row.
-
-    Args:
-        num_features: F, the size of the normalized vectors.
-        max_length: T_max, the number of per-step statistics kept.
-        stats: ``"per_step"`` (the paper) or ``"shared"``: one set of population
-            statistics for all steps, updated at every step, which is what a single
-            ``nn.BatchNorm1d`` reused at every step gives (the mistake the paper
-            warns about). Training normalizes with batch statistics either way.
-        gamma_init: initial value of the scale gamma (paper: 0.1).
-        learn_beta: if False, beta is fixed at 0 (no parameter).
-        momentum: see the update rule above.
-        eps: added to the variance for numerical stability.
-
-    Shape:
-        - Input: ``(B, F)`` and the step index ``t``.
-        - Output: ``(B, F)``.
-
-    Buffers: ``running_mean``, ``running_var`` of shape ``(max_length, F)`` (or
-    ``(1, F)`` when shared) and ``num_batches_tracked`` of shape ``(rows,)``:
-    the number of updates each row has had.
+    ``reset_parameters()`` (each subclass: the weights, then every norm's gamma/beta and
+    statistics) is kept apart from ``reset_running_stats()`` (the statistics only), as in
+    ``torch.nn.modules.batchnorm``.
     """
 
-    def __init__(self, num_features: int, max_length: int = 784, stats: str = "per_step",
-                 gamma_init: float = 0.1, learn_beta: bool = False,
-                 momentum: Optional[float] = 0.1, eps: float = 1e-5, device=None, dtype=None):
-        super().__init__()
-        _check_choice("stats", stats, STATS)
-        if int(max_length) < 1:
-            raise ValueError(f"max_length must be >= 1; got {max_length!r}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
-        factory = {"device": device, "dtype": dtype}
-        self._t_max: Optional[int] = None
-        self.num_features = int(num_features)
-        self.max_length = int(max_length)
-        self.stats = stats
-        self.gamma_init = float(gamma_init)
-        self.momentum = momentum
-        self.eps = float(eps)
-        self.weight = nn.Parameter(torch.empty(self.num_features, **factory))
-        if learn_beta:
-            self.bias = nn.Parameter(torch.empty(self.num_features, **factory))
-        else:
-            self.register_parameter("bias", None)
-        rows = self.max_length if stats == "per_step" else 1
-        self.register_buffer("running_mean", torch.zeros(rows, self.num_features, **factory))
-        self.register_buffer("running_var", torch.ones(rows, self.num_features, **factory))
-        self.register_buffer("num_batches_tracked", torch.zeros(rows, dtype=torch.long, device=device))
-        self.reset_parameters()
+    _REPR_DEFAULTS: dict = {}
+    h0_noise: float = 0.0
 
-    @property
-    def rows(self) -> int:
-        return self.running_mean.shape[0]
+    @staticmethod
+    def _check_common(*, init: str, stats: str, gamma_init: float, h0_noise: float,
+                      **sizes: int) -> None:
+        _check_choice("init", init, INITS)
+        _check_choice("stats", stats, STATS)
+        for name, v in sizes.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if not (gamma_init > 0 and math.isfinite(gamma_init)):
+            raise ValueError(f"gamma_init must be a positive number; got {gamma_init!r}")
+        if not h0_noise >= 0:
+            raise ValueError(f"h0_noise must be >= 0; got {h0_noise!r}")
+
+    def norm_layers(self) -> List[SequenceBatchNorm]:
+        """Every :class:`SequenceBatchNorm` of this layer."""
+        return [m for m in self.modules() if isinstance(m, SequenceBatchNorm)]
 
     def reset_running_stats(self) -> None:
-        self._t_max = None
-        self.running_mean.zero_()
-        self.running_var.fill_(1.0)
-        self.num_batches_tracked.zero_()
+        for m in self.norm_layers():
+            m.reset_running_stats()
 
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        with torch.no_grad():
-            self.weight.fill_(self.gamma_init)
-            if self.bias is not None:
-                self.bias.zero_()
-
-    def train(self, mode: bool = True):
-        self._t_max = None              # the statistics may change: recompute T_max when needed
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._t_max = None
-        return super()._load_from_state_dict(*args, **kwargs)
-
-    @property
-    def t_max(self) -> int:
-        """T_max: the number of leading steps whose population statistics training has updated.
-
-        Evaluation steps ``t >= t_max`` use row ``t_max - 1`` (the paper's rule: steps beyond
-        the longest training sequence reuse its last step's statistics), so rows that training
-        never reached are never used. With nothing tracked yet, all ``max_length`` rows count.
-        """
-        if self._t_max is None:
-            tracked = torch.nonzero(self.num_batches_tracked > 0)
-            self._t_max = int(tracked.max()) + 1 if len(tracked) else self.rows
-        return self._t_max
-
-    def row(self, t: int) -> int:
-        """The row of the population statistics that step ``t`` uses (updates, in training)."""
-        if self.stats == "shared":
-            return 0
-        return min(t, (self.max_length if self.training else self.t_max) - 1)
-
-    def _factor(self, row: int) -> float:
-        # The weight of the new batch statistic in the running average.
-        self.num_batches_tracked[row] += 1
-        if self.momentum is None:
-            return 1.0 / float(self.num_batches_tracked[row])
-        return self.momentum
-
-    def forward(self, x: Tensor, t: int) -> Tensor:
-        if self.training:
-            if x.shape[0] < 2:
-                raise ValueError("batch normalization in training mode needs a batch of at least 2 "
-                                 f"sequences; got {x.shape[0]}")
-            if t < self.max_length or self.stats == "shared":
-                r = self.row(t)
-                return F.batch_norm(x, self.running_mean[r], self.running_var[r], self.weight,
-                                    self.bias, True, self._factor(r), self.eps)
-            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        r = self.row(t)
-        return F.batch_norm(x, self.running_mean[r], self.running_var[r], self.weight, self.bias,
-                            False, 0.0, self.eps)
+    def _noisy_h0(self, h: Tensor) -> Tensor:
+        """``h + h0_noise * N(0, 1)``, from the module's generator if it has one."""
+        gen = _NOISE_GENERATORS.get(self)
+        if gen is None:
+            noise = torch.randn_like(h)
+        else:
+            noise = torch.randn(h.shape, generator=gen, dtype=h.dtype, device=h.device)
+        return h + self.h0_noise * noise
 
     def extra_repr(self) -> str:
-        s = f"{self.num_features}, max_length={self.max_length}, stats={self.stats!r}"
-        s += f", gamma_init={self.gamma_init}, learn_beta={self.bias is not None}"
-        if self.momentum != 0.1:
-            s += f", momentum={self.momentum}"
-        if self.eps != 1e-5:
-            s += f", eps={self.eps}"
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, d in self._REPR_DEFAULTS.items():
+            v = getattr(self, name)
+            if v != d:
+                s += f", {name}={v!r}"
         return s
 
 
-class Trace:
-    """Records what happens inside a :class:`BNLSTM` forward pass, for probes.
-
-    Pass ``trace=Trace()`` to ``BNLSTM.forward``; the model then takes its
-    straightforward per-step path and fills ``trace.layers[k]`` (one dict per layer):
-
-    - ``"wx_mean"``, ``"wx_var"``, ``"wh_mean"``, ``"wh_var"``: ``(T, 4H)`` batch mean
-      and biased variance of ``W_x x_t`` and ``W_h h_{t-1}`` before normalization;
-      ``"c_mean"``, ``"c_var"``: ``(T, H)`` the same for ``c_t``. Recorded for every
-      ``norm``, so a plain LSTM can be compared.
-    - ``"g_pre"``: ``(T, B, H)`` the input of the g gate's tanh;
-      ``"c_out_pre"``: ``(T, B, H)`` the input of the output tanh (``BN(c_t)`` or ``c_t``).
-    - ``"h"``: the ``T`` hidden states ``h_t`` ``(B, H)``, kept in the autograd graph
-      with ``retain_grad()``, so that after ``backward`` :meth:`grad_norms` gives
-      ``||dLoss/dh_t||`` for every ``t`` (the paper's Figure 1a).
-
-    Everything but ``"h"`` is detached. ``keep_tanh_inputs=False`` skips the
-    ``(T, B, H)`` tensors.
-    """
-
-    def __init__(self, keep_tanh_inputs: bool = True, keep_h: bool = True):
-        self.keep_tanh_inputs = keep_tanh_inputs
-        self.keep_h = keep_h
-        self.layers: List[dict] = []
-
-    def _new_layer(self) -> dict:
-        d = {k: [] for k in ("wx_mean", "wx_var", "wh_mean", "wh_var", "c_mean", "c_var",
-                             "g_pre", "c_out_pre", "h")}
-        self.layers.append(d)
-        return d
-
-    @staticmethod
-    def _record_moments(rec: dict, **terms: Tensor) -> None:
-        """Append the batch mean and biased variance of each term (detached)."""
-        for name, v in terms.items():
-            m, var = _batch_moments(v.detach())
-            rec[name + "_mean"].append(m)
-            rec[name + "_var"].append(var)
-
-    def _record_step(self, rec: dict, h: Tensor, **tanh_inputs: Tensor) -> None:
-        """Append one step's tanh inputs (detached) and h_t (kept in the graph)."""
-        if self.keep_tanh_inputs:
-            for name, v in tanh_inputs.items():
-                rec[name].append(v.detach())
-        if self.keep_h and h.requires_grad:
-            h.retain_grad()
-            rec["h"].append(h)
-
-    @staticmethod
-    def _finish(d: dict) -> None:
-        for k, v in d.items():
-            if k != "h" and isinstance(v, list) and v:
-                d[k] = torch.stack(v)
-
-    def grad_norms(self, layer: int = -1, per_example: bool = False) -> Tensor:
-        """``(T,)`` norms of ``dLoss/dh_t``; call after backward.
-
-        By default the Frobenius norm over the whole batch ``(B, H)``; with
-        ``per_example=True`` the mean over the batch of each example's norm ``||dLoss/dh_t[b]||``
-        (what the authors plotted for Figure 1a: ``plot_rnn_gradnorm.py``). A step the
-        loss does not depend on has norm 0.
-        """
-        hs = self.layers[layer]["h"]
-        if not hs:
-            raise RuntimeError("this trace kept no hidden states (keep_h=False)")
-        out = []
-        for h in hs:
-            if h.grad is None:
-                out.append(torch.zeros((), dtype=h.dtype, device=h.device))
-            elif per_example:
-                out.append(h.grad.detach().norm(dim=-1).mean())
-            else:
-                out.append(h.grad.detach().norm())
-        return torch.stack(out)
-
-
-def _batch_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
-    m = x.mean(0)
-    return m, (x - m).pow(2).mean(0)
-
-
-class BNLSTM(nn.Module):
+class BNLSTM(RecurrentBase):
     r"""A multi-layer LSTM with recurrent batch normalization; a drop-in for :class:`torch.nn.LSTM`.
 
     For each layer and each step ``t``::
@@ -352,18 +166,11 @@ class BNLSTM(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         _check_choice("norm", norm, NORMS)
-        _check_choice("stats", stats, STATS)
-        _check_choice("init", init, INITS)
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers), ("max_length", max_length)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        self._check_common(init=init, stats=stats, gamma_init=gamma_init, h0_noise=h0_noise,
+                           input_size=input_size, hidden_size=hidden_size,
+                           num_layers=num_layers, max_length=max_length)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
-        if not (gamma_init > 0 and math.isfinite(gamma_init)):
-            raise ValueError(f"gamma_init must be a positive number; got {gamma_init!r}")
-        if not h0_noise >= 0:
-            raise ValueError(f"h0_noise must be >= 0; got {h0_noise!r}")
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -388,23 +195,20 @@ class BNLSTM(nn.Module):
         self.reset_parameters()
 
     # ----------------------------------------------------------------- set-up
-    def _layer(self, k: int):
+    def layer(self, k: int) -> LayerParams:
+        """Layer ``k``'s weights and norm modules (``None`` where absent), by name: what the
+        fast path (:mod:`bnlstm.nn.fused`) and the reference loop both compute with."""
+        if not 0 <= k < self.num_layers:
+            raise IndexError(f"BNLSTM has {self.num_layers} layer(s); got layer {k}")
         g = lambda name: getattr(self, name, None)  # noqa: E731
-        return (g(f"weight_ih_l{k}"), g(f"weight_hh_l{k}"), g(f"bias_ih_l{k}"), g(f"bias_hh_l{k}"),
-                g(f"bn_ih_l{k}"), g(f"bn_hh_l{k}"), g(f"bn_c_l{k}"))
-
-    def norm_layers(self) -> List[SequenceBatchNorm]:
-        return [m for m in self.modules() if isinstance(m, SequenceBatchNorm)]
-
-    def reset_running_stats(self) -> None:
-        for m in self.norm_layers():
-            m.reset_running_stats()
+        return LayerParams(g(f"weight_ih_l{k}"), g(f"weight_hh_l{k}"), g(f"bias_ih_l{k}"),
+                           g(f"bias_hh_l{k}"), g(f"bn_ih_l{k}"), g(f"bn_hh_l{k}"), g(f"bn_c_l{k}"))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         H = self.hidden_size
         for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh, *bns = self._layer(k)
+            w_ih, w_hh, b_ih, b_hh, *bns = self.layer(k)
             if self.init == "pytorch":
                 bound = 1.0 / math.sqrt(H)
                 for p in (w_ih, w_hh, b_ih, b_hh):
@@ -432,11 +236,10 @@ class BNLSTM(nn.Module):
     def flatten_parameters(self) -> None:  # nn.LSTM compatibility; nothing to do
         pass
 
-    def extra_repr(self) -> str:
-        return _sizes_and_changed(self, dict(
-            num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
-            stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
-            init="paper", forget_bias=1.0, h0_noise=0.0))
+    _REPR_DEFAULTS = dict(
+        num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
+        stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
+        init="paper", forget_bias=1.0, h0_noise=0.0)
 
     # ---------------------------------------------------------------- forward
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
@@ -469,11 +272,11 @@ class BNLSTM(nn.Module):
         if t0 < 0:
             raise ValueError(f"BNLSTM: t0 must be >= 0; got {t0}")
         if self.training and self.h0_noise > 0 and t0 == 0:
-            h0 = h0 + self.h0_noise * h0_noise_like(self, h0)
+            h0 = self._noisy_h0(h0)
 
         # nothing needs the per-step path with norm="none": nn.LSTM's own kernel
         res = (_fused.lstm_none(self, x, h0, c0)
-               if trace is None and self.norm == "none" and _fused.ENABLED else None)
+               if trace is None and self.norm == "none" and _fused.enabled() else None)
         if res is not None:
             output, (h_n, c_n) = res
         else:
@@ -501,7 +304,7 @@ class BNLSTM(nn.Module):
     def _layer_forward(self, k: int, x: Tensor, h: Tensor, c: Tensor, trace: Optional[Trace],
                        t0: int = 0):
         """One layer over the whole sequence: x (T, B, I_k) -> output (T, B, H), (h_T, c_T)."""
-        if trace is None and _fused.ENABLED and t0 == 0:
+        if trace is None and _fused.enabled() and t0 == 0:
             res = _fused.layer_forward(self, k, x, h, c)
             if res is not None:
                 return res
@@ -510,7 +313,7 @@ class BNLSTM(nn.Module):
     def _layer_forward_reference(self, k: int, x: Tensor, h: Tensor, c: Tensor,
                                  trace: Optional[Trace], t0: int = 0):
         """The straightforward per-step loop: the definition the fast paths are tested against."""
-        w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = self._layer(k)
+        w_ih, w_hh, b_ih, b_hh, bn_ih, bn_hh, bn_c = self.layer(k)
         rec = trace._new_layer() if trace is not None else None
         outputs = []
         for t, x_t in enumerate(x.unbind(0), start=t0):
@@ -538,85 +341,9 @@ class BNLSTM(nn.Module):
         return torch.stack(outputs), (h, c)
 
 
-@contextmanager
-def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block, ``module`` normalizes every batch with its own per-step statistics
-    (training mode, without h_0 noise): the paper's "batch statistics" at test time. After
-    it, the population statistics (running averages, counts) and the module's mode are as
-    they were: nothing evaluated this way changes the model."""
-    norms = [m for m in module.modules() if isinstance(m, SequenceBatchNorm)]
-    lstms = [m for m in module.modules() if isinstance(m, (BNLSTM, BNTanhRNN))]
-    kept = [(m, [b.detach().clone() for b in (m.running_mean, m.running_var,
-                                              m.num_batches_tracked)]) for m in norms]
-    noise = [(m, m.h0_noise) for m in lstms]
-    was_training = module.training
-    for m in lstms:
-        m.h0_noise = 0.0
-    module.train()
-    try:
-        yield module
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, tracked) in kept:
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(tracked)
-        for m, h0 in noise:
-            m.h0_noise = h0
-        module.train(was_training)       # also drops each norm's cached T_max
 
 
-@torch.no_grad()
-def reestimate_stats(module: nn.Module, batches: Iterable, forward=None,
-                     h0_noise: bool = True) -> int:
-    """Re-estimate every :class:`SequenceBatchNorm`'s population statistics over ``batches``.
-
-    Resets the running statistics, then runs ``module`` (or ``forward(batch)``) in
-    training mode without gradients over every batch, with ``momentum=None`` so that
-    each statistic becomes the plain average of its minibatch estimates (as the
-    authors did before testing). Restores the module's mode and momenta. Returns the
-    number of batches used.
-
-    ``h0_noise``: keep each model's h_0 noise while estimating (the default), so that the
-    statistics are those of the computation the weights were trained in, as the running
-    averages are and as in the authors' code (their population statistics come from the
-    graph with the noise). ``False`` turns it off, which on pixel-order MNIST leaves the
-    first, black steps with almost no batch variance and cost 2 to 25 points of test
-    accuracy in our runs (``docs/results.md``).
-    """
-    norms = [m for m in module.modules() if isinstance(m, SequenceBatchNorm)]
-    lstms = [m for m in module.modules() if isinstance(m, (BNLSTM, BNTanhRNN))]
-    saved = [(m, m.momentum) for m in norms]
-    noise = [(m, m.h0_noise) for m in lstms]
-    was_training = module.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    if not h0_noise:
-        for m in lstms:
-            m.h0_noise = 0.0
-    module.train()
-    n = 0
-    try:
-        for batch in batches:
-            if forward is not None:
-                forward(batch)
-            else:
-                module(batch)
-            n += 1
-    finally:
-        for m, mom in saved:
-            m.momentum = mom
-        for m, s in noise:
-            m.h0_noise = s
-        module.train(was_training)
-    return n
-
-
-TANH_NORMS = ("sum", "full", "input", "none")
-
-
-class BNTanhRNN(nn.Module):
+class BNTanhRNN(RecurrentBase):
     r"""The batch-normalized tanh RNN of the paper's Figure 1a (an ``nn.RNN``-like layer).
 
     ``norm`` says what is normalized at each step ``t``::
@@ -670,12 +397,8 @@ class BNTanhRNN(nn.Module):
                  h0_noise: float = 0.0, device=None, dtype=None):
         super().__init__()
         _check_choice("norm", norm, TANH_NORMS)
-        _check_choice("init", init, INITS)
-        _check_choice("stats", stats, STATS)
-        if not (gamma_init > 0 and math.isfinite(gamma_init)):
-            raise ValueError(f"gamma_init must be a positive number; got {gamma_init!r}")
-        if not h0_noise >= 0:
-            raise ValueError(f"h0_noise must be >= 0; got {h0_noise!r}")
+        self._check_common(init=init, stats=stats, gamma_init=gamma_init, h0_noise=h0_noise,
+                           input_size=input_size, hidden_size=hidden_size, max_length=max_length)
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, 1
         self.batch_first, self.norm, self.init = batch_first, norm, init
@@ -694,13 +417,6 @@ class BNTanhRNN(nn.Module):
             self.bn_hh_l0 = SequenceBatchNorm(hidden_size, **bn)
         self.reset_parameters()
 
-    def norm_layers(self) -> List[SequenceBatchNorm]:
-        return [m for m in self.modules() if isinstance(m, SequenceBatchNorm)]
-
-    def reset_running_stats(self) -> None:
-        for m in self.norm_layers():
-            m.reset_running_stats()
-
     @torch.no_grad()
     def reset_parameters(self) -> None:
         if self.init == "pytorch":
@@ -718,10 +434,9 @@ class BNTanhRNN(nn.Module):
         for m in self.norm_layers():
             m.reset_parameters()
 
-    def extra_repr(self) -> str:
-        return _sizes_and_changed(self, dict(
-            batch_first=False, norm="sum", init="paper", stats="per_step", gamma_init=0.1,
-            max_length=784, momentum=0.1, eps=1e-5, h0_noise=0.0))
+    _REPR_DEFAULTS = dict(
+        batch_first=False, norm="sum", init="paper", stats="per_step", gamma_init=0.1,
+        max_length=784, momentum=0.1, eps=1e-5, h0_noise=0.0)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None, *, trace: Optional[Trace] = None):
         x = input.transpose(0, 1) if self.batch_first else input       # (T, B, I)
@@ -730,7 +445,7 @@ class BNTanhRNN(nn.Module):
                              f"(batch first: (B, T, {self.input_size})); got {tuple(input.shape)}")
         h = x.new_zeros(x.shape[1], self.hidden_size) if hx is None else hx[0]
         if self.training and self.h0_noise > 0:
-            h = h + self.h0_noise * h0_noise_like(self, h)
+            h = self._noisy_h0(h)
         bn_sum = getattr(self, "bn_l0", None)
         bn_ih, bn_hh = getattr(self, "bn_ih_l0", None), getattr(self, "bn_hh_l0", None)
         rec = trace._new_layer() if trace is not None else None

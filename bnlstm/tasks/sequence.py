@@ -1,10 +1,10 @@
 """What every task's experiment shares: the device, the optimizer, the recurrent core, and
 :class:`SequenceExperiment`, the base that does a training step, resuming and releasing.
 
-The contract an experiment keeps with the :class:`~bnlstm.trainer.Trainer` is written
+The contract an experiment keeps with the :class:`~bnlstm.training.trainer.Trainer` is written
 down once, as :class:`bnlstm.tasks.Experiment`; a task's experiment subclasses
 :class:`SequenceExperiment` and supplies its data, its model around the core and its loss
-(``bnlstm/tasks/mnist.py``, ``bnlstm/tasks/text.py``). This module knows no task.
+(``bnlstm/tasks/mnist/``, ``bnlstm/tasks/text/``). This module knows no task.
 """
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .model import BNLSTM, BNTanhRNN, Trace, set_noise_generator
-from .probes import (HIST_EDGES, PROBE_UNITS, SATURATION_DERIVATIVE, SATURATION_X,  # noqa: F401
-                     UNIT_EDGES, UNIT_STEPS, probe_summary, unit_distribution)
-from .tasks import ACCURACY, Metric
+from ..nn import BNLSTM, BNTanhRNN, Trace, set_noise_generator
+from ..nn.probes import probe_summary
+from . import ACCURACY, Metric
 
 _SEEDED = threading.Lock()    # torch.manual_seed + building a model, one run at a time
 
@@ -190,7 +189,7 @@ class SequenceExperiment:
         training batches if the config asks (True when it did)."""
         if not (self.config.reestimate and self.config.norm != "none"):
             return False
-        from .model import reestimate_stats
+        from ..nn import reestimate_stats
         reestimate_stats(self.model, self.stat_batches(self.config.reestimate))
         return True
 
@@ -198,7 +197,7 @@ class SequenceExperiment:
         """The run has ended: free what the model keeps between training steps (the
         fast path's buffers, ~470 MB at T=784); evaluation and export still work."""
         if getattr(self, "model", None) is not None:
-            from .fused import release_workspaces
+            from ..nn.fused import release_workspaces
             release_workspaces(self.model)
 
     # ------------------------------------------------------------- checkpoints
@@ -237,10 +236,3 @@ class SequenceExperiment:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
-
-def __getattr__(name: str):
-    """``MNISTExperiment`` moved to :mod:`bnlstm.tasks.mnist`; still importable from here."""
-    if name == "MNISTExperiment":
-        from .tasks.mnist import MNISTExperiment
-        return MNISTExperiment
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from .tasks import ACCURACY
+from ..tasks import ACCURACY
 
 Record = Dict[str, Any]
 Callback = Callable[[Record], None]
@@ -56,7 +56,7 @@ class Trainer:
                  on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
                  resume: Optional[Dict[str, Any]] = None):
         if experiment is None:
-            from . import tasks
+            from .. import tasks
             experiment = tasks.get(config.task).experiment(config)
         self.config = config
         self.experiment = experiment
@@ -304,7 +304,7 @@ class Trainer:
         """The best weights so far (or the current ones) as a checkpoint dict: the task and
         settings, the weights, what the task needs to rebuild the model, the step and the
         validation scores of those weights (``val_<key>``)."""
-        from .records import make_checkpoint
+        from .checkpoints import make_checkpoint
         meta_fn = getattr(self.experiment, "checkpoint_meta", None)
         meta = meta_fn() if meta_fn is not None else {}
         if self.best is not None:

@@ -1,6 +1,6 @@
 """Probes: what a traced training step measures inside a (BN-)LSTM or BN tanh-RNN.
 
-A task's experiment fills a :class:`~bnlstm.model.Trace` on a probed update and hands
+A task's experiment fills a :class:`~bnlstm.nn.Trace` on a probed update and hands
 it here; the record that comes back (numpy arrays and numbers only) is what the
 dashboard, the notebooks and the paper's experiments plot. Nothing here knows the
 task: the probes apply to any model whose recurrent core is a ``BNLSTM`` or a
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import BNLSTM, Trace
+from .rnn import BNLSTM
+from .trace import Trace
 
 # A tanh unit counts as saturated when it passes less than a tenth of its gradient:
 # tanh'(x) = 1 - tanh(x)^2 < 0.1, i.e. |x| > atanh(sqrt(0.9)) ~= 1.818.

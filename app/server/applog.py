@@ -1,11 +1,11 @@
-"""The server's log lines and its integer settings from the environment.
+"""The server's log lines.
 
 - ``BNLSTM_APP_LOG=1``: log run and session events to stderr (the browser tests read
   these lines to check, for example, that closing a tab stops its run on the worker).
 
 The run engine's settings (``BNLSTM_ENGINE``, ``BNLSTM_DASK_SCHEDULER``,
 ``BNLSTM_MAX_RUNS``, ``BNLSTM_WORKER_MEMORY``, ``BNLSTM_PAUSE_TIMEOUT``) are read by
-:mod:`bnlstm.engine`; ``BNLSTM_SESSION_RUNS`` by the dashboard.
+:mod:`bnlstm.runs`; ``BNLSTM_SESSION_RUNS`` by its policy (``bnlstm/runs/policy.py``).
 """
 from __future__ import annotations
 
@@ -24,18 +24,6 @@ def log(msg: str) -> None:
             sys.stderr.flush()
         except Exception:
             pass
-
-
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        sys.stderr.write(f"bnlstm app: ignoring {name}={raw!r} (not an integer); using {default}\n")
-        return default
-    return max(minimum, value)
 
 
 def quiet_periodic_callback(callback, period_ms: int):
