@@ -127,7 +127,7 @@ def test_a_finished_run_tests_its_best_weights(engine):
     h = engine.submit(cfg(steps=40, eval_every=20, lr=1e-2), mode="paused")
     for k in range(1, 21):
         h.step_once()
-        wait_for(lambda: train_steps(h) >= k, 30, f"update {k}")
+        wait_for(lambda: len(train_steps(h)) >= k, 30, f"update {k}")
     wait_for(lambda: any(r["kind"] == "val" for r in h.history), 30, "the step-20 validation")
     h.set("lr", 5.0)
     h.resume()
