@@ -156,8 +156,7 @@ def _train(args, parser) -> int:
     from tqdm.auto import tqdm
 
     from . import tasks
-    from .training.records import RunRecorder
-    from .training.trainer import Trainer
+    from .training.assemble import assemble_run
 
     task = tasks.get(cfg.task)
     try:
@@ -168,9 +167,8 @@ def _train(args, parser) -> int:
     out = Path(args.out) if args.out else Path("runs") / (
         _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.task}-{cfg.model}")
     print(f"data: {data.source}")
-    trainer = Trainer(cfg, task.experiment(cfg, data=data))
+    trainer, recorder = assemble_run(cfg, data=data, out=out)
     metric = trainer.metric
-    recorder = RunRecorder(out).attach(trainer)
     bar = tqdm(total=cfg.steps, unit="upd", disable=args.no_progress, dynamic_ncols=True)
     last_val = {}
 

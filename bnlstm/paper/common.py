@@ -70,7 +70,7 @@ def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable
     the experiment's metrics (MNIST: ``acc``; text: ``bpc``, ``acc``) as numpy arrays.
     """
     from .. import tasks
-    from ..training.trainer import Trainer
+    from ..training.assemble import assemble_run
     exp = experiment if experiment is not None else tasks.get(cfg.task).experiment(cfg, data=data)
     keys = ["loss"] + [m.key for m in getattr(exp, "metrics", ())]
     recs: Dict[str, List] = {f"{split}_{k}": [] for split in ("train", "val")
@@ -87,7 +87,7 @@ def _train(cfg: TrainConfig, data, experiment=None, on_record: Optional[Callable
         if on_record is not None:
             on_record(r)
 
-    trainer = Trainer(cfg, exp, callbacks=[collect])
+    trainer, _ = assemble_run(cfg, experiment=exp, callbacks=[collect])
     state = trainer.run()
     if state == "failed":
         raise RuntimeError("training failed:\n" + "\n".join(errors))

@@ -288,10 +288,9 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
     """
     import torch
 
-    from .. import tasks
+    from ..training.assemble import assemble_run, load_snapshot
     from ..training.checkpoints import save_checkpoint
-    from ..training.records import RunRecorder
-    from ..training.trainer import SNAPSHOT_FORMAT, Trainer
+    from ..training.trainer import SNAPSHOT_FORMAT
 
     run_dir = Path(run_dir)
     done = _read_json(run_dir / "summary.json")
@@ -304,20 +303,15 @@ def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
     snap = None
     if resume_path.is_file():
         try:
-            snap = torch.load(resume_path, map_location="cpu", weights_only=True)
+            snap = load_snapshot(resume_path)
             if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
                 snap = None
         except Exception:                    # a torn file of a killed worker: start over
             snap = None
     worker = _worker_address()
-    task = tasks.get(cfg.task)
-    trainer = Trainer(cfg, task.experiment(cfg, data=_data(cfg.task, data_dir, data_options)),
-                      checkpoint_every=checkpoint_every,
-                      on_checkpoint=lambda s: save_checkpoint(s, resume_path),
-                      resume=snap)
-    recorder = RunRecorder(run_dir, resume_step=snap["step"] if snap else None,
-                           prior_wall_time=snap.get("elapsed", 0.0) if snap else 0.0)
-    recorder.attach(trainer)
+    trainer, recorder = assemble_run(cfg, data=_data(cfg.task, data_dir, data_options), out=run_dir,
+                                     resume=snap, keep_rows=True, checkpoint_every=checkpoint_every,
+                                     on_checkpoint=lambda s: save_checkpoint(s, resume_path))
     try:
         state = trainer.run()
     finally:
