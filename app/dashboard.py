@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import html
 import io
-import math
 import secrets
 import threading
 import time
@@ -34,7 +33,7 @@ from .server import offloop
 from .runs import DashboardRun, get_engine
 from .server.applog import log, quiet_periodic_callback
 from .sweeps import SweepBrowser
-from .feed import digest
+from .feed import digest, ema
 from .server.memory import release_soon
 from .server.offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
@@ -420,7 +419,7 @@ class Dashboard(param.Parameterized):
             "are paler (easy). Colour by one unit instead and look for units that follow "
             "spaces or line ends.",
             *self.text_section.objects())
-        self.text_col.visible = tasks.get(self.config.task).family == "text"
+        self.text_col.visible = "text" in tasks.get(self.config.task).views
         return self.text_col
 
     def template(self) -> pn.template.FastListTemplate:
@@ -509,8 +508,8 @@ class Dashboard(param.Parameterized):
     def _show_text_section(self, *events) -> None:
         """The text section shows while the chosen task, or a run shown, is a text task."""
         if hasattr(self, "text_col"):
-            self.text_col.visible = (tasks.get(self.config.task).family == "text" or any(
-                tasks.get(r.config.task).family == "text" for r in self.runs))
+            self.text_col.visible = ("text" in tasks.get(self.config.task).views or any(
+                "text" in tasks.get(r.config.task).views for r in self.runs))
 
     def _on_live_setting(self, *events) -> None:
         for run in self.runs:
@@ -536,9 +535,8 @@ class Dashboard(param.Parameterized):
             steps, loss = s.loss_arrays()
             if not len(loss):
                 continue
-            smooth = _ema(loss, self.smoothing)
-            finite = smooth[np.isfinite(smooth)]
-            run.ema, run.ema_n = (float(finite[-1]), len(finite)) if len(finite) else (None, 0)
+            smooth, last, n = ema(loss, self.smoothing)
+            run.ema, run.ema_n = (float(last), n) if n else (None, 0)
             s.set_loss(steps, loss, smooth)
 
     # ------------------------------------------------------------------- actions
@@ -1046,18 +1044,6 @@ def unsent_bytes(doc) -> int:
         return total
     except Exception:
         return 0
-
-
-def _ema(x: np.ndarray, a: float) -> np.ndarray:
-    out = np.empty_like(x, dtype=float)
-    ema = None
-    for i, v in enumerate(x):
-        if not math.isfinite(v):
-            out[i] = np.nan
-            continue
-        ema = v if ema is None else a * ema + (1 - a) * v
-        out[i] = ema
-    return out
 
 
 def _make_destroy_hook(dashboard: "Dashboard"):

@@ -63,15 +63,23 @@ def digest(run, recs: List[Dict[str, Any]], smoothing: float) -> Digest:
             run.error = rec.get("message", "")
     if losses:
         loss = np.asarray(losses, dtype=float)
-        smooth = np.empty_like(loss)
-        ema, n = run.ema, run.ema_n
-        for i, x in enumerate(loss):      # EMA started at the first value
-            if not math.isfinite(x):
-                smooth[i] = np.nan
-                continue
-            ema = x if ema is None else smoothing * ema + (1 - smoothing) * x
-            n += 1
-            smooth[i] = ema
-        run.ema, run.ema_n = ema, n
+        smooth, run.ema, n = ema(loss, smoothing, run.ema)
+        run.ema_n += n
         d.loss, d.smooth = loss, smooth
     return d
+
+
+def ema(x: np.ndarray, a: float, start: Optional[float] = None):
+    """The exponential moving average ``e <- a e + (1 - a) x`` of ``x``, going on from
+    ``start`` (``None``: it starts at the first finite value); non-finite values are NaN
+    and skipped. Returns ``(averages, the last average, the finite values seen)``."""
+    out = np.empty_like(x, dtype=float)
+    e, n = start, 0
+    for i, v in enumerate(x):
+        if not math.isfinite(v):
+            out[i] = np.nan
+            continue
+        e = v if e is None else a * e + (1 - a) * v
+        n += 1
+        out[i] = e
+    return out, e, n

@@ -16,11 +16,11 @@ from bnlstm import TrainConfig, tasks
 from bnlstm.training.records import metric_fields, metrics_csv, zip_files
 from bnlstm.training.trainer import TERMINAL
 
+from .palette import PALETTE
 from .server.applog import log
 
 # ------------------------------------------------------------------------------- one run
 _RUN_IDS = itertools.count(1)
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
 # An absolute file path inside a message (not part of a URL): the browser is never shown one.

@@ -41,7 +41,7 @@ def task_options() -> Dict[str, str]:
     except tasks.TaskError as exc:
         from .server.applog import log
         log(f"task plug-ins: {exc}")
-        found = [tasks._REGISTRY[n] for n in list(tasks._REGISTRY)]
+        found = tasks.registered()
     return {TASK_LABELS.get(t.name, t.label or t.name): t.name for t in found}
 
 

@@ -23,14 +23,13 @@ from bokeh.plotting import figure
 
 from bnlstm.runs.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
 
+from .palette import PALETTE
 from .server.applog import log, quiet_periodic_callback
 from .views import lean_renderers
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often
 N_GROUPS = 10                      # groups drawn (a layer each, added when first needed); more are listed only
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
 STATE_COLORS = {"finished": "#0d6efd", "diverged": "#dc3545", "failed": "#dc3545",
                 "stopped": "#6c757d", "running": "#198754", "pending": "#6c757d",
                 "missing": "#6c757d"}

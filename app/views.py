@@ -26,6 +26,8 @@ import pandas as pd
 from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Label, Range1d, Span
 from bokeh.plotting import figure
 
+from .palette import PALETTE
+
 LOSS_POINTS = 10_000       # per run; older points scroll out beyond this
 VAL_POINTS = 2_000
 SAT_POINTS = 2_000
@@ -35,7 +37,6 @@ SAT_X = 1.818              # |x| beyond which tanh'(x) < 0.1 (the grey bands)
 
 FONT = {"title": "15pt", "labels": "13pt", "xticks": "12pt", "yticks": "12pt", "legend": "12pt"}
 N_SLOTS = 6                # runs shown at once: every plot has one fixed layer per slot
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
 LOSS_COLS = ("step", "loss", "smooth")
 VAL_COLS = ("step", "acc")

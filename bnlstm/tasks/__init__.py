@@ -38,7 +38,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Tuple, runtime_checkable
 
-__all__ = ["Metric", "Experiment", "Task", "register", "get", "names", "all_tasks", "TaskError",
+__all__ = ["Metric", "Experiment", "Task", "register", "get", "names", "all_tasks", "registered", "TaskError",
            "ACCURACY", "BITS_PER_CHAR"]
 
 
@@ -268,6 +268,13 @@ def names(family: Optional[str] = None) -> List[str]:
 def all_tasks() -> Iterable[Task]:
     discover()
     return list(_REGISTRY.values())
+
+
+def registered() -> List[Task]:
+    """The tasks registered so far, without loading anything: what is left to show when a
+    plug-in fails to load (:func:`all_tasks` raised :class:`TaskError`)."""
+    with _LOCK:
+        return list(_REGISTRY.values())
 
 
 # --------------------------------------------------------------------------- shared data

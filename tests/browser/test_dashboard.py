@@ -212,7 +212,6 @@ def test_step_does_one_update(open_app):
     time.sleep(1.0)
     assert npoints(page, "loss,smooth,step")[0] == 2
     page.get_by_role("button", name="Reset", exact=True).click()
-    page.wait_for_function("() => true")
     end = time.time() + 10
     while run_rows(page).count() and time.time() < end:
         time.sleep(0.2)
@@ -550,6 +549,19 @@ def test_a_text_run_trains_live_writes_text_and_colours_the_validation_text(open
     assert page.locator(".text-excerpt .excerpt-text span").count() == 400
     mean_bits = float(page.locator(".text-excerpt .excerpt-mean").first.inner_text())
     assert 0.5 < mean_bits < 7.0
+    # coloured: the characters' backgrounds differ (the bits paid differ)
+    shades = page.locator(".text-excerpt .excerpt-text span").evaluate_all(
+        "els => new Set(els.map(e => e.style.background)).size")
+    assert shades >= 2, shades
+    # the temperature is live: the next sample of the running run is written at the new one
+    assert "temperature 0.8," in page.locator(".text-sample .key").first.inner_text()
+    page.locator(".w-temperature .noUi-handle").first.focus()
+    for _ in range(4):                                   # 0.8 -> 1.0 in steps of 0.05
+        page.keyboard.press("ArrowRight")
+    end = time.time() + 60
+    while time.time() < end and "temperature 1," not in page.locator(".text-sample .key").first.inner_text():
+        time.sleep(0.25)
+    assert "temperature 1," in page.locator(".text-sample .key").first.inner_text()
     # one unit's activation instead of the loss
     page.get_by_role("button", name="one unit's activation").click()
     end = time.time() + 20
