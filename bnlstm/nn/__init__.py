@@ -13,7 +13,7 @@ Names load on first use (PEP 562), so that ``bnlstm.nn.options`` imports without
 """
 from __future__ import annotations
 
-import importlib
+from bnlstm._lazy import lazy_names
 
 _EXPORTS = {
     "SequenceBatchNorm": "batchnorm",
@@ -25,16 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

@@ -13,7 +13,7 @@ registry finds its task).
 """
 from __future__ import annotations
 
-import importlib
+from bnlstm._lazy import lazy_names
 
 _EXPORTS = {
     "RunHandle": "handle", "EngineError": "handle", "apply_command": "handle",
@@ -24,12 +24,4 @@ _EXPORTS = {
     "Sweep": "sweep", "run_sweep": "sweep",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):   # PEP 562: a module loads when one of its names is first used
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
