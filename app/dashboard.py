@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import html
-import io
 import secrets
 import threading
 import time
 import weakref
-from contextlib import contextmanager
 from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
 
@@ -32,9 +30,12 @@ from . import views
 from .server import offloop
 from .runs import DashboardRun, get_engine
 from .server.applog import log, quiet_periodic_callback
+from .server.session import _frozen, _weak_listener, make_destroy_hook, unsent_bytes
+from .export import Exports
+from .follow import Following
+from .lessons import CSS, PRESETS
 from .sweeps import SweepBrowser
 from .feed import digest, ema
-from .server.memory import release_soon
 from .server.offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
 from .status import alerts, status_html
@@ -52,17 +53,6 @@ FOCUS_UI_S = 2.0              # the Figure-5 statistics (four panels) at most ev
 MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the oldest ended run
 
 
-def _weak_listener(method):
-    """A record listener that calls ``method`` while its object lives, and nothing after."""
-    ref = weakref.WeakMethod(method)
-
-    def listener(rec):
-        fn = ref()
-        if fn is not None:
-            fn(rec)
-    return listener
-
-
 # share token -> the open page whose runs a class may follow (this web process; a page of
 # another web process on the same cluster is found through the engine: DaskEngine.follow)
 _FOLLOWABLE: "weakref.WeakValueDictionary[str, Dashboard]" = weakref.WeakValueDictionary()
@@ -75,46 +65,10 @@ def session_run_limit() -> int:
 
 
 
-# (label, css class, [(tag, overrides), (tag, overrides)])
-PRESETS = [
-    ("LSTM vs BN-LSTM", "preset-lstm",
-     [("LSTM", dict(model="lstm")), ("BN-LSTM", dict(model="bnlstm", gamma_init=0.1))]),
-    ("gamma 0.1 vs 1.0", "preset-gamma",
-     [("gamma 0.1", dict(model="bnlstm", gamma_init=0.1)),
-      ("gamma 1.0", dict(model="bnlstm", gamma_init=1.0))]),
-    ("per-step vs shared statistics", "preset-stats",
-     [("per-step", dict(model="bnlstm", stats="per_step")),
-      ("shared", dict(model="bnlstm", stats="shared"))]),
-    # Figure 1a on pixel 7x7 (49 steps): the authors' BN tanh-RNN (one BN over W_h h + W_x x,
-    # W_h = I). On the row task the 28 inputs per step outweigh the recurrent term inside that
-    # BN and the picture changes (docs/results.md), so these two set the task.
-    ("tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", "preset-tanh",
-     [("tanh-RNN gamma 0.1", dict(model="bn-tanh-rnn", task="pixel7", init="paper",
-                                  gamma_init=0.1)),
-      ("tanh-RNN gamma 1.0", dict(model="bn-tanh-rnn", task="pixel7", init="paper",
-                                  gamma_init=1.0))]),
-    ("why init matters: W_h identity vs orthogonal", "preset-init",
-     [("tanh-RNN g=1 W_h identity", dict(model="bn-tanh-rnn", task="pixel7", init="paper",
-                                         gamma_init=1.0)),
-      ("tanh-RNN g=1 W_h orthogonal", dict(model="bn-tanh-rnn", task="pixel7",
-                                           init="orthogonal", gamma_init=1.0))]),
-]
-
-CSS = """
-table { border-collapse: collapse; font-size: 17px; width: 100%; }
-td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
-.badge { color: white; border-radius: 6px; padding: 2px 8px; font-weight: 600; }
-.swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; margin-right: 6px; }
-.server { color: #555; font-size: 15px; margin-top: 4px; }
-.legend { font-size: 17px; display: flex; flex-wrap: wrap; gap: 6px 22px; }
-.legend .swatch { width: 22px; height: 6px; vertical-align: middle; border-radius: 2px; }
-.share { color: #555; font-size: 15px; }
-.lower-wait { color: #777; font-size: 16px; }
-"""
 
 
 # ----------------------------------------------------------------------------- the dashboard
-class Dashboard(param.Parameterized):
+class Dashboard(Following, Exports, param.Parameterized):
     """One session's dashboard. ``Dashboard().servable()`` or ``.view()`` in a notebook."""
 
     smoothing = param.Number(default=0.9, bounds=(0.0, 0.99), doc=(
@@ -481,7 +435,7 @@ class Dashboard(param.Parameterized):
             self._callback = quiet_periodic_callback(self.drain, DRAIN_MS)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             self._doc = pn.state.curdoc
-            pn.state.on_session_destroyed(_make_destroy_hook(self))
+            pn.state.on_session_destroyed(make_destroy_hook(self))
 
     def _on_state_record(self, rec: Dict[str, Any]) -> None:
         """On the engine's thread, for each record of this page's runs: a run that changed
@@ -786,107 +740,6 @@ class Dashboard(param.Parameterized):
         if changed:
             views.fit_grad_range(self.grad_figure, self.slots)
 
-    def _on_export_run(self, *events) -> None:
-        run = self._run_by_id(self.w_export_run.value)
-        if run is not None:
-            stem = f"bnlstm-run{run.id}-{run.config.model}-{run.config.task}"
-            self.d_csv.filename = stem + "-metrics.csv"
-            self.d_zip.filename = stem + ".zip"
-
-    def _run_by_id(self, rid) -> Optional[DashboardRun]:
-        return next((r for r in self.runs if r.id == rid), None)
-
-    def _csv_bytes(self):
-        run = self._run_by_id(self.w_export_run.value)
-        return io.BytesIO(run.metrics_csv() if run is not None else b"step,kind,loss,acc\n")
-
-    def _zip_bytes(self):
-        run = self._run_by_id(self.w_export_run.value)
-        return io.BytesIO(run.record_zip() if run is not None else b"")
-
-    # ------------------------------------------------------------------- follow
-    def _follow_text(self) -> str:
-        remote = self.remote
-        if remote is not None and remote.found is None:
-            return "<b>Looking for the page you follow...</b>"
-        if self.leader is None and (remote is None or not remote.found):
-            return ("<b>This follow link is not open on this server</b> (the page it belongs "
-                    "to has closed, or the link is mistyped). Ask for the link again.")
-        if self._leader_closed():
-            return ("<b>The page you follow has closed.</b> Its runs are shown as they ended.")
-        return ("<b>Following another page's runs, live and read-only.</b> What it starts, "
-                "pauses or stops shows here; nothing on this page changes its runs.")
-
-    def _leader_closed(self) -> bool:
-        if self.leader is not None:
-            return self.leader._destroyed
-        return self.remote is not None and self.remote.closed
-
-    def _leader_runs(self) -> Dict[str, tuple]:
-        """The followed page's runs: id -> (its slot, a function that makes this page's
-        read-only mirror of it), from this process's page or another's."""
-        lead, remote = self.leader, self.remote
-        if lead is not None:
-            return {r.id: (lead.streams[r.id].index if r.id in lead.streams else None,
-                           functools.partial(DashboardRun.follow, r))
-                    for r in lead.runs if r.handle is not None}
-        if remote is not None:
-            return {int(m.get("run") or 0): (m.get("slot"), functools.partial(
-                        DashboardRun.follow_remote, m, remote.handles[m["id"]], self.engine))
-                    for m in list(remote.runs) if m["id"] in remote.handles}
-        return {}
-
-    def _follow_leader(self) -> None:
-        """Mirror the leader's runs: new ones get a slot of the same colour, removed ones
-        leave; each mirror reads its run's records from the first."""
-        if self.leader is None and self.remote is None:
-            return
-        text = self._follow_text()
-        if self.follow_banner.object != text:
-            self.follow_banner.object = text
-        if self._leader_closed():
-            return
-        theirs = self._leader_runs()
-        changed = False
-        for run in [r for r in self.runs if r.id not in theirs]:
-            self.streams.pop(run.id).assign(None)
-            self.runs.remove(run)
-            run.dispose()
-            changed = True
-        for rid, (index, mirror_of) in theirs.items():
-            if rid in self.streams:
-                continue
-            slot = self.slots[index] if isinstance(index, int) and 0 <= index < len(self.slots) \
-                else None
-            if slot is None or slot.run is not None:
-                continue
-            mirror = mirror_of()
-            self._assign(slot, mirror)
-            self.runs.append(mirror)
-            self.streams[rid] = slot
-            views.set_val_metric(self.val_figure, mirror.metric)
-            changed = True
-        if changed:
-            self.runs.sort(key=lambda r: r.id)
-            self._show_text_section()
-            self._refresh_run_lists()
-            self._update_status(force=True)
-
-    def _publish(self) -> None:
-        """Tell other web processes on this cluster what this page's runs are (their follow
-        links find it through the engine); only when that changed."""
-        if self.follow_token is not None or not getattr(self.engine, "shared", False):
-            return
-        shown = [r for r in self.runs if r.handle is not None and r.id in self.streams]
-        key = [(r.handle.id, self.streams[r.id].index) for r in shown]   # runs, slots
-        if key == self._published:                 # every drain: no config serialized
-            return
-        self._published = key
-        self.engine.publish(self.share_token, [
-            {"id": r.handle.id, "run": r.id, "config": r.config.to_dict(),
-             "slot": self.streams[r.id].index, "color": r.color, "label": r.label,
-             "mode": r.mode} for r in shown])
-
     # -------------------------------------------------------------------- drain
     def drain(self) -> None:
         """Move queued records into the plots (on the event loop, every DRAIN_MS)."""
@@ -1001,57 +854,3 @@ class Dashboard(param.Parameterized):
             self.fail_alert.visible = True
         elif self.fail_alert.visible:
             self.fail_alert.visible = False
-
-
-@contextmanager
-def _frozen():
-    """Freeze the session document's model graph (Bokeh recomputes it once, on exit), and
-    hold its change events until after that.
-
-    The hold matters for changes that add models. A served session writes each event to
-    the browser as it happens; a model added under a freeze joins the document only at
-    the recompute, so the event that first names it would send it in full and it would
-    still count as new afterwards: the next patch naming it sends it again ("reference
-    already known" in the client, and every new glyph sent twice). Held, the events go
-    out after the recompute, each new model once. (Panel's ``pn.io.hold`` in its place
-    sent some events ahead of others: a following page met models it had never been
-    sent, bokeh's UnknownReferenceError.)"""
-    doc = pn.state.curdoc
-    models = getattr(doc, "models", None) if doc is not None else None
-    if models is None or not hasattr(models, "freeze"):
-        yield
-        return
-    held = doc.callbacks.hold_value is not None          # e.g. inside Panel's own hold
-    if not held:
-        doc.hold("combine")
-    try:
-        with models.freeze():
-            yield
-    finally:
-        if not held:
-            doc.unhold()
-
-
-def unsent_bytes(doc) -> int:
-    """Bytes written to this session's websocket(s) that the browser has not yet taken
-    (0 outside a server, or if it cannot be told)."""
-    try:
-        session = doc.session_context._session
-        total = 0
-        for conn in session._subscribed_connections:
-            stream = conn._socket.ws_connection.stream
-            total += stream._total_write_index - stream._total_write_done_index
-        return total
-    except Exception:
-        return 0
-
-
-def _make_destroy_hook(dashboard: "Dashboard"):
-    """A session-destroyed callback with everything it needs bound as default arguments."""
-    def _on_destroyed(session_context, dash=dashboard, _log=log):
-        try:
-            dash.dispose()
-        except Exception as exc:
-            _log(f"session clean-up failed: {exc!r}")
-        release_soon()
-    return _on_destroyed
