@@ -1,6 +1,7 @@
 """A class on one server: N sessions each starting a run, one real browser that clicks.
 
     python benchmarks/bench_classroom.py [--sessions 30] [--steps 200] [--engine dask]
+    python benchmarks/bench_classroom.py --sessions 30 --baseline HEAD~1   # and a baseline
 
 Starts ``panel serve app/`` as ``./scripts/dashboard`` does (loopback, ``--liveness``),
 then:
@@ -36,6 +37,7 @@ process on Python's own allocator, where by default it runs on glibc's, as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -433,12 +435,65 @@ def main():
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable for the server (repeatable), for example "
                          "BNLSTM_WEB_PYTHONMALLOC=pymalloc")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also measure this commit's server (its app/ and bnlstm/, checked out "
+                         "in a temporary worktree) in the same sitting, after this tree's, and "
+                         "print the ratios of the two")
     args = ap.parse_args()
     if not args.no_browser and not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found (the teacher's browser): install it "
                          "(apt-get install chromium; ./scripts/test does), set BNLSTM_CHROMIUM, "
                          "or run with --no-browser")
+    if not args.baseline:
+        out = sitting(args, REPO)
+        report(args, out)
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        return
+    with checkout(args.baseline) as (rev, base):
+        got = {"this tree": sitting(args, REPO), f"baseline {rev}": sitting(args, base)}
+    for name, out in got.items():
+        print(f"\n=== {name}")
+        report(args, out)
+    compare(got)
+    if args.out:
+        Path(args.out).write_text(json.dumps(got, indent=2) + "\n")
 
+
+@contextlib.contextmanager
+def checkout(rev: str):
+    """``rev`` checked out in a temporary git worktree: ``(short hash, folder)``."""
+    short = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    base = Path(tempfile.mkdtemp(prefix="bnlstm-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), short], cwd=REPO,
+                   check=True)
+    try:
+        yield short, base
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO)
+
+
+# the numbers compared, (key, field): this tree's / the baseline's
+COMPARED = (("ready_light_s", "p50"), ("ready_light_s", "p95"), ("click_light_s", "p50"),
+            ("click_light_s", "p95"), ("click_browser_s", "p50"), ("click_browser_s", "p95"),
+            ("liveness_s", "p95"), ("queue_drain_s", None), ("mem_peak_mb", None))
+
+
+def compare(got: dict) -> None:
+    (na, a), (nb, b) = got.items()
+    print(f"\n{na} / {nb}:")
+    for key, field in COMPARED:
+        x, y = a.get(key), b.get(key)
+        if field is not None:
+            x, y = (x or {}).get(field), (y or {}).get(field)
+        what = key + (f" {field}" if field else "")
+        ratio = f"{x / y:.2f}x" if x is not None and y else "-"
+        print(f"  {what:28s} {ratio:>7s}   ({x if x is not None else '-'} vs {y if y is not None else '-'})")
+
+
+def sitting(args, repo: Path) -> dict:
+    """One class on the server of ``repo``'s checkout: the numbers, as a dict."""
     cluster, cluster_procs, cluster_log, extra_env, extra_args = None, [], None, {}, []
     if args.web_procs > 1:
         cluster_log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-classroom-dask.log", "w")
@@ -447,7 +502,8 @@ def main():
         extra_args = ["--num-procs", str(args.web_procs)]
     extra_env.update(dict(e.split("=", 1) for e in args.env))
     srv, port, log_path, logf = start_server({"BNLSTM_ENGINE": args.engine,
-                                              "BNLSTM_APP_LOG": "1", **extra_env}, extra_args)
+                                              "BNLSTM_APP_LOG": "1", **extra_env}, extra_args,
+                                             repo=repo)
     url = f"http://127.0.0.1:{port}/app"
     out = {"sessions": args.sessions, "steps": args.steps, "engine": args.engine,
            "start_when": args.start_when, "web_procs": args.web_procs, "env": args.env,
@@ -576,7 +632,10 @@ def main():
         logf.close()
         if cluster_log is not None:
             cluster_log.close()
+    return out
 
+
+def report(args, out: dict) -> None:
     def f(v, unit="s"):
         return "-" if v is None else f"{v:.2f} {unit}"
     print(f"\nclassroom: {args.sessions} sessions, {args.steps}-update runs, engine "
@@ -613,8 +672,6 @@ def main():
           f"{f(out.get('workers_mem_peak_mb'), 'MB')}")
     if out.get("errors"):
         print(f"  errors: {out['errors'][:3]}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -34,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "browser"))
-from bench_classroom import (CHROMIUM, launch_chromium, start_server, stop,  # noqa: E402
+from bench_classroom import (CHROMIUM, checkout, launch_chromium, start_server, stop,  # noqa: E402
                              summary, teacher_click, teacher_page, teacher_state)
 from light_client import open_client  # noqa: E402  (the fault tests' light client)
 
@@ -111,23 +109,15 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: install chromium (./scripts/test does)")
     from playwright.sync_api import sync_playwright
-    rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    base = Path(tempfile.mkdtemp(prefix="bnlstm-baseline-")) / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), rev], cwd=REPO,
-                   check=True)
-    got = {"this tree": [], f"baseline {rev}": []}
-    try:
-        with sync_playwright() as pw:
-            for r in range(args.rounds):
-                for name, repo in (("this tree", REPO), (f"baseline {rev}", base)):
-                    xs = measure(pw, repo, args.clicks, args.pages)
-                    got[name] += xs
-                    s = stats(xs)
-                    print(f"round {r + 1}, {name:18s} p50 {s['p50']:.3f}  mean "
-                          f"{s['mean']:.3f} s  (n={s['n']})", flush=True)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO)
+    with checkout(args.baseline) as (rev, base), sync_playwright() as pw:
+        got = {"this tree": [], f"baseline {rev}": []}
+        for r in range(args.rounds):
+            for name, repo in (("this tree", REPO), (f"baseline {rev}", base)):
+                xs = measure(pw, repo, args.clicks, args.pages)
+                got[name] += xs
+                s = stats(xs)
+                print(f"round {r + 1}, {name:18s} p50 {s['p50']:.3f}  mean "
+                      f"{s['mean']:.3f} s  (n={s['n']})", flush=True)
     print("\nPause/Resume, click -> shown, in the page, two runs training"
           + (f", new pages opening meanwhile (up to {args.pages}):" if args.pages else ":"))
     for name, xs in got.items():
