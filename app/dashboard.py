@@ -294,7 +294,7 @@ class Dashboard(Following, Exports, param.Parameterized):
                 "new tab's address bar).</div>", stylesheets=[CSS], css_classes=["share-note"],
                 sizing_mode="stretch_width")
             top = [self.url_alert, self.data_alert, self.fail_alert, controls, presets,
-                   self.status, self.share_note]
+                   self.status] + ([self.share_note] if self.served else [])   # a link needs a server
         else:
             self.follow_banner = pn.pane.Alert(self._follow_text(), alert_type="info",
                                                css_classes=["follow-banner"],
