@@ -53,7 +53,8 @@ def _config_from_args(args, parser) -> TrainConfig:
         return TrainConfig.for_task(settings.pop("task", TrainConfig.param["task"].default),
                                     **settings)
     except ValueError as exc:            # param names the setting and its bounds
-        parser.error(str(exc))
+        from .training.config import explain
+        parser.error(explain(exc))
 
 
 def _data_options(args) -> dict:
@@ -96,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download the task's data (MNIST, Penn Treebank) into the user cache "
                         "if it is not there")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("recipes", help="list the recipes (named sets of settings: quick, "
+                                       "authors, paper) and what each sets for a task",
+                       description="A recipe is a named, complete set of settings for a task "
+                                   "(bnlstm/recipes/*.toml), given to train or sweep as --recipe "
+                                   "NAME; flags given by hand override it.")
+    r.add_argument("name", nargs="?", help="one recipe (default: all)")
+    r.add_argument("--task", default=None, help="its settings for this task only")
 
     d = sub.add_parser("data", help="say which MNIST (or text) files are present; verify or "
                                     "download them")
@@ -209,6 +218,30 @@ def _train(args, parser) -> int:
     return 0 if state == "finished" else 1
 
 
+def _recipes(args) -> int:
+    """Each recipe: its description, its settings for each task, what it cannot say yet."""
+    from . import recipes, tasks
+    try:
+        chosen = [recipes.get(args.name)] if args.name else [recipes.get(n) for n in recipes.names()]
+        which = [tasks.get(args.task)] if args.task else list(tasks.all_tasks())
+    except (recipes.RecipeError, tasks.TaskError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in chosen:
+        print(f"{r.name}: {r.description}")
+        for t in which:
+            cfg = TrainConfig.for_task(t.name, recipe=r.name)
+            base = TrainConfig.for_task(t.name)
+            changed = {k: getattr(cfg, k) for k in cfg.to_dict()
+                       if k not in ("recipe",) and getattr(cfg, k) != getattr(base, k)}
+            shown = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(the task's defaults)"
+            print(f"  --task {t.name}: {shown}")
+            for gap in r.gaps(t):
+                print(f"      not yet: {gap}")
+        print()
+    return 0
+
+
 def _data(args) -> int:
     from .tasks.mnist import data as data_mod
     if getattr(args, "text", False):
@@ -294,6 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _train(args, parser)
     if args.command == "data":
         return _data(args)
+    if args.command == "recipes":
+        return _recipes(args)
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "paper":

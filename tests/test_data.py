@@ -7,6 +7,7 @@ SOURCE.md there); every test that could touch the user's cache points
 import functools
 import gzip
 import hashlib
+import json
 import http.server
 import os
 import re
@@ -426,3 +427,45 @@ def test_batches_shuffle_determinism_epochs_and_limit():
               Batches(imgs, labels, batch_size=30, shuffle=False).take(70)):
         got = [i for x, _ in b for i in _indices(x).tolist()]
         assert got == list(range(70)) and len(b) == 3 and b.num_samples == 70
+
+
+def test_the_authors_permutation_draws_pixels_with_replacement_as_their_code():
+    # sequential_mnist.py: np.random.seed(1), then np.random.randint(0, 784, size=(784,))
+    p = D.permutation("authors")
+    assert p.shape == (784,) and 470 <= len(np.unique(p)) <= 520
+    np.random.seed(1)
+    assert np.array_equal(p, np.random.randint(0, 784, size=(784,)))
+    t = D.permutation("true")
+    assert sorted(t.tolist()) == list(range(784))
+    with pytest.raises(ValueError, match="permutation must be one of"):
+        D.permutation("random")
+
+
+def test_the_permuted_task_reads_pixels_in_the_configured_order():
+    imgs = np.arange(2 * 784, dtype=np.uint8).reshape(2, 28, 28) % 251
+    for kind in D.PERMUTATIONS:
+        x = D.sequence_view(imgs, "permuted", kind)
+        flat = torch.as_tensor(imgs.reshape(2, 784), dtype=torch.float32) / 255.0
+        assert torch.equal(x[:, :, 0], flat[:, torch.as_tensor(D.permutation(kind))])
+    b = D.Batches(imgs, np.array([0, 1]), task="permuted", batch_size=2, shuffle=False,
+                  permutation="authors")
+    x, _ = next(iter(b))
+    assert torch.equal(x, D.sequence_view(imgs, "permuted", "authors"))
+    assert b.take(1).permutation == "authors"
+
+
+def test_a_run_records_the_permutation_it_trained_with(tmp_path, mnist_dir):
+    from bnlstm import TrainConfig, tasks
+    cfg = TrainConfig.for_task("permuted", permutation="authors", hidden=8, batch_size=8, steps=2,
+                               eval_every=2, val_limit=16, probe_every=0, test_at_end=False)
+    assert "authors' pixel order" in cfg.summary()
+    with pytest.raises(ValueError, match="permutation"):
+        TrainConfig.for_task("row", permutation="authors")          # does not apply to rows
+    assert not tasks.get("text").applies("permutation")
+    from bnlstm.training.assemble import assemble_run
+    data = D.load_mnist(mnist_dir)
+    trainer, recorder = assemble_run(cfg, data=data, out=tmp_path / "run")
+    assert trainer.run() == "finished"
+    recorder.close()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["permutation"] == "authors" and saved["task"] == "permuted"

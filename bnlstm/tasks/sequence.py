@@ -76,7 +76,7 @@ def build_model(config, seq_len: int, input_size: int) -> SequenceClassifier:
 
 def make_optimizer(config, params) -> torch.optim.Optimizer:
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr)
+        return torch.optim.RMSprop(params, lr=config.lr, alpha=config.rmsprop_alpha)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9)

@@ -17,7 +17,10 @@ from typing import Any, Dict
 
 import param
 
+from .. import recipes as _recipes
 from ..nn import INITS
+
+_RECIPES = _recipes.names()
 
 TASK_NAMES = ("row", "pixel14", "pixel7", "pixel", "permuted")
 MODEL_NORMS = {"lstm": "none", "bnlstm-input": "input", "bnlstm": "full", "bn-tanh-rnn": "sum"}
@@ -52,6 +55,11 @@ class TrainConfig(param.Parameterized):
     hidden = param.Integer(default=100, bounds=(1, 4096), softbounds=(8, 256), doc=(
         "Hidden units per layer (paper: 100 on MNIST)."))
     num_layers = param.Integer(default=1, bounds=(1, 8), softbounds=(1, 3), doc="Stacked LSTM layers.")
+    permutation = param.Selector(default="true", objects=["true", "authors"], doc=(
+        "Permuted MNIST's pixel order: true (a permutation of the 784 pixels, seeded) or authors "
+        "(as the authors' sequential_mnist.py draws it, np.random.randint(0, 784, 784) after "
+        "np.random.seed(1): with replacement, so 501 distinct pixels and the rest never seen; "
+        "the paper's Table 1 pMNIST was measured on that)."))
     init = param.Selector(default="paper", objects=list(INITS), doc=(
         "Weight init: paper (orthogonal W_x, identity W_h), authors (identity only for the g "
         "block; for the tanh RNN the same as paper), orthogonal, pytorch (nn.LSTM's uniform). "
@@ -73,6 +81,13 @@ class TrainConfig(param.Parameterized):
         "Where to train: auto picks CUDA, then MPS, then the CPU."))
     optimizer = param.Selector(default="rmsprop", objects=["rmsprop", "adam", "sgd"], doc=(
         "Optimizer (paper: RMSProp on MNIST)."))
+    rmsprop_alpha = param.Number(default=0.99, bounds=(0.0, 0.9999), doc=(
+        "RMSProp's decay of the squared-gradient average (torch's default 0.99; the paper's "
+        "text 0.9; the authors' code 0.5)."))
+    recipe = param.Selector(default="quick", objects=list(_RECIPES), doc=(
+        "The named set of settings this run started from (bnlstm/recipes/*.toml; `python -m "
+        "bnlstm recipes` lists them): quick (CPU-sized), authors (the authors' code, flag for "
+        "flag), paper (the paper's text). Flags given by hand override it."))
     val_limit = param.Integer(default=0, bounds=(0, None), doc=(
         "Validate on the first N validation digits only (0: the whole split, 10,000 on full MNIST)."))
     test_at_end = param.Boolean(default=True, doc=(
@@ -101,16 +116,18 @@ class TrainConfig(param.Parameterized):
     LIVE = ("lr", "clip", "steps", "eval_every", "probe_every", "temperature")
 
     @classmethod
-    def for_task(cls, task: str, **settings) -> "TrainConfig":
-        """A config for ``task`` with that task's recipe (``Task.defaults``) where
-        ``settings`` do not say otherwise. Raises ``ValueError`` for a setting that does
-        not apply to the task."""
-        from .. import tasks
+    def for_task(cls, task: str, recipe: str = "quick", **settings) -> "TrainConfig":
+        """A config for ``task``: the task's own defaults (``Task.defaults``), then the
+        named ``recipe``'s settings for it (:mod:`bnlstm.recipes`), then ``settings``.
+        Raises ``ValueError`` for a setting that does not apply to the task, or an
+        unknown recipe."""
+        from .. import recipes, tasks
         t = tasks.get(task)
         wrong = sorted(k for k in settings if not t.applies(k))
         if wrong:
             raise ValueError(f"setting(s) {', '.join(wrong)} do not apply to the task {task!r}")
-        return cls(**{**t.defaults, **settings, "task": task})
+        r = recipes.get(recipe)
+        return cls(**{**t.defaults, **r.settings(t), **settings, "task": task, "recipe": recipe})
 
     @property
     def norm(self) -> str:
@@ -139,11 +156,23 @@ class TrainConfig(param.Parameterized):
     def summary(self) -> str:
         """A one-line description for legends and logs."""
         s = f"{MODEL_LABELS[self.model]} {self.task}"
+        if self.task == "permuted" and self.permutation != "true":
+            s += f" ({self.permutation}' pixel order)"
         if self.model != "lstm":
             s += f" g={self.gamma_init:g}"
             if self.stats != "per_step":
                 s += " shared-stats"
         return s + f" seed {self.seed}"
+
+
+def explain(exc: Exception) -> str:
+    """An invalid setting's message for people: param's first line, without its internal
+    names ("Number parameter 'TrainConfig.lr' must be at least 1e-07, not 0.0." ->
+    "lr must be at least 1e-07, not 0.0.")."""
+    import re
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"\b\w+ parameter '(?:\w+\.)?(\w+)'", r"\1", text)
+    return text.replace("<class 'str'>", "text").replace("only takes numeric values", "must be a number")
 
 
 def parse_setting(name: str, text: str) -> Any:

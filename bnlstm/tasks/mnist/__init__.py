@@ -44,6 +44,8 @@ class MNISTTask(Task):
         self.name = name
         self.label, self.description = _VIEWS.get(name, (name, name))
         self.seq_len, self.input_size = TASKS[name]
+        if name != "permuted":                             # the pixel order of pMNIST only
+            self.excludes = self.excludes | {"permutation"}
 
     def load_data(self, data_dir=None, download: bool = False, **options):
         if options:

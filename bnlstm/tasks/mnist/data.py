@@ -95,6 +95,10 @@ FALLBACK_PER_CLASS = (400, 50, 50)
 # The permutation of permuted MNIST: a true permutation (the authors' script drew
 # with replacement), seeded with the paper's arXiv number, 1603.09025.
 PERMUTATION_SEED = 1603
+# The authors' "permutation" (sequential_mnist.py, construct_graphs): the first draw after
+# np.random.seed(args.seed), --seed 1 by default: np.random.randint(0, 784, size=784).
+AUTHORS_PERMUTATION_SEED = 1
+PERMUTATIONS = ("true", "authors")
 
 from . import TASKS  # noqa: E402  (the views' shapes, defined with the task)
 
@@ -405,18 +409,25 @@ def make_splits(data: MNIST) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
             "test": (data.test_images, data.test_labels)}
 
 
-def permutation() -> np.ndarray:
-    """The fixed pixel order of permuted MNIST: ``default_rng(PERMUTATION_SEED).permutation(784)``."""
-    return np.random.default_rng(PERMUTATION_SEED).permutation(784)
+def permutation(kind: str = "true") -> np.ndarray:
+    """The fixed pixel order of permuted MNIST (784 indices): ``"true"``,
+    ``default_rng(PERMUTATION_SEED).permutation(784)``; ``"authors"``, the authors' draw
+    with replacement, ``RandomState(1).randint(0, 784, 784)`` (501 distinct pixels)."""
+    if kind == "true":
+        return np.random.default_rng(PERMUTATION_SEED).permutation(784)
+    if kind == "authors":
+        return np.random.RandomState(AUTHORS_PERMUTATION_SEED).randint(0, 784, size=784)
+    raise ValueError(f"permutation must be one of {', '.join(PERMUTATIONS)}; got {kind!r}")
 
 
-_PERM_CACHE: Dict[torch.device, torch.Tensor] = {}
+_PERM_CACHE: Dict[Tuple[torch.device, str], torch.Tensor] = {}
 
 
-def _perm_on(device: torch.device) -> torch.Tensor:
-    p = _PERM_CACHE.get(device)
+def _perm_on(device: torch.device, kind: str = "true") -> torch.Tensor:
+    p = _PERM_CACHE.get((device, kind))
     if p is None:
-        p = _PERM_CACHE[device] = torch.as_tensor(permutation(), dtype=torch.long, device=device)
+        p = _PERM_CACHE[(device, kind)] = torch.as_tensor(permutation(kind), dtype=torch.long,
+                                                           device=device)
     return p
 
 
@@ -426,9 +437,11 @@ def _check_task(task: str) -> Tuple[int, int]:
     return TASKS[task]
 
 
-def sequence_view(images: Union[np.ndarray, torch.Tensor], task: str) -> torch.Tensor:
+def sequence_view(images: Union[np.ndarray, torch.Tensor], task: str,
+                  permutation: str = "true") -> torch.Tensor:
     """Images (N, 28, 28) (uint8 0..255, numpy or torch) -> float32 (N, T, F) in [0, 1],
-    on the device of ``images``. ``(T, F) = TASKS[task]``."""
+    on the device of ``images``. ``(T, F) = TASKS[task]``; ``permutation``: the order of
+    the ``permuted`` task (:func:`permutation`)."""
     T, F = _check_task(task)
     x = torch.as_tensor(images)
     if x.dim() != 3 or tuple(x.shape[1:]) != (28, 28):
@@ -443,7 +456,7 @@ def sequence_view(images: Union[np.ndarray, torch.Tensor], task: str) -> torch.T
     elif task == "pixel7":
         x = x.reshape(n, 7, 4, 7, 4).mean(dim=(2, 4))
     elif task == "permuted":
-        x = x.reshape(n, 784).index_select(1, _perm_on(x.device))
+        x = x.reshape(n, 784).index_select(1, _perm_on(x.device, permutation))
     return x.reshape(n, T, F).contiguous()
 
 
@@ -461,8 +474,12 @@ class Batches:
 
     def __init__(self, images, labels, task: str = "pixel", batch_size: int = 100,
                  device: Union[str, torch.device] = "cpu", seed: int = 0, shuffle: bool = True,
-                 endless: bool = False, limit: Optional[int] = None, drop_last: Optional[bool] = None):
+                 endless: bool = False, limit: Optional[int] = None, drop_last: Optional[bool] = None,
+                 permutation: str = "true"):
         self.seq_len, self.input_size = _check_task(task)
+        if permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {', '.join(PERMUTATIONS)}; got {permutation!r}")
+        self.permutation = permutation
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(images) != len(labels):
@@ -494,7 +511,7 @@ class Batches:
         """The same batches over the first ``n`` samples only (a fresh generator, same seed)."""
         return Batches(self.images[:n], self.labels[:n], task=self.task, batch_size=self.batch_size,
                        device=self.device, seed=self.seed, shuffle=self.shuffle,
-                       endless=self.endless, drop_last=self.drop_last)
+                       endless=self.endless, drop_last=self.drop_last, permutation=self.permutation)
 
     def _one_pass(self, skip: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n, b = self.num_samples, self.batch_size
@@ -507,7 +524,7 @@ class Batches:
             else:
                 idx = order[i * b:(i + 1) * b]
                 imgs, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
-            yield sequence_view(imgs, self.task), y
+            yield sequence_view(imgs, self.task, self.permutation), y
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         return self.iterate()

@@ -28,7 +28,8 @@ class MNISTExperiment(SequenceExperiment):
         self.seq_len, self.input_size = data_mod.TASKS[cfg.task]
         self.train_batches = data_mod.Batches(*splits["train"], task=cfg.task,
                                               batch_size=cfg.batch_size, device=self.device,
-                                              seed=cfg.seed, shuffle=True, endless=True)
+                                              seed=cfg.seed, shuffle=True, endless=True,
+                                              permutation=cfg.permutation)
         self.splits = splits
         self._eval_batches: Dict[str, Any] = {}
         self.data_is_full = data.is_full
@@ -53,7 +54,7 @@ class MNISTExperiment(SequenceExperiment):
                 imgs, labels = imgs[:limit], labels[:limit]
             self._eval_batches[split] = data_mod.Batches(
                 imgs, labels, task=self.config.task, batch_size=max(self.config.batch_size, 500),
-                device=self.device, shuffle=False)
+                device=self.device, shuffle=False, permutation=self.config.permutation)
         return self._eval_batches[split]
 
     @torch.no_grad()
@@ -73,6 +74,7 @@ class MNISTExperiment(SequenceExperiment):
     def stat_batches(self, n: int) -> Iterator[Tensor]:
         batches = data_mod.Batches(*self.splits["train"], task=self.config.task,
                                    batch_size=self.config.batch_size, device=self.device,
-                                   seed=self.config.seed + 1, shuffle=True)
+                                   seed=self.config.seed + 1, shuffle=True,
+                                   permutation=self.config.permutation)
         it = iter(batches)
         return (next(it)[0] for _ in range(n))

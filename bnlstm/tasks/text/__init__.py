@@ -20,6 +20,7 @@ from typing import Any, Dict
 from .. import BITS_PER_CHAR, Metric, Task, register
 
 NEXT_CHAR = Metric("acc", "next-character accuracy", higher_is_better=True)
+PTB_FILE_NAMES = ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt")   # data.PTB_FILES
 
 
 def _check_model(config) -> None:
@@ -38,6 +39,7 @@ class TextTask(Task):
                    "(the paper's Penn Treebank; bits per character)")
     metrics = (BITS_PER_CHAR, NEXT_CHAR)
     views = ("probes", "text")
+    excludes = frozenset({"permutation"})      # permuted MNIST's
     data_options = ("text_file",)
     # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
     defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
@@ -46,6 +48,28 @@ class TextTask(Task):
 
     def check(self, config) -> None:
         _check_model(config)
+
+    def data_problem(self, data_dir=None, text_file=None, **options):
+        """A Penn Treebank folder named (``data_dir``, else ``$BNLSTM_PTB_DIR``) that lacks
+        a file: the text task's runs would fail there (no fallback for a folder asked for)."""
+        import os
+        from pathlib import Path
+        if text_file:
+            return None
+        folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
+        if not folder:
+            return None                  # the cache, else Python's own text: always works
+        missing = [n for n in PTB_FILE_NAMES if not (Path(folder).expanduser() / n).is_file()]
+        if not missing:
+            return None
+        where = "data directory" if data_dir else "BNLSTM_PTB_DIR"
+        return (f"The Penn Treebank folder this server was given ({where}) lacks "
+                f"{', '.join(missing)}, so a run of the text task would fail. What works: "
+                "put the missing file there (python -m bnlstm train --task text --download "
+                "fetches all three), unset BNLSTM_PTB_DIR to train on the Python documentation "
+                "text that ships with Python, or train on PTB's held-out text from the "
+                "command line (python -m bnlstm paper text --quick, which splits "
+                "ptb.char.valid.txt and ptb.char.test.txt).")
 
     def load_data(self, data_dir=None, download: bool = False, text_file=None, **options):
         if options:
