@@ -15,7 +15,6 @@ import secrets
 import threading
 import time
 import weakref
-from urllib.parse import urlencode
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -30,9 +29,10 @@ from . import views
 from .server import offloop
 from .runs import DashboardRun, get_engine
 from .server.applog import log, quiet_periodic_callback
-from .server.session import _frozen, _weak_listener, make_destroy_hook, unsent_bytes
+from .server.session import _frozen, _weak_listener, drawn, locked, make_destroy_hook, unsent_bytes
 from .export import Exports
 from .follow import Following
+from .links import Links
 from .lessons import CSS, PRESETS
 from .sweeps import SweepBrowser
 from .feed import digest, ema
@@ -40,7 +40,6 @@ from .server.offline import FONT, ICONS, OfflineFast
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
 from .status import alerts, status_html
 from .text_view import TextSection
-from .url_state import validate_query
 
 DRAIN_MS = 200               # the drain's period while the page has a live run
 IDLE_DRAIN_MS = 1000         # ... and while it has none (only the server line can change);
@@ -68,7 +67,7 @@ def session_run_limit() -> int:
 
 
 # ----------------------------------------------------------------------------- the dashboard
-class Dashboard(Following, Exports, param.Parameterized):
+class Dashboard(Links, Following, Exports, param.Parameterized):
     """One session's dashboard. ``Dashboard().servable()`` or ``.view()`` in a notebook."""
 
     smoothing = param.Number(default=0.9, bounds=(0.0, 0.99), doc=(
@@ -111,6 +110,7 @@ class Dashboard(Following, Exports, param.Parameterized):
         self._last_status = ""
         self._status_at = 0.0
         self._url_problems: List[str] = []
+        self._pending_preset = None      # a link's ?preset=: started once the page is there
         self._focus_probe_step = -1
         self._focus_shown_at = 0.0
         self._next_drain_at = 0.0
@@ -129,49 +129,12 @@ class Dashboard(Following, Exports, param.Parameterized):
             self._sync_url()
         self._build_layout()
         self.config.param.watch(self._show_text_section, "task")
+        self.config.param.watch(self._show_task_problem, "task")
         self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
         self.config.param.watch(self._on_new_run_setting,
                                 [k for k in TrainConfig.param if k not in TrainConfig.LIVE
                                  and k != "name"])
         self.param.watch(self._on_smoothing, ["smoothing"])
-
-    # ------------------------------------------------------------------------ URL
-    def _sync_url(self) -> None:
-        loc = pn.state.location
-        if loc is None or self.follow_token is not None:    # a follower takes no settings
-            return
-        query = dict(loc.query_params)
-        good, problems = validate_query(query, DASHBOARD_DEFAULTS)
-        self.apply_settings(good)
-        if problems:
-            self._url_problems = problems
-            # drop the offending parameters before Panel syncs, so that it never sees them
-            loc.search = ("?" + urlencode({k: str(query[k]) for k in good})) if good else ""
-        names = [k for k in TrainConfig.param if k != "name"]
-        loc.sync(self.config, names, on_error=self._on_url_error)
-        self._show_url_problems()            # also when nothing in the link could be used
-
-    def apply_settings(self, settings: Dict[str, Any]) -> None:
-        """Settings from a link: its task first (a task of another family brings its
-        recipe, through the settings panel), then the others, which override the recipe."""
-        rest = dict(settings)
-        if "task" in rest:
-            self.config.task = rest.pop("task")
-        if rest:
-            self.config.param.update(**rest)
-
-    def _on_url_error(self, bad: Dict[str, Any]) -> None:
-        msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())
-        self._url_problems.append(msg + "; kept the current values.")
-        if hasattr(self, "url_alert"):
-            self._show_url_problems()
-
-    def _show_url_problems(self) -> None:
-        if self._url_problems:
-            items = "".join(f"<li>{html.escape(p)}</li>" for p in self._url_problems)
-            self.url_alert.object = (f"<b>Some settings in the link were not valid</b> and were "
-                                     f"replaced by defaults:<ul>{items}</ul>")
-            self.url_alert.visible = True
 
     # -------------------------------------------------------------------- widgets
     def _build_widgets(self) -> None:
@@ -190,17 +153,17 @@ class Dashboard(Following, Exports, param.Parameterized):
                                         css_classes=["btn-stop"], width=110, height=44)
         self.b_reset = pn.widgets.Button(name="Reset", button_type="default", icon=ICONS["reset"],
                                          css_classes=["btn-reset"], width=110, height=44)
-        self.b_start.on_click(lambda e: self.start())
-        self.b_pause.on_click(lambda e: self.toggle_pause())
-        self.b_step.on_click(lambda e: self.step())
-        self.b_stop.on_click(lambda e: self.stop())
-        self.b_reset.on_click(lambda e: self.reset())
+        self.b_start.on_click(lambda e: locked(self.start))
+        self.b_pause.on_click(lambda e: locked(self.toggle_pause))
+        self.b_step.on_click(lambda e: locked(self.step))
+        self.b_stop.on_click(lambda e: locked(self.stop))
+        self.b_reset.on_click(lambda e: locked(self.reset))
         self.preset_buttons = []
         for label, cls, pair in PRESETS:
             b = pn.widgets.Button(name=label, button_type="primary", button_style="outline",
                                   css_classes=["btn-preset", cls], height=40,
                                   width=max(180, 9 * len(label) + 30), sizing_mode="fixed")
-            b.on_click(lambda e, pair=pair: self.run_preset(pair))
+            b.on_click(lambda e, pair=pair: locked(lambda: self.run_preset(pair)))
             self.preset_buttons.append(b)
 
         # status and alerts
@@ -208,6 +171,9 @@ class Dashboard(Following, Exports, param.Parameterized):
                                    sizing_mode="stretch_width", stylesheets=[CSS])
         self.url_alert = pn.pane.Alert("", alert_type="warning", visible=False,
                                        css_classes=["url-alert"], sizing_mode="stretch_width")
+        self.task_alert = pn.pane.Alert("", alert_type="warning", visible=False,
+                                        css_classes=["task-alert"], sizing_mode="stretch_width")
+        self._show_task_problem()
         self.data_alert = pn.pane.Alert("", alert_type="warning", visible=False,
                                         css_classes=["data-alert"], sizing_mode="stretch_width")
         self.fail_alert = pn.pane.Alert("", alert_type="danger", visible=False,
@@ -223,6 +189,9 @@ class Dashboard(Following, Exports, param.Parameterized):
         self.d_zip = pn.widgets.FileDownload(callback=self._zip_bytes, filename="run.zip",
                                              label="Run record (zip)", button_type="primary",
                                              css_classes=["dl-zip"], width=170, embed=False)
+        self.d_all = pn.widgets.FileDownload(callback=self._all_csv_bytes, filename="bnlstm-runs.csv",
+                                             label="All runs (CSV)", button_type="primary",
+                                             css_classes=["dl-all"], width=170, embed=False)
         self.w_export_run.param.watch(self._on_export_run, "value")
         self.w_focus = pn.widgets.Select(name="Run shown in the statistics plots", options={},
                                          width=420, css_classes=["w-focus"])
@@ -293,7 +262,7 @@ class Dashboard(Following, Exports, param.Parameterized):
                 f"{self.share_token}' target='_blank'>follow link</a> (copy it from the "
                 "new tab's address bar).</div>", stylesheets=[CSS], css_classes=["share-note"],
                 sizing_mode="stretch_width")
-            top = [self.url_alert, self.data_alert, self.fail_alert, controls, presets,
+            top = [self.url_alert, self.task_alert, self.data_alert, self.fail_alert, controls, presets,
                    self.status] + ([self.share_note] if self.served else [])   # a link needs a server
         else:
             self.follow_banner = pn.pane.Alert(self._follow_text(), alert_type="info",
@@ -343,9 +312,10 @@ class Dashboard(Following, Exports, param.Parameterized):
                     self.w_focus,
                     pn.GridBox(*self.p_stats, ncols=2, sizing_mode="stretch_width")),
             self._text_column(section),
-            section("Export", "The metrics of a run as CSV, and its run record (config, "
-                    "metrics, summary, best checkpoint) as a zip.",
-                    pn.Row(self.w_export_run, self.d_csv, self.d_zip)),
+            section("Export", "The metrics of a run as CSV, its run record (config, "
+                    "metrics, summary, best checkpoint) as a zip, and every run's metrics in "
+                    "one CSV (a column says which run).",
+                    pn.Row(self.w_export_run, self.d_csv, self.d_zip, self.d_all)),
             section("Sweeps (many seeds, run with python -m bnlstm sweep)",
                     "The sweeps in the server's sweep folder: each group's validation curve "
                     "(mean over seeds, band: one standard deviation) and every run's result; "
@@ -396,6 +366,8 @@ class Dashboard(Following, Exports, param.Parameterized):
         self.attach_session()
         if self.served:
             pn.state.onload(self._attach_lower_soon)    # once the browser has drawn the top
+            if self._pending_preset is not None:        # a link's ?preset=
+                pn.state.onload(lambda: self.run_preset(self._pending_preset))
         else:
             self.attach_lower()
         with _frozen():          # the document's model graph is computed once, not per root
@@ -460,6 +432,12 @@ class Dashboard(Following, Exports, param.Parameterized):
             self.drain()
 
     # ------------------------------------------------------------- settings glue
+    def _show_task_problem(self, *events) -> None:
+        """Said when the task is chosen, before Start: what stops its data loading here."""
+        problem = tasks.get(self.config.task).data_problem()
+        self.task_alert.object = html.escape(problem) if problem else ""
+        self.task_alert.visible = bool(problem)
+
     def _show_text_section(self, *events) -> None:
         """The text section shows while the chosen task, or a run shown, is a text task."""
         if hasattr(self, "text_col"):
@@ -753,6 +731,9 @@ class Dashboard(Following, Exports, param.Parameterized):
             self._next_drain_at = time.monotonic() + IDLE_DRAIN_MS / 1000
             return
         self._backlogged = False
+        if not drawn(pn.state.curdoc):        # not drawn yet: its records wait for it
+            self._next_drain_at = time.monotonic() + IDLE_DRAIN_MS / 1000
+            return
         try:
             if self.follow_token is not None:
                 self._follow_leader()

@@ -27,6 +27,17 @@ PRESETS = [
                                            init="orthogonal", gamma_init=1.0))]),
 ]
 
+def preset(slug: str):
+    """The pair of the preset called ``slug`` (its css class without ``preset-``: ``lstm``,
+    ``gamma``, ``stats``, ``tanh``, ``init``; a link's ``?preset=``), or None."""
+    for label, cls, pair in PRESETS:
+        if cls == f"preset-{slug}":
+            return label, pair
+    return None
+
+
+PRESET_SLUGS = [cls[len("preset-"):] for _, cls, _ in PRESETS]
+
 CSS = """
 table { border-collapse: collapse; font-size: 17px; width: 100%; }
 td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }

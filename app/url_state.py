@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 import param
 
 from bnlstm import TrainConfig
-from bnlstm.training.config import parse_setting
+from bnlstm.training.config import explain, parse_setting
 
 def _tolerate_extra_question_marks() -> None:
     """Read a second '?' in the page's address as '&' ("?steps=200?x=1" is steps=200 and x=1).
@@ -68,7 +68,7 @@ def validate_query(query: Dict[str, Any], defaults: Dict[str, Any] = None
             value = _coerce(par, raw)
             TrainConfig(**{key: value})                   # bounds and choices
         except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = explain(exc)
             if isinstance(par, param.Selector):
                 reason = f"choose one of {', '.join(map(str, par.objects))}"
             elif getattr(par, "bounds", None):

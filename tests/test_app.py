@@ -431,3 +431,56 @@ def test_what_a_page_sends_defines_each_model_once_through_starts_and_follows(
         for d in (follower, lead):
             d.dispose()
         eng.join(30)
+
+
+def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_path, monkeypatch):
+    """A PTB folder with the held-out files only (as here, and as many people have): choosing
+    the text task says at once that its runs would fail, and what works; nothing to Start."""
+    from bnlstm import tasks
+    from bnlstm.runs import ThreadEngine
+    from bnlstm.tasks.text import PTB_FILE_NAMES
+    from bnlstm.tasks.text.data import PTB_FILES
+    from bnlstm_app.dashboard import Dashboard
+    assert list(PTB_FILE_NAMES) == list(PTB_FILES)
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(ptb_dir))
+    assert not (ptb_dir / "ptb.char.train.txt").exists()
+    d = Dashboard(sync_url=False, engine=ThreadEngine(max_runs=1))
+    try:
+        assert not d.task_alert.visible                      # MNIST: nothing to say
+        d.config.task = "text"
+        assert d.task_alert.visible and "lacks ptb.char.train.txt" in d.task_alert.object
+        assert "unset BNLSTM_PTB_DIR" in d.task_alert.object and "paper text" in d.task_alert.object
+        d.config.task = "row"
+        assert not d.task_alert.visible
+        full = tmp_path / "ptb"
+        full.mkdir()
+        for n in PTB_FILE_NAMES:
+            (full / n).write_text("x")
+        monkeypatch.setenv("BNLSTM_PTB_DIR", str(full))
+        assert tasks.get("text").data_problem() is None
+        assert tasks.get("text").data_problem(text_file="mine.txt") is None
+    finally:
+        d.dispose()
+
+
+def test_the_csv_of_all_runs_has_every_runs_rows_and_says_whose(mnist_dir, monkeypatch):
+    import csv
+    import io
+    from bnlstm_app.export import all_runs_csv
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    try:
+        lead.config.steps = 6
+        a = lead.start()
+        lead.config.model = "lstm"
+        b = lead.start()
+        _until(lambda: a.step >= 6 and b.step >= 6 and not a.live and not b.live, [lead])
+        rows = list(csv.DictReader(io.StringIO(all_runs_csv(lead.runs).decode())))
+        for run in (a, b):
+            mine = [r for r in rows if r["run"] == str(run.id)]
+            own = list(csv.DictReader(io.StringIO(run.metrics_csv().decode())))
+            assert len(mine) == len(own) > 0 and mine[0]["model"] == run.config.model
+            assert [r["loss"] for r in mine] == [r["loss"] for r in own]
+        assert lead._all_csv_bytes().getvalue() == all_runs_csv(lead.runs)
+    finally:
+        lead.dispose()
+        eng.join(30)

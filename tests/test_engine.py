@@ -313,7 +313,12 @@ def test_cli_eval_refuses_bad_checkpoint(tmp_path, capsys):
     p = tmp_path / "x.pt"
     p.write_bytes(b"not a checkpoint")
     assert cli_main(["eval", str(p)]) == 2
-    assert "refused" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a checkpoint" in err and "zip archive" in err and "pickled" not in err
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert cli_main(["eval", str(empty)]) == 2
+    assert "an empty file" in capsys.readouterr().err
 
 
 def test_bn_tanh_rnn_model_trains_with_probes(mnist):

@@ -163,6 +163,12 @@ class Task:
         """Raise ``ValueError`` (the reason for people) if this task cannot train ``config``.
         Cheap and torch-free: the dashboard asks before it queues a run."""
 
+    def data_problem(self, data_dir=None, **options) -> Optional[str]:
+        """What stops this task's data from loading here, for people, with what does work
+        (``None``: nothing known). Cheap (no data is read) and torch-free: the dashboard
+        asks when the task is chosen, before anyone presses Start."""
+        return None
+
     def load_data(self, data_dir=None, download: bool = False, **options):
         """The task's data set (shared by runs in one process): an object with ``source``."""
         raise NotImplementedError

@@ -47,6 +47,12 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):   # torch.save's zip, or a pickle
+        kind = "an empty file" if not head else f"a file that starts with {head!r}"
+        raise CheckpointError(f"{path}: not a checkpoint: torch.save writes a zip archive, and "
+                              f"this is {kind} (a text or other file?)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:

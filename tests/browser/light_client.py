@@ -48,9 +48,10 @@ class LightClient(threading.Thread):
     ``pulled_s``: seconds from the request to the document; ``on_ready(client)``, a hook
     for subclasses, runs on the session's loop right after."""
 
-    def __init__(self, url: str, args: dict | None = None):
+    def __init__(self, url: str, args: dict | None = None, say_ready: bool = True):
         super().__init__(daemon=True)
         self.url, self.args = url, dict(args or {})
+        self.say_ready = say_ready          # False: a script, or a tab not drawn yet
         self.ready = threading.Event()
         self.error = None
         self.pulled_s = None
@@ -68,7 +69,8 @@ class LightClient(threading.Thread):
             self.session = pull_session(url=self.url, arguments=self.args)
             self.pulled_s = time.perf_counter() - t0
             self.loop, self.doc = IOLoop.current(), self.session.document
-            self.doc.callbacks.send_event(DocumentReady())
+            if self.say_ready:
+                self.doc.callbacks.send_event(DocumentReady())
             self.on_ready()
         except Exception as exc:
             self.error = exc
@@ -124,8 +126,9 @@ class LightClient(threading.Thread):
             self.loop.add_callback(self.session.close)
 
 
-def open_client(url: str, args: dict | None = None, timeout: float = 60.0) -> LightClient:
-    c = LightClient(url, args)
+def open_client(url: str, args: dict | None = None, timeout: float = 60.0,
+                say_ready: bool = True) -> LightClient:
+    c = LightClient(url, args, say_ready=say_ready)
     c.start()
     assert c.ready.wait(timeout), "no session within the timeout"
     if c.error is not None:

@@ -6,6 +6,7 @@ These use light clients (real sessions over websockets, no browser) against the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,3 +183,32 @@ def test_closed_sessions_are_freed_and_memory_does_not_grow_round_after_round(se
     assert after[2] - after[0] < 40, after        # a plateau, not a leak
     # a page closed while the build thread attached its sections: nothing failed
     assert "Set changed size during iteration" not in server.log()
+
+
+def test_sessions_that_never_say_document_ready_are_served_and_cost_the_others_nothing(server):
+    """A script, or a tab opened in the background, has its document but never says
+    document_ready. Its Start must work (or wait for the page) without an error, and pages
+    and clicks of the sessions beside it must stay within the classroom goals."""
+    quiet = []
+    log_at = len(server.log())
+    try:
+        for _ in range(4):
+            c = open_client(server.url, {"steps": "20", "hidden": "16", "probe_every": "0"},
+                            say_ready=False)
+            c.click("btn-start")
+            quiet.append(c)
+        t0 = time.monotonic()
+        page = open_client(server.url, {"steps": "30", "hidden": "16", "probe_every": "0"})
+        ready_s = time.monotonic() - t0
+        page.click("btn-start")
+        assert page.wait_state(("queued", "starting", "running", "finished"), 10) < 3
+        assert ready_s < 10, ready_s
+        page.close()
+        log = server.log()[log_at:]
+        assert "_pending_writes should be non-None" not in log, log[-3000:]
+        assert log.count("submitted") >= 5, log[-3000:]           # every Start was taken
+        builds = [float(x) for x in re.findall(r"page built in ([0-9.]+) s", log)]
+        assert len(builds) == 5 and max(builds) < 3.0, builds     # was 6-13 s beside them
+    finally:
+        for c in quiet:
+            c.close()

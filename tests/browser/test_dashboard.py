@@ -218,6 +218,21 @@ def test_step_does_one_update(open_app):
     assert run_rows(page).count() == 0
 
 
+def test_a_preset_link_opens_and_starts_its_comparison(open_app):
+    """?preset=gamma: the page starts the two runs of "gamma 0.1 vs 1.0" by itself; an
+    unknown preset is named on the page, and nothing starts."""
+    page = open_app(FAST + "&preset=gamma")
+    wait_points(page, "loss,smooth,step", 3, runs=2)
+    labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
+    assert "g=0.1" in labels[0] and "g=1" in labels[1], labels
+    bad = open_app(FAST + "&preset=nosuch")
+    bad.locator(".url-alert li").first.wait_for(timeout=20_000)
+    text = " ".join(bad.locator(".url-alert li").all_inner_texts())
+    assert "unknown preset 'nosuch'" in text and "gamma" in text, text
+    time.sleep(2.0)
+    assert run_rows(bad).count() == 0
+
+
 def test_preset_runs_two_runs_that_both_appear(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="gamma 0.1 vs 1.0", exact=True).click()
