@@ -57,13 +57,6 @@ MAX_RUNS_SHOWN = views.N_SLOTS  # per session; a new run takes the slot of the o
 _FOLLOWABLE: "weakref.WeakValueDictionary[str, Dashboard]" = weakref.WeakValueDictionary()
 
 
-def session_run_limit() -> int:
-    """Runs one page may have queued or training at once: the scheduling policy's
-    (:class:`bnlstm.runs.policy.FIFOPolicy`, ``BNLSTM_SESSION_RUNS``, default 2)."""
-    return FIFOPolicy().session_runs
-
-
-
 
 
 # ----------------------------------------------------------------------------- the dashboard
@@ -99,7 +92,7 @@ class Dashboard(Links, Following, Exports, param.Parameterized):
         self.remote = (engine.follow(follow) if follow is not None and self.leader is None
                        and hasattr(engine, "follow") else None)
         self._published = None     # (handle id, slot) of the runs it last told other processes
-        self.run_limit = session_run_limit()
+        self.run_limit = FIFOPolicy().session_runs   # runs one page may have queued or training
         self.config = config if config is not None else TrainConfig(**DASHBOARD_DEFAULTS)
         self.runs: List[DashboardRun] = []
         # the plots are built once, with one layer per slot (drawn when the slot is first
