@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -37,8 +38,7 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for name in NOTEBOOKS:
         shutil.copy(REPO / "notebooks" / name, root / name)
-    with socket_port() as port:
-        pass
+    port = _free_port()
     token = secrets.token_hex(8)
     env = {**os.environ, "BNLSTM_QUICK": "1", "BNLSTM_MNIST_DIR": str(testdata.mnist_dir()),
            "BNLSTM_PTB_DIR": str(testdata.ptb_dir()), "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
@@ -76,15 +76,10 @@ def lab(tmp_path_factory):
     log.close()
 
 
-class socket_port:
-    def __enter__(self):
-        import socket
-        self.s = socket.socket()
-        self.s.bind(("127.0.0.1", 0))
-        return self.s.getsockname()[1]
-
-    def __exit__(self, *a):
-        self.s.close()
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _run_all(page, timeout: float) -> None:
