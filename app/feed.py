@@ -1,9 +1,9 @@
 """The record feed: what a drain of one run's records changes (no Panel; unit-tested).
 
 A run's trainer puts records on the run's queue (on its thread); the session's periodic
-drain takes them off and :func:`digest` reads them: it updates the run's own state (step,
-speed, state and reason, info, validation scores in the run's metric and direction, test
-score, the loss EMA) and returns what the plots must add (:class:`Digest`).
+drain takes them off and :func:`digest` reads them: it folds them into the run's state
+(``run.seen``: :class:`bnlstm.training.events.RunState`, the reducer the engines use too),
+goes on with the loss EMA, and returns what the plots must add (:class:`Digest`).
 """
 from __future__ import annotations
 
@@ -31,36 +31,20 @@ def digest(run, recs: List[Dict[str, Any]], smoothing: float) -> Digest:
     d = Digest()
     losses = []
     for rec in recs:
+        run.seen.apply(rec)                # state, step, speed, scores: one reducer
         kind = rec.get("kind")
         if kind == "train":
             d.steps.append(rec["step"])
             losses.append(rec["loss"])
-            run.step = rec["step"]
-            run.rate = rec.get("updates_per_s", 0.0)
         elif kind == "val":
-            value = rec[run.metric.key]
             d.val_steps.append(rec["step"])
-            d.val_values.append(value)
-            run.last_val = value
-            if run.best_val is None or run.metric.better(value, run.best_val):
-                run.best_val = value
-        elif kind == "test":
-            run.test_acc = rec[run.metric.key]
+            d.val_values.append(rec[run.metric.key])
         elif kind == "probe":
             d.probe = rec
             if d.first_probe is None:
                 d.first_probe = rec
             sat = rec.get("saturation", {})
             d.sat_rows.append((rec["step"], sat.get("g", np.nan), sat.get("c_out", np.nan)))
-        elif kind == "state":
-            run.state = rec["state"]
-            run.reason = rec.get("reason", "")
-            if rec.get("step"):
-                run.step = rec["step"]
-        elif kind == "info":
-            run.info = rec
-        elif kind == "error":
-            run.error = rec.get("message", "")
     if losses:
         loss = np.asarray(losses, dtype=float)
         smooth, run.ema, n = ema(loss, smoothing, run.ema)

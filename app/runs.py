@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from bnlstm import TrainConfig, tasks
 from bnlstm.training.records import metric_fields, metrics_csv, zip_files
-from bnlstm.training.trainer import TERMINAL
+from bnlstm.training.events import TERMINAL, RunState
 
 from .palette import PALETTE
 from .server.applog import log
@@ -54,7 +54,7 @@ class DashboardRun:
     def __init__(self, config: TrainConfig, color: str, mode: str = "run", tag: str = "",
                  engine=None):
         self.id = next(_RUN_IDS)
-        self.config = TrainConfig.from_dict(config.to_dict())    # the run's own copy
+        self.config = config       # the run's own (the page made it from its settings table)
         # refuse what the task cannot train here, at once (the worker would fail later)
         tasks.get(self.config.task).check(self.config)
         self.color = color
@@ -70,17 +70,20 @@ class DashboardRun:
     def _nothing_seen(self) -> None:
         """What the session has seen of the run so far: nothing yet (the drain updates it,
         on the event loop)."""
-        self.state = "queued"
-        self.reason = ""
-        self.step = 0
-        self.rate = 0.0
-        self.info: Dict[str, Any] = {}
-        self.best_val: Optional[float] = None
-        self.last_val: Optional[float] = None
-        self.test_acc: Optional[float] = None
-        self.error: str = ""
-        self.ema: Optional[float] = None
+        self.seen = RunState(self.metric)    # state, step, speed, scores: bnlstm.training.events
+        self.ema: Optional[float] = None     # the loss EMA drawn so far, and its count
         self.ema_n = 0
+
+    # what the records said (the one reducer: bnlstm.training.events.RunState.apply)
+    state = property(lambda self: self.seen.state)
+    reason = property(lambda self: self.seen.reason)
+    step = property(lambda self: self.seen.step)
+    rate = property(lambda self: self.seen.rate)
+    info = property(lambda self: self.seen.info)
+    last_val = property(lambda self: self.seen.last_val)
+    best_val = property(lambda self: self.seen.best_val)
+    test = property(lambda self: self.seen.test)
+    error = property(lambda self: self.seen.error)
 
     @classmethod
     def _mirror(cls, run_id: int, config: TrainConfig, color: str, label: str, mode: str,

@@ -34,7 +34,7 @@ def _data_cell(info: Dict[str, Any]) -> str:
 
 def status_html(runs: Sequence[Any], counts: Dict[str, int]) -> str:
     """The table of ``runs`` (DashboardRun-like: label, state, reason, step, rate, info,
-    metric, last_val, best_val, test_acc, config.steps, color, launched, cancelled,
+    metric, last_val, best_val, test, config.steps, color, launched, cancelled,
     queue_position()) and a line on the server's training slots (``counts``)."""
     server = (f"<div class='server'>Server: {counts['active']} of {counts['max_runs']} training "
               f"slots in use, {counts['queued']} run(s) waiting.</div>")
@@ -67,7 +67,7 @@ def status_html(runs: Sequence[Any], counts: Dict[str, int]) -> str:
             f"<td>{html.escape(str(info.get('device', '-')))}</td>"
             f"<td>{_data_cell(info)}</td>"
             f"<td>{short} {fmt(r.last_val)} (best {fmt(r.best_val)})"
-            + (f", test {fmt(r.test_acc)}" if r.test_acc is not None else "") + "</td></tr>")
+            + (f", test {fmt(r.test)}" if r.test is not None else "") + "</td></tr>")
     head = ("<tr><th>run</th><th>state</th><th>step</th><th>speed</th><th>device</th>"
             "<th>data</th><th>validation</th></tr>")
     return f"<div class='status-body'><table>{head}{''.join(rows)}</table>{server}</div>"

@@ -166,6 +166,7 @@ def _train(args, parser) -> int:
 
     from . import tasks
     from .training.assemble import assemble_run
+    from .training.events import RunState
 
     task = tasks.get(cfg.task)
     try:
@@ -179,15 +180,14 @@ def _train(args, parser) -> int:
     trainer, recorder = assemble_run(cfg, data=data, out=out)
     metric = trainer.metric
     bar = tqdm(total=cfg.steps, unit="upd", disable=args.no_progress, dynamic_ncols=True)
-    last_val = {}
+    seen = RunState(metric)           # the reducer the engines and the page use too
 
     def progress(rec):
+        seen.apply(rec)
         if rec["kind"] == "train":
             bar.update(rec["step"] - bar.n)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", **(
-                {"val": metric.format(last_val[metric.key])} if last_val else {}))
-        elif rec["kind"] == "val":
-            last_val.update(rec)
+                {"val": metric.format(seen.last_val)} if seen.last_val is not None else {}))
         elif rec["kind"] == "info":
             bar.write(f"device: {rec['device']}  parameters: {rec['n_params']:,}  "
                       f"sequence: {rec['seq_len']} steps")

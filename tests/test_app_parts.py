@@ -7,14 +7,16 @@ from app.feed import digest
 from app.status import alerts, status_html
 from app.url_state import validate_query
 from bnlstm import tasks
+from bnlstm.training.events import RunState
 
 
 def _run(task="row", **kw):
     base = dict(id=1, label="BN-LSTM row", color="#123456", state="running", reason="", step=0,
                 rate=0.0, info={}, metric=tasks.get(task).metric, last_val=None, best_val=None,
-                test_acc=None, error="", ema=None, ema_n=0, launched=True, cancelled=False,
+                test=None, error="", ema=None, ema_n=0, launched=True, cancelled=False,
                 config=SimpleNamespace(steps=100), queue_position=lambda: 0)
     base.update(kw)
+    base["seen"] = RunState(base["metric"])     # what digest() folds the records into
     return SimpleNamespace(**base)
 
 
@@ -29,15 +31,16 @@ def test_digest_follows_the_metrics_direction_and_continues_the_ema():
             {"kind": "state", "state": "paused", "step": 4, "reason": ""}]
     d = digest(run, recs, smoothing=0.5)
     assert d.steps == [1, 2] and np.allclose(d.smooth, [4.0, 3.0])
-    assert d.val_values == [3.0, 3.5] and run.best_val == 3.0 and run.last_val == 3.5  # lower wins
+    seen = run.seen
+    assert d.val_values == [3.0, 3.5] and seen.best_val == 3.0 and seen.last_val == 3.5  # lower wins
     assert d.probe["step"] == 2 and d.sat_rows[0][:2] == (2, 0.25) and np.isnan(d.sat_rows[0][2])
-    assert (run.state, run.step, run.rate) == ("paused", 4, 3.0)
+    assert (seen.state, seen.step, seen.rate) == ("paused", 4, 3.0)
     d2 = digest(run, [{"kind": "train", "step": 5, "loss": 1.0}], smoothing=0.5)
     assert np.allclose(d2.smooth, [2.0])                          # the EMA goes on
     mnist = _run("row")
     digest(mnist, [{"kind": "val", "step": 1, "loss": 1, "acc": 0.5},
                    {"kind": "val", "step": 2, "loss": 1, "acc": 0.4}], 0.9)
-    assert mnist.best_val == 0.5                                  # higher wins
+    assert mnist.seen.best_val == 0.5                             # higher wins
 
 
 def test_status_speaks_each_runs_metric_and_data():
@@ -216,3 +219,25 @@ def test_a_server_started_by_hand_on_pythons_allocator_says_so_once(monkeypatch)
         memory.keep_allocator_to_this_process()        # the first page takes PYTHONMALLOC away
         memory.note_allocator(said.append)             # a later page: decided already
         assert len(said) == len(expect) and all(e in s for e, s in zip(expect, said)), said
+
+
+def test_the_handle_and_the_page_reduce_records_the_same_way():
+    """One reducer (RunState.apply): a run handle's state and a page's view of the same
+    records agree, and a DashboardRun's fields are read from it."""
+    from app.runs import DashboardRun
+    from bnlstm import TrainConfig
+    from bnlstm.runs.handle import RunHandle
+    cfg = TrainConfig(task="row", steps=5)
+    page = DashboardRun(cfg, color="#000000", engine=SimpleNamespace())
+    handle = RunHandle(SimpleNamespace(), cfg)
+    recs = [{"kind": "state", "state": "running", "step": 0, "reason": ""},
+            {"kind": "train", "step": 3, "loss": 1.0, "updates_per_s": 7.0},
+            {"kind": "val", "step": 3, "loss": 1.0, "acc": 0.4},
+            {"kind": "test", "step": 5, "loss": 1.0, "acc": 0.35},
+            {"kind": "state", "state": "finished", "step": 5, "reason": "5 updates"}]
+    handle._receive(recs)
+    digest(page, recs, smoothing=0.0)
+    assert (handle.state, handle.step, handle.reason) == ("finished", 5, "5 updates")
+    assert (page.state, page.step, page.reason) == (handle.state, handle.step, handle.reason)
+    assert (page.best_val, page.test, page.rate) == (0.4, 0.35, 7.0)
+    assert handle.ended and not handle.live

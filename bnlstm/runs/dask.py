@@ -59,7 +59,8 @@ from typing import Any, Callable, Dict, Optional
 from ..training.config import TrainConfig
 from .cluster import _bytes, _forked_web_process, open_cluster
 from .follow import FOLLOW_POLL_S, FOLLOW_S, Following
-from .handle import START_MODE, EngineError, RemotePage, RunHandle, _state
+from ..training.events import state_record
+from .handle import START_MODE, EngineError, RemotePage, RunHandle
 from .policy import EMBEDDED_CLUSTER_CONFIG, FIFOPolicy, env_float, env_str
 from .worker import FLUSH_S, LEASE_S, WORKER_DIED, _ring, _wait_for_bell, train_on_worker, warm_worker
 
@@ -216,7 +217,8 @@ class DaskEngine(Following):
             raise EngineError(self.error)
 
     def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
-        """Queue a run; returns its handle at once (the pump submits it)."""
+        """Queue a run; returns its handle at once (the pump submits it). The run keeps
+        ``config`` and its live settings change it: give each run its own."""
         self.start()
         h = RunHandle(self, config, mode)
         with self._lock:
@@ -377,7 +379,7 @@ class DaskEngine(Following):
     def _fail_everything(self, why: str) -> None:
         for h in list(self._handles.values()):
             if h.live:
-                h._receive([_state("failed", h.step, why)])
+                h._receive([state_record("failed", h.step, why)])
                 h.done.set()
         while True:           # later submissions fail too, as they come
             try:
@@ -387,7 +389,7 @@ class DaskEngine(Following):
                     return
                 continue
             if item[0] == "submit":
-                item[1]._receive([_state("failed", 0, why)])
+                item[1]._receive([state_record("failed", 0, why)])
                 item[1].done.set()
 
     def _submit_task(self, h: RunHandle, resume: Optional[bytes] = None) -> None:
@@ -440,11 +442,11 @@ class DaskEngine(Following):
         if h.id in self._snapshots:                      # parked
             if op in ("resume", "step"):
                 h.mode = START_MODE[op]
-                h._receive([_state("queued", h.step, "back in the queue")])
+                h._receive([state_record("queued", h.step, "back in the queue")])
                 self._submit_task(h, resume=self._snapshots.pop(h.id))
             elif op == "stop":
                 self._snapshots.pop(h.id, None)
-                h._receive([_state("stopped", h.step, f"stopped at step {h.step} (parked)")])
+                h._receive([state_record("stopped", h.step, f"stopped at step {h.step} (parked)")])
                 h.done.set()
             return
         if h.state == "queued":                          # not on a worker yet
@@ -453,7 +455,7 @@ class DaskEngine(Following):
                 fut = self._futures.pop(h.id, None)
                 if fut is not None:
                     fut.cancel()
-                h._receive([_state("stopped", 0, "stopped before it left the queue")])
+                h._receive([state_record("stopped", 0, "stopped before it left the queue")])
                 h.done.set()
                 return
             if op in ("pause", "resume", "step"):
@@ -522,14 +524,14 @@ class DaskEngine(Following):
                     continue
                 self._snapshots[run_id] = res["snapshot"]
                 if h.state != "parked":
-                    h._receive([_state("parked", h.step, "paused too long: slot given back")])
+                    h._receive([state_record("parked", h.step, "paused too long: slot given back")])
                 continue
             if err is not None and not h.ended:
                 name = type(err).__name__
                 why = self._death_reason(err) if name == "KilledWorker" else f"{name}: {err}"
-                h._receive([_state("failed", h.step, why)])
+                h._receive([state_record("failed", h.step, why)])
             elif res is not None and not h.ended:     # ended without a last state record
-                h._receive([_state(res.get("state", "failed"), h.step, "")])
+                h._receive([state_record(res.get("state", "failed"), h.step, "")])
             h.files = dict((res or {}).get("files") or {})
             h.done.set()
             self.log(f"engine: run {run_id} ended: {h.state} ({h.reason})")

@@ -8,7 +8,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from ..training.config import TrainConfig
-from ..training.trainer import TERMINAL
+from ..training.events import RunState
 
 RECORD_FILES = ("config.json", "summary.json", "checkpoint.pt", "error.txt")
 
@@ -30,12 +30,10 @@ class RunHandle:
 
     def __init__(self, engine, config: TrainConfig, mode: str = "run"):
         self.engine = engine
-        self.config = TrainConfig.from_dict(config.to_dict())     # the run's own copy
+        self.config = config          # the run's own: its submitter made it for this run
         self.mode = mode                         # before it starts: run, paused or step
         self.id = uuid.uuid4().hex[:12]
-        self.state = "queued"
-        self.reason = ""
-        self.step = 0
+        self.seen = RunState()                   # what its records say (state, step)
         self.position = 0
         self.files: Dict[str, bytes] = {}
         self.history: List[Dict[str, Any]] = []  # every record, in order
@@ -48,12 +46,9 @@ class RunHandle:
     def _receive(self, recs: List[Dict[str, Any]]) -> None:
         with self._lock:
             for rec in recs:
-                if rec.get("kind") == "state":
-                    self.state, self.reason = rec["state"], rec.get("reason", "")
-                    if self.state != "queued":
-                        self.position = 0
-                if rec.get("step"):
-                    self.step = rec["step"]
+                self.seen.apply(rec)
+                if rec.get("kind") == "state" and self.seen.state != "queued":
+                    self.position = 0
                 self.history.append(rec)
         for rec in recs:
             for fn in list(self.listeners):
@@ -63,8 +58,21 @@ class RunHandle:
                     pass
 
     @property
+    def state(self) -> str:
+        """What the records said last (``queued`` before the first)."""
+        return self.seen.state
+
+    @property
+    def reason(self) -> str:
+        return self.seen.reason
+
+    @property
+    def step(self) -> int:
+        return self.seen.step
+
+    @property
     def ended(self) -> bool:
-        return self.state in TERMINAL
+        return self.seen.ended
 
     @property
     def live(self) -> bool:
@@ -160,10 +168,6 @@ class RemotePage:
         self.handles: Dict[str, FollowedHandle] = {}
         self.users = 0
         self.requests = None       # the owner's queue of follow requests, once found
-
-
-def _state(state: str, step: int = 0, reason: str = "") -> Dict[str, Any]:
-    return {"kind": "state", "state": state, "step": step, "reason": reason, "elapsed": 0.0}
 
 
 def apply_command(trainer, cmd: Dict[str, Any], config: Optional[TrainConfig] = None) -> None:

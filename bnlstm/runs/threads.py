@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..training.config import TrainConfig
-from ..training.trainer import TERMINAL
-from .handle import RECORD_FILES, START_MODE, RemotePage, RunHandle, _state, apply_command
+from ..training.events import TERMINAL, state_record
+from .handle import RECORD_FILES, START_MODE, RemotePage, RunHandle, apply_command
 from .policy import FIFOPolicy
 from .worker import warm_up
 
@@ -58,6 +58,7 @@ class ThreadEngine:
             sys.stderr.write(f"bnlstm: warm-up failed ({exc!r})\n")
 
     def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
+        """The run keeps ``config`` and its live settings change it: give each run its own."""
         h = RunHandle(self, config, mode)
         with self._lock:
             self._queue.append(h)
@@ -94,7 +95,7 @@ class ThreadEngine:
                                              callbacks=[lambda rec, h=h: h._receive([rec])])
         except Exception as exc:
             shutil.rmtree(out, ignore_errors=True)
-            h._receive([_state("failed", 0, f"{type(exc).__name__}: {exc}")])
+            h._receive([state_record("failed", 0, f"{type(exc).__name__}: {exc}")])
             self._ended(h, {})
             return
 
@@ -134,7 +135,7 @@ class ThreadEngine:
             apply_command(trainer, cmd)     # "set": h.config, which the trainer reads, changed
         elif queued:
             if op == "stop":
-                h._receive([_state("stopped", 0, "stopped before it left the queue")])
+                h._receive([state_record("stopped", 0, "stopped before it left the queue")])
                 h.done.set()
                 self._positions()
             else:

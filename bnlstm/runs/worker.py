@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..training.config import TrainConfig
-from .handle import RECORD_FILES, _state, apply_command
+from ..training.events import state_record
+from .handle import RECORD_FILES, apply_command
 from .policy import env_float
 
 FLUSH_S = 0.1           # the worker sends its records this often (commands, and the state
@@ -83,7 +84,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
             if rec.get("kind") != "state" or rec.get("state") != "stopped":
                 continue
             if parked is not None:
-                batch[i] = _state("parked", rec.get("step", 0), (
+                batch[i] = state_record("parked", rec.get("step", 0), (
                     f"paused for more than {pause_timeout:.0f} s, so its training slot went "
                     "to the next run; Resume or Step puts it back in the queue and it goes "
                     "on from here"))
@@ -113,7 +114,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
 
     started = Event(key + "-started", client=client)
     if started.is_set():             # Dask started this task again: its first worker died
-        buf.append(_state("failed", 0, WORKER_DIED))
+        buf.append(state_record("failed", 0, WORKER_DIED))
         flush()
         return {"state": "failed", "files": {}}
     started.set()
@@ -126,7 +127,7 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
         trainer, recorder = assemble_run(cfg, out=tmp, callbacks=[on_record], resume=snap)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        buf.append(_state("failed", 0, f"{type(exc).__name__}: {exc}"))
+        buf.append(state_record("failed", 0, f"{type(exc).__name__}: {exc}"))
         flush()
         return {"state": "failed", "files": {}}
     if mode == "step":

@@ -23,7 +23,6 @@ from ..tasks import ACCURACY
 
 Record = Dict[str, Any]
 Callback = Callable[[Record], None]
-TERMINAL = ("finished", "stopped", "diverged", "failed")
 SNAPSHOT_FORMAT = "bnlstm-run-snapshot"
 
 
