@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 from typing import Dict
 
-from . import views
 from .runs import DashboardRun
 
 
@@ -18,7 +17,8 @@ class Following:
             return "<b>Looking for the page you follow...</b>"
         if self.leader is None and (remote is None or not remote.found):
             return ("<b>This follow link is not open on this server</b> (the page it belongs "
-                    "to has closed, or the link is mistyped). Ask for the link again.")
+                    "to has closed, or the link is mistyped). Ask for the link again, or open "
+                    "the dashboard without <code>?follow=</code> to train runs of your own.")
         if self._leader_closed():
             return ("<b>The page you follow has closed.</b> Its runs are shown as they ended.")
         return ("<b>Following another page's runs, live and read-only.</b> What it starts, "
@@ -34,7 +34,8 @@ class Following:
         read-only mirror of it), from this process's page or another's."""
         lead, remote = self.leader, self.remote
         if lead is not None:
-            return {r.id: (lead.streams[r.id].index if r.id in lead.streams else None,
+            slot_of = lead.state.slot_of
+            return {r.id: (slot_of[r.id].index if r.id in slot_of else None,
                            functools.partial(DashboardRun.follow, r))
                     for r in lead.runs if r.handle is not None}
         if remote is not None:
@@ -48,35 +49,31 @@ class Following:
         leave; each mirror reads its run's records from the first."""
         if self.leader is None and self.remote is None:
             return
+        banner = self.controls.follow_banner
         text = self._follow_text()
-        if self.follow_banner.object != text:
-            self.follow_banner.object = text
+        if banner.object != text:
+            banner.object = text
         if self._leader_closed():
             return
         theirs = self._leader_runs()
+        st = self.state
         changed = False
         for run in [r for r in self.runs if r.id not in theirs]:
-            self.streams.pop(run.id).assign(None)
-            self.runs.remove(run)
-            run.dispose()
+            slot = st.remove(run)
+            if slot is not None:
+                self._assign(slot, None)
             changed = True
         for rid, (index, mirror_of) in theirs.items():
-            if rid in self.streams:
+            if rid in st.slot_of:
                 continue
-            slot = self.slots[index] if isinstance(index, int) and 0 <= index < len(self.slots) \
+            slot = st.slots[index] if isinstance(index, int) and 0 <= index < len(st.slots) \
                 else None
             if slot is None or slot.run is not None:
                 continue
-            mirror = mirror_of()
-            self._assign(slot, mirror)
-            self.runs.append(mirror)
-            self.streams[rid] = slot
-            views.set_val_metric(self.val_figure, mirror.metric)
+            self._assign(slot, mirror_of())
             changed = True
         if changed:
-            self.runs.sort(key=lambda r: r.id)
-            self._show_text_section()
-            self._refresh_run_lists()
+            st.runs = sorted(st.runs, key=lambda r: r.id)
             self._update_status(force=True)
 
     def _publish(self) -> None:
@@ -84,12 +81,13 @@ class Following:
         links find it through the engine); only when that changed."""
         if self.follow_token is not None or not getattr(self.engine, "shared", False):
             return
-        shown = [r for r in self.runs if r.handle is not None and r.id in self.streams]
-        key = [(r.handle.id, self.streams[r.id].index) for r in shown]   # runs, slots
+        slot_of = self.state.slot_of
+        shown = [r for r in self.runs if r.handle is not None and r.id in slot_of]
+        key = [(r.handle.id, slot_of[r.id].index) for r in shown]   # runs, slots
         if key == self._published:                 # every drain: no config serialized
             return
         self._published = key
         self.engine.publish(self.share_token, [
             {"id": r.handle.id, "run": r.id, "config": r.config.to_dict(),
-             "slot": self.streams[r.id].index, "color": r.color, "label": r.label,
+             "slot": slot_of[r.id].index, "color": r.color, "label": r.label,
              "mode": r.mode} for r in shown])

@@ -1,6 +1,6 @@
 """A page's link: the settings in its address, checked (each problem told once, on the
 page), and ``?preset=NAME``, a comparison that starts once the page is there. A mixin of
-:class:`~bnlstm_app.dashboard.Dashboard` (its ``config``, ``url_alert`` and
+:class:`~bnlstm_app.dashboard.Dashboard` (its ``config``, ``controls.url_alert`` and
 ``follow_token``); the checking itself is ``url_state.py``'s (no Panel)."""
 from __future__ import annotations
 
@@ -60,12 +60,12 @@ class Links:
             return
         msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())
         self._url_problems.append(msg + "; kept the current values.")
-        if hasattr(self, "url_alert"):
+        if hasattr(self, "controls"):
             self._show_url_problems()
 
     def _show_url_problems(self) -> None:
         if self._url_problems:
             items = "".join(f"<li>{html.escape(p)}</li>" for p in self._url_problems)
-            self.url_alert.object = (f"<b>Some settings in the link were not valid</b> and were "
+            self.controls.url_alert.object = (f"<b>Some settings in the link were not valid</b> and were "
                                      f"replaced by defaults:<ul>{items}</ul>")
-            self.url_alert.visible = True
+            self.controls.url_alert.visible = True

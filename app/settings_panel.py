@@ -212,6 +212,12 @@ class SettingsPanel:
         self._setting_widgets[name] = w
         return w
 
+    def say_new_run_setting(self, names) -> None:
+        """Settings that need a new run changed while runs train: say what Start would do."""
+        self.new_run_hint.object = (f"Changed {html.escape(', '.join(names))}: press <b>Start</b> "
+                                    "for a new run that uses it (running runs keep their settings).")
+        self.new_run_hint.visible = True
+
     def problem(self, msg: str) -> None:
         self.input_alert.object = html.escape(msg)
         self.input_alert.visible = True

@@ -21,11 +21,12 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.plotting import figure
 
-from bnlstm.runs.sweep import DONE_STATES, SweepError, list_sweeps, read_sweep
+from bnlstm.runs.results import DONE_STATES
+from bnlstm.runs.sweep import SweepError, list_sweeps, read_sweep
 
 from .palette import PALETTE
 from .server.applog import log, quiet_periodic_callback
-from .views import lean_renderers
+from .sections.figures import lean_renderers
 
 REFRESH_S = 2.0                    # a sweep with runs left is read again this often
 IDLE_REFRESH_S = 30.0              # ... and one whose runs are all done, this often

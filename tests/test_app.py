@@ -8,6 +8,11 @@ from bnlstm.training.records import zip_run_dir
 from bnlstm_app.runs import public_record, redact_paths
 
 
+def _loss_steps(page, run):
+    """The steps of ``run``'s loss curve as ``page`` draws it."""
+    return page.curves.loss.sources[page.state.slot_of[run.id].index].data["step"]
+
+
 def test_redact_paths_keeps_the_last_part_only():
     assert redact_paths("MNIST (70,000 digits) from /srv/data/mnist") == \
         "MNIST (70,000 digits) from .../mnist"
@@ -163,18 +168,19 @@ def test_a_follow_link_shows_another_pages_runs_live_and_read_only(mnist_dir, mo
     follower = Dashboard(sync_url=False, engine=eng, follow=lead.share_token)
     stranger = Dashboard(sync_url=False, engine=eng, follow="no-such-token")
     try:
-        names = {getattr(o, "name", None) for o in follower.main[0].objects}
+        names = {getattr(o, "name", None) for o in follower.controls.__panel__().objects}
         assert not names & {"Start", "Pause", "Step", "Stop", "Reset"}
-        assert "read-only" in follower.follow_banner.object
-        assert "not open on this server" in stranger.follow_banner.object
+        assert "read-only" in follower.controls.follow_banner.object
+        assert "not open on this server" in stranger.controls.follow_banner.object
         run = lead.start()
         _until(lambda: len(follower.runs) == 1 and follower.runs[0].step >= 25,
                [lead, follower])
         mirror = follower.runs[0]
         assert mirror.id == run.id and mirror.color == run.color and mirror.read_only
-        s = follower.streams[run.id]
-        assert len(s.loss.data["step"]) >= 25 and s.latest_probe is not None
-        assert s.loss.data["step"][0] == 1                      # from the run's first record
+        s = follower.state.slot_of[run.id]
+        loss = follower.curves.loss.sources[s.index].data["step"]
+        assert len(loss) >= 25 and s.latest_probe is not None
+        assert loss[0] == 1                                     # from the run's first record
         follower.stop()                                         # does nothing to the run
         follower.toggle_pause()
         at = run.handle.step
@@ -183,7 +189,7 @@ def test_a_follow_link_shows_another_pages_runs_live_and_read_only(mnist_dir, mo
         lead.reset()                                            # the leader's reset empties it
         _until(lambda: not follower.runs, [lead, follower])
         lead.dispose()
-        _until(lambda: "has closed" in follower.follow_banner.object, [follower])
+        _until(lambda: "has closed" in follower.controls.follow_banner.object, [follower])
     finally:
         for d in (follower, stranger, lead):
             d.dispose()
@@ -215,19 +221,20 @@ def test_a_follow_link_finds_a_page_of_another_web_process_on_the_same_cluster(
             run = lead.start()
             _until(lambda: len(follower.runs) == 1 and follower.runs[0].step >= 25,
                    [lead, follower, stranger], timeout=120)
-            assert "read-only" in follower.follow_banner.object
-            assert "not open on this server" in stranger.follow_banner.object
+            assert "read-only" in follower.controls.follow_banner.object
+            assert "not open on this server" in stranger.controls.follow_banner.object
             mirror = follower.runs[0]
             assert (mirror.id, mirror.color, mirror.label) == (run.id, run.color, run.label)
             assert mirror.read_only
-            s = follower.streams[run.id]
-            assert s.index == lead.streams[run.id].index           # the same slot and colour
-            assert s.loss.data["step"][0] == 1 and s.latest_probe is not None
+            s = follower.state.slot_of[run.id]
+            assert s.index == lead.state.slot_of[run.id].index           # the same slot and colour
+            loss = follower.curves.loss.sources[s.index].data["step"]
+            assert loss[0] == 1 and s.latest_probe is not None
             follower.stop()                                        # does nothing to the run
             at = run.handle.step
             _until(lambda: run.handle.step > at + 5, [lead, follower])
             lead.dispose()                                         # the page closes
-            _until(lambda: "has closed" in follower.follow_banner.object and follower.runs
+            _until(lambda: "has closed" in follower.controls.follow_banner.object and follower.runs
                    and follower.runs[0].state == "stopped", [follower])   # as it ended
         finally:
             for d in (follower, stranger, lead):
@@ -251,11 +258,11 @@ def test_a_page_whose_browser_stops_reading_gets_no_more_updates_until_it_catche
         run = lead.start()
         _until(lambda: run.step >= 5, [lead])
         unsent["n"] = dmod.MAX_UNSENT_BYTES + 1            # the browser froze
-        at = len(lead.streams[run.id].loss.data["step"])
+        at = len(_loss_steps(lead, run))
         _until(lambda: run.handle.step > run.step + 20, [lead])
-        assert len(lead.streams[run.id].loss.data["step"]) == at      # nothing more sent
+        assert len(_loss_steps(lead, run)) == at      # nothing more sent
         unsent["n"] = 0                                    # it reads again: it catches up
-        _until(lambda: len(lead.streams[run.id].loss.data["step"]) >= run.handle.step - 5,
+        _until(lambda: len(_loss_steps(lead, run)) >= run.handle.step - 5,
                [lead])
     finally:
         lead.dispose()
@@ -281,9 +288,8 @@ def test_a_pages_first_document_is_its_top_and_the_other_sections_join_it_with_t
         assert {"btn-start", "plot-loss", "plot-val", "lower-sections"} <= classes()
         assert not {"plot-sat", "plot-hist", "plot-grad", "plot-kurt", "w-focus"} & classes()
         run = lead.start()
-        _until(lambda: run.step >= 30 and len(lead.streams[run.id].sat.data["step"]) > 0,
-               [lead])
-        sat = lead.streams[run.id].sat
+        sat = lead.saturation.sat.sources[lead.state.slot_of[run.id].index]
+        _until(lambda: run.step >= 30 and len(sat.data["step"]) > 0, [lead])
         with set_curdoc(doc):
             lead.attach_lower()
         assert {"plot-sat", "plot-hist", "plot-grad", "plot-kurt", "w-focus",
@@ -305,8 +311,9 @@ def test_a_slots_layers_join_the_figures_when_it_first_shows_a_run(mnist_dir, mo
     from bokeh.models import GlyphRenderer
     eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
     lead.attach_lower()
-    figures = [lead.p_loss.object, lead.val_figure, lead.p_sat.object, lead.p_hist.object,
-               lead.grad_figure, lead.p_units.object, lead.p_kurt.object]
+    layers = [lead.curves.loss, lead.curves.val, lead.saturation.sat, lead.saturation.hist,
+              lead.gradients.grad, lead.gradients.units, lead.gradients.kurt]
+    figures = [lr.figure for lr in layers]
 
     def drawn(p):
         return [r for r in p.renderers if isinstance(r, GlyphRenderer)]
@@ -317,23 +324,23 @@ def test_a_slots_layers_join_the_figures_when_it_first_shows_a_run(mnist_dir, mo
     try:
         assert all(drawn(p) == [] for p in figures)
         run = lead.start()
-        slot = lead.streams[run.id]
+        slot = lead.state.slot_of[run.id]
         for p in figures:
             assert drawn(p) and {r.data_source for r in drawn(p)} <= {
-                slot.loss, slot.val, slot.sat, slot.hist, slot.grad, slot.units, slot.kurt}
+                lr.sources[slot.index] for lr in layers}
             assert all(r.nonselection_glyph is None for r in drawn(p))
         assert all(len(hovered(p)) == 1 for p in (figures[0], figures[1], figures[2],
                                                   figures[4], figures[6]))
         counts = [len(drawn(p)) for p in figures]
         second = lead.start()
-        assert lead.streams[second.id] is not slot
+        assert lead.state.slot_of[second.id] is not slot
         assert [len(drawn(p)) for p in figures] == [2 * n for n in counts]
         for r in (run, second):
             r.stop()
         _until(lambda: not any(r.live for r in lead.runs), [lead])
         lead.reset()
         third = lead.start()                   # back in slot 0: its layer is already there
-        assert lead.streams[third.id] is slot
+        assert lead.state.slot_of[third.id] is slot
         assert [len(drawn(p)) for p in figures] == [2 * n for n in counts]
     finally:
         lead.dispose()
@@ -446,12 +453,12 @@ def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_
     assert not (ptb_dir / "ptb.char.train.txt").exists()
     d = Dashboard(sync_url=False, engine=ThreadEngine(max_runs=1))
     try:
-        assert not d.task_alert.visible                      # MNIST: nothing to say
+        assert not d.controls.task_alert.visible                      # MNIST: nothing to say
         d.config.task = "text"
-        assert d.task_alert.visible and "lacks ptb.char.train.txt" in d.task_alert.object
-        assert "unset BNLSTM_PTB_DIR" in d.task_alert.object and "paper text" in d.task_alert.object
+        assert d.controls.task_alert.visible and "lacks ptb.char.train.txt" in d.controls.task_alert.object
+        assert "unset BNLSTM_PTB_DIR" in d.controls.task_alert.object and "paper text" in d.controls.task_alert.object
         d.config.task = "row"
-        assert not d.task_alert.visible
+        assert not d.controls.task_alert.visible
         full = tmp_path / "ptb"
         full.mkdir()
         for n in PTB_FILE_NAMES:
@@ -466,7 +473,7 @@ def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_
 def test_the_csv_of_all_runs_has_every_runs_rows_and_says_whose(mnist_dir, monkeypatch):
     import csv
     import io
-    from bnlstm_app.export import all_runs_csv
+    from bnlstm_app.sections.export import all_runs_csv
     eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
     try:
         lead.config.steps = 6
@@ -480,7 +487,7 @@ def test_the_csv_of_all_runs_has_every_runs_rows_and_says_whose(mnist_dir, monke
             own = list(csv.DictReader(io.StringIO(run.metrics_csv().decode())))
             assert len(mine) == len(own) > 0 and mine[0]["model"] == run.config.model
             assert [r["loss"] for r in mine] == [r["loss"] for r in own]
-        assert lead._all_csv_bytes().getvalue() == all_runs_csv(lead.runs)
+        assert lead.export.all_csv_bytes().getvalue() == all_runs_csv(lead.runs)
     finally:
         lead.dispose()
         eng.join(30)

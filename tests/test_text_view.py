@@ -40,10 +40,10 @@ def test_colours_grow_with_the_number():
 def test_the_page_shows_only_the_chosen_tasks_settings_and_its_recipe():
     from app.dashboard import Dashboard
     d = Dashboard(sync_url=False)
-    assert not d.settings.w_seq_len.visible and not d.settings.w_temperature.visible and not d.text_col.visible
+    assert not d.settings.w_seq_len.visible and not d.settings.w_temperature.visible and not d.text.visible
     assert "text" in d.settings.w_task.options.values()
     d.config.task = "text"
-    assert d.settings.w_seq_len.visible and d.settings.w_temperature.visible and d.text_col.visible
+    assert d.settings.w_seq_len.visible and d.settings.w_temperature.visible and d.text.visible
     assert (d.config.optimizer, d.config.lr, d.config.batch_size, d.config.h0_noise) == \
         ("adam", 2e-3, 64, 0.0)
     d.config.task = "pixel7"
