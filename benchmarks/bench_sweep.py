@@ -4,7 +4,7 @@ Runs the same N tiny runs (row task, 32 units, batch 32, ``--steps`` updates, va
 500 digits) three ways, each into a fresh folder, and prints wall times and ratios to the
 baseline measured in the same invocation:
 
-- baseline: one after another in this process (``bnlstm.runs.sweep.run_one`` in a loop);
+- baseline: one after another in this process (``bnlstm.runs.worker.run_one`` in a loop);
 - ``python -m bnlstm sweep``'s engine on a LocalCluster of 1 worker process (the engine's
   overhead: cluster start, worker imports, scheduling, result files);
 - the same on 2 worker processes (the speed-up from a second core).
@@ -29,7 +29,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bnlstm.runs.sweep import Sweep, run_one, run_sweep  # noqa: E402
+from bnlstm.runs.sweep import Sweep, run_sweep  # noqa: E402
+from bnlstm.runs.worker import run_one  # noqa: E402
 
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 

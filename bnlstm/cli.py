@@ -289,8 +289,8 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .runs.sweep import (DONE_STATES, Sweep, SweepError, format_groups, group_rows, run_sweep,
-                        summary_metrics)
+    from .runs.results import DONE_STATES, format_groups, group_rows, summary_metrics
+    from .runs.sweep import Sweep, SweepError, run_sweep
     try:
         sweep = Sweep.from_args(grid=args.grid, seeds=args.seeds, base=_settings_from_args(args),
                                 preset=args.preset)

@@ -20,7 +20,10 @@ from bnlstm.cli import main as cli_main
 from bnlstm.tasks.mnist.experiment import MNISTExperiment
 from bnlstm.training.checkpoints import save_checkpoint
 from bnlstm.training.records import RunRecorder
-from bnlstm.runs.sweep import Sweep, SweepError, group_rows, parse_grid, run_one, run_sweep
+from bnlstm.runs.policy import FIFOPolicy
+from bnlstm.runs.results import group_rows
+from bnlstm.runs.sweep import Sweep, SweepError, parse_grid, run_sweep
+from bnlstm.runs.worker import run_one
 from bnlstm.training.trainer import Trainer
 
 TINY = dict(task="row", hidden=16, batch_size=16, eval_every=10, val_limit=200)
@@ -182,12 +185,22 @@ def _results(out):
         return list(csv.DictReader(f))
 
 
-def test_sweep_on_a_local_cluster_end_to_end_and_resume(tmp_path, mnist_dir):
+def test_sweep_on_a_local_cluster_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
+    from bnlstm.runs import dask as dask_engine
     out = tmp_path / "sweep"
-    lines = []
+    lines, submitted = [], []
+    real = dask_engine.submit_run
+
+    def spy(client, fn, args, key, priority, **kw):       # the engine's one submission
+        submitted.append((fn.__name__, priority))
+        return real(client, fn, args, key, priority, **kw)
+    monkeypatch.setattr(dask_engine, "submit_run", spy)
     rows = run_sweep(_sweep(), out, n_workers=2, data_dir=str(mnist_dir), progress=False,
                      echo=lines.append)
     assert [r["state"] for r in rows] == ["finished"] * 4
+    assert [f for f, _ in submitted] == ["run_one"] * 4
+    live = FIFOPolicy().priority(time.time() + 3600)       # a page's run, an hour later
+    assert all(p < live for _, p in submitted)             # ... still goes first
     res = _results(out)
     assert sorted(r["name"] for r in res) == sorted(n for n, _ in _sweep().runs())
     assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in res)
@@ -331,7 +344,8 @@ def test_diverged_runs_are_results_not_retried(tmp_path):
 def test_a_text_sweep_reports_bits_per_character_with_the_text_recipe(tmp_path):
     """A sweep of the text task: each run gets the task's recipe where the sweep says nothing;
     the rows, groups and the dashboard's sweeps view speak bits per character."""
-    from bnlstm.runs.sweep import read_sweep, result_fields
+    from bnlstm.runs.results import result_fields
+    from bnlstm.runs.sweep import read_sweep
     from bnlstm_app.sweeps import SweepBrowser
     sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], base={
         "task": "text", "hidden": 8, "steps": 6, "eval_every": 3, "seq_len": 20, "val_limit": 20})

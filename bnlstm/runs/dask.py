@@ -104,6 +104,22 @@ def _queued_task(key: str, fn: Callable, args: tuple):
     return None if task_class is None else task_class(key, fn, *args, _data_producer=True)
 
 
+def submit_run(client, fn: Callable, args: tuple, key: str, priority: int,
+               retries: Optional[int] = 0, resources: Optional[Dict[str, float]] = None):
+    """The one way a run becomes a Dask task, for the engine's live runs and a sweep's
+    alike: a task that waits on the scheduler for a free worker (:func:`_queued_task`),
+    at ``priority`` (the policy's: :meth:`~bnlstm.runs.policy.FIFOPolicy.priority`).
+    ``retries=None``: Dask's default (a sweep's run whose worker died goes on elsewhere
+    from its snapshot). Returns the future."""
+    extra = {} if retries is None else {"retries": retries}
+    if resources:
+        extra["resources"] = resources
+    task = _queued_task(key, fn, args)
+    if task is not None:
+        return client.get({key: task}, key, sync=False, priority=priority, **extra)
+    return client.submit(fn, *args, key=key, pure=False, priority=priority, **extra)
+
+
 def _saturation_warning(client) -> str:
     """What is wrong with a cluster's queue for runs ('' if nothing): its scheduler must
     send a worker thread one run at a time (``worker-saturation`` 1.0)."""
@@ -399,13 +415,8 @@ class DaskEngine(Following):
         self._cmd_queues[key] = Queue(key + "-cmd", client=self.client)
         args = (key, h.id, h.config.to_dict(), self.inbox, self.lease, h.mode, resume,
                 self.threads, self.pause_timeout, LEASE_S, self.flush_s)
-        priority = self.policy.priority(time.time())
-        task = _queued_task(key, train_on_worker, args)
-        if task is not None:
-            fut = self.client.get({key: task}, key, sync=False, retries=0, priority=priority)
-        else:                                          # an older Dask: see _queued_task
-            fut = self.client.submit(train_on_worker, *args, key=key, pure=False, retries=0,
-                                     priority=priority)
+        fut = submit_run(self.client, train_on_worker, args, key,
+                         self.policy.priority(time.time()))
         self._keys[h.id], self._futures[h.id] = key, fut
         self.log(f"engine: run {h.id} submitted ({h.config.summary()})")
 

@@ -60,10 +60,13 @@ class FIFOPolicy:
         self.pause_timeout = float(pause_timeout if pause_timeout is not None
                                    else env_float("BNLSTM_PAUSE_TIMEOUT", 300.0))
 
-    def priority(self, submitted_at: float) -> int:
+    BATCH_OFFSET = 10 ** 15     # below any live run's priority (-1.8e12 in 2026)
+
+    def priority(self, submitted_at: float, batch: bool = False) -> int:
         """The Dask priority of a run submitted at ``submitted_at`` (``time.time()``):
-        higher goes first, so earlier runs go first."""
-        return -int(submitted_at * 1000)
+        higher goes first, so earlier runs go first; a ``batch`` run (a sweep's) goes after
+        every live run of a page on the same cluster, in its own first-come order."""
+        return -int(submitted_at * 1000) - (self.BATCH_OFFSET if batch else 0)
 
     def next_run(self, queue: Sequence[T], active: int, slots: int) -> Optional[T]:
         """Which queued run takes a free slot now (``None``: none may start)."""

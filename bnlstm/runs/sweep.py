@@ -42,9 +42,7 @@ This module never imports Panel; Dask and Bokeh are imported only when a sweep r
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import re
 import time
@@ -53,27 +51,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..training.config import TrainConfig, parse_setting
+from .results import (DONE_STATES, _acc, _read_json, group_curves, group_rows, read_val_curve,
+                      summary_metrics, write_results)
+from .worker import _data, run_one
 
-__all__ = ["Sweep", "SweepError", "run_sweep", "run_one", "parse_grid", "group_rows", "PRESETS",
-           "DONE_STATES", "read_sweep", "list_sweeps"]
+__all__ = ["Sweep", "SweepError", "run_sweep", "parse_grid", "PRESETS", "read_sweep",
+           "list_sweeps"]     # the tables: results.py; one run's body: worker.run_one
 
 SWEEP_FORMAT = "bnlstm-sweep"
-DONE_STATES = ("finished", "diverged")       # not run again; anything else is
-RESULT_FIELDS = ("name", "state", "reason", "seed", "best_val_acc", "best_step", "test_acc",
-                 "updates", "wall_time_s", "worker")                  # an MNIST sweep's
-METRICS = ("best_val_acc", "test_acc")       # what an MNIST sweep's grouped table summarizes
-
-
-def result_fields(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:
-    """results.csv's columns for tasks whose metrics have these keys."""
-    return ("name", "state", "reason", "seed", *(f"best_val_{k}" for k in keys), "best_step",
-            *(f"test_{k}" for k in keys), "updates", "wall_time_s", "worker")
-
-
-def summary_metrics(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:
-    """The columns the grouped table summarizes (mean, std and n over seeds)."""
-    return (*(f"best_val_{k}" for k in keys), *(f"test_{k}" for k in keys))
-
 # The paper's comparisons as sweeps (``--preset NAME``): a grid and the settings it runs
 # with, the same as bnlstm.paper's defaults for that figure. Flags and --grid override them.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -257,73 +242,6 @@ class Sweep:
 
 
 # ------------------------------------------------------------------------------ one run
-def _data(task: str, data_dir, data_options=None):
-    """A task's data once per worker process (every run on a worker shares it)."""
-    from .. import tasks
-    return tasks.shared_data(task, data_dir, **(data_options or {}))
-
-
-def _read_json(path: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _worker_address() -> str:
-    try:
-        from distributed import get_worker
-        return get_worker().address
-    except Exception:
-        return "local"
-
-
-def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
-            checkpoint_every: int = 100, threads: int = 1,
-            data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Train one run of a sweep into ``run_dir`` (the body of a Dask task; also callable as is).
-
-    A run already done there (summary.json says finished or diverged) is returned as it is;
-    a run with a ``resume.pt`` goes on from it. Returns the run's summary plus ``worker``.
-    """
-    import torch
-
-    from ..training.assemble import assemble_run, load_snapshot
-    from ..training.checkpoints import save_checkpoint
-    from ..training.trainer import SNAPSHOT_FORMAT
-
-    run_dir = Path(run_dir)
-    done = _read_json(run_dir / "summary.json")
-    if done is not None and done.get("state") in DONE_STATES:
-        return {**done, "worker": done.get("worker", _worker_address()), "skipped": True}
-    if threads:
-        torch.set_num_threads(int(threads))
-    cfg = TrainConfig.from_dict(config)
-    resume_path = run_dir / "resume.pt"
-    snap = None
-    if resume_path.is_file():
-        try:
-            snap = load_snapshot(resume_path)
-            if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
-                snap = None
-        except Exception:                    # a torn file of a killed worker: start over
-            snap = None
-    worker = _worker_address()
-    trainer, recorder = assemble_run(cfg, data=_data(cfg.task, data_dir, data_options), out=run_dir,
-                                     resume=snap, keep_rows=True, checkpoint_every=checkpoint_every,
-                                     on_checkpoint=lambda s: save_checkpoint(s, resume_path))
-    try:
-        state = trainer.run()
-    finally:
-        recorder.close()
-    summary = dict(recorder.summary) or {"state": state, "reason": trainer.reason}
-    summary.update(worker=worker, resumed_from=snap["step"] if snap else None)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    if state in DONE_STATES and resume_path.exists():
-        resume_path.unlink()
-    return summary
-
-
 # ------------------------------------------------------------------------------ the engine
 def _client(scheduler: Optional[str], n_workers: int, threads: int, memory_limit):
     """A Dask client: an existing cluster's, or an embedded LocalCluster's (loopback only,
@@ -427,14 +345,14 @@ def run_sweep(sweep: Sweep, out_dir: Union[str, Path], scheduler: Optional[str] 
     return ordered
 
 
-def _acc(v) -> str:
-    return "None" if v is None else f"{v:.4f}"
-
-
 def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, threads,
                  gpus_per_run, progress, echo, local, workers, data_options=None) -> None:
     from distributed import wait
     from tqdm.auto import tqdm
+
+    from .dask import submit_run
+    from .policy import FIFOPolicy
+    policy = FIFOPolicy()
     where = (f"a LocalCluster of {workers} worker process(es), {threads} torch thread(s) each"
              if local else f"the cluster at {client.scheduler.address}")
     echo(f"engine: Dask, {where}; dashboard: {client.dashboard_link}")
@@ -446,10 +364,13 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
         every = checkpoint_every or int(cfg["eval_every"])
         if gpus_per_run and cfg.get("device") == "cpu":
             cfg = {**cfg, "device": "cuda"}
-        fut = client.submit(run_one, cfg, str(run_dir.resolve()), data_dir, every, threads,
-                            data_options,
-                            key=f"bnlstm-run-{name}-{time.time_ns()}", pure=False,
-                            resources=resources)
+        # the engine's one submission, at the policy's batch priority: on a cluster the
+        # dashboard shares, a class's live runs go first and the sweep takes what is left
+        fut = submit_run(client, run_one, (cfg, str(run_dir.resolve()), data_dir, every,
+                                           threads, data_options),
+                         key=f"bnlstm-run-{name}-{time.time_ns()}",
+                         priority=policy.priority(time.time(), batch=True), retries=None,
+                         resources=resources)
         futures[fut] = (name, cfg)
     bar = tqdm(total=len(futures), unit="run", disable=not progress, dynamic_ncols=True)
     failed = 0
@@ -491,149 +412,6 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
 
 
 # ------------------------------------------------------------------------------ results
-def _num(v) -> Optional[float]:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def group_rows(rows: List[Dict[str, Any]], keys: Sequence[str],
-               metrics: Sequence[str] = METRICS) -> List[Dict[str, Any]]:
-    """Rows grouped by the swept settings (over seeds): mean, std (n - 1) and n per metric
-    (``summary_metrics(sweep.metric_keys())``), over the runs that finished or diverged."""
-    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-    out = []
-    for point, rs in groups.items():
-        g = dict(zip(keys, point))
-        done = [r for r in rs if r["state"] in DONE_STATES]
-        g["runs"] = len(rs)
-        g["diverged"] = sum(r["state"] == "diverged" for r in rs)
-        for m in metrics:
-            vals = [v for v in (_num(r.get(m)) for r in done) if v is not None]
-            n = len(vals)
-            mean = sum(vals) / n if n else None
-            std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else
-                   (0.0 if n == 1 else None))
-            g[f"{m}_mean"], g[f"{m}_std"], g[f"{m}_n"] = mean, std, n
-        out.append(g)
-    return out
-
-
-def format_groups(groups: List[Dict[str, Any]], keys: Sequence[str],
-                  metrics: Sequence[str] = METRICS) -> str:
-    """The grouped table as text (what the command prints at the end)."""
-    head = list(keys) + [f"{m} (mean ± std, n)" for m in metrics]
-    lines = []
-    for g in groups:
-        cells = [str(g[k]) for k in keys]
-        for m in metrics:
-            mean, std, n = g[f"{m}_mean"], g[f"{m}_std"], g[f"{m}_n"]
-            cells.append("-" if mean is None else f"{mean:.4f} ± {std:.4f} (n={n})")
-        lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-                     + [fmt.format(*c) for c in lines])
-
-
-def write_results(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> None:
-    """results.csv, groups.csv and curves.html (written whole, then renamed into place)."""
-    keys = sweep.metric_keys()
-    fields = ["name", "state"] + sweep.keys + [f for f in result_fields(keys)
-                                               if f not in ("name", "state")]
-    _write_csv(out / "results.csv", fields, rows)
-    metrics = summary_metrics(keys)
-    groups = group_rows(rows, sweep.keys, metrics)
-    gfields = list(sweep.keys) + ["runs", "diverged"] + [f"{m}_{s}" for m in metrics
-                                                         for s in ("mean", "std", "n")]
-    _write_csv(out / "groups.csv", gfields, groups)
-    try:
-        write_curves_html(out, sweep, rows)
-    except Exception as exc:                  # a plot must never cost the results
-        print(f"curves.html not written: {type(exc).__name__}: {exc}")
-
-
-def _write_csv(path: Path, fields: Sequence[str], rows: List[Dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    os.replace(tmp, path)
-
-
-def read_val_curve(run_dir: Path, key: str = "acc") -> Tuple[List[int], List[float]]:
-    """The validation curve of one metric of one run record (steps, values)."""
-    steps, accs = [], []
-    try:
-        with open(run_dir / "metrics.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                if r.get("kind") == "val" and _num(r.get(key)) is not None:
-                    steps.append(int(float(r["step"])))
-                    accs.append(float(r[key]))
-    except OSError:
-        pass
-    return steps, accs
-
-
-def group_curves(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per group: ``label``, ``step`` and the ``mean`` / ``std`` / ``n`` of the validation
-    accuracy at each step that all of its runs reached so far."""
-    import numpy as np
-    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in sweep.keys), []).append(r)
-    out_curves = []
-    for point, rs in groups.items():
-        curves = [read_val_curve(out / "runs" / r["name"], sweep.metric_keys()[0]) for r in rs]
-        curves = [c for c in curves if c[0]]
-        if not curves:
-            continue
-        common = sorted(set.intersection(*(set(c[0]) for c in curves)))
-        if not common:
-            continue
-        mat = np.array([[dict(zip(*c))[s] for s in common] for c in curves])
-        label = ", ".join(f"{k}={v}" for k, v in zip(sweep.keys, point)) or "all runs"
-        out_curves.append({"label": label, "step": np.array(common), "mean": mat.mean(0),
-                           "std": mat.std(0, ddof=1) if len(mat) > 1 else np.zeros(len(common)),
-                           "n": len(mat)})
-    return out_curves
-
-
-def write_curves_html(out: Path, sweep: Sweep, rows: List[Dict[str, Any]]) -> Optional[Path]:
-    """curves.html: each group's validation curve, mean with a band of one std (self-contained:
-    Bokeh's JavaScript is inlined, so it opens offline)."""
-    curves = group_curves(out, sweep, rows)
-    if not curves:
-        return None
-    from bokeh.embed import file_html
-    from bokeh.palettes import Category10_10
-    from bokeh.plotting import figure
-    from bokeh.resources import INLINE
-    key = sweep.metric_keys()[0]
-    what = {"acc": "accuracy", "bpc": "bits per character"}.get(key, key)
-    p = figure(title=f"Validation {what}: mean over seeds, band: one std ({out.name})",
-               x_axis_label="update", y_axis_label=f"validation {what}", height=450,
-               sizing_mode="stretch_width")
-    for i, c in enumerate(curves):
-        color = Category10_10[i % 10]
-        p.varea(c["step"], c["mean"] - c["std"], c["mean"] + c["std"], color=color, alpha=0.2)
-        p.line(c["step"], c["mean"], color=color, line_width=3,
-               legend_label=f"{c['label']} (n={c['n']})")
-    p.legend.location = "bottom_right"
-    path = out / "curves.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(file_html(p, INLINE, title="bnlstm sweep"))
-    os.replace(tmp, path)
-    return path
-
-
-# ------------------------------------------------------------------------------ reading a sweep
 def list_sweeps(folder: Union[str, Path]) -> List[str]:
     """The names of the sweep folders directly inside ``folder`` (those with a sweep.json)."""
     root = Path(folder)

@@ -4,6 +4,7 @@ that pays a process's one-off costs before its first run."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -13,11 +14,12 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from ..training.config import TrainConfig
 from ..training.events import state_record
 from .handle import RECORD_FILES, apply_command
+from .results import DONE_STATES, _read_json
 from .policy import env_float
 
 FLUSH_S = 0.1           # the worker sends its records this often (commands, and the state
@@ -244,3 +246,62 @@ def warm_up(task: Optional[str] = None) -> float:
     return time.perf_counter() - t0
 
 
+# ================================================================================ a sweep's run
+def _data(task: str, data_dir, data_options=None):
+    """A task's data once per worker process (every run on a worker shares it)."""
+    from .. import tasks
+    return tasks.shared_data(task, data_dir, **(data_options or {}))
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except Exception:
+        return "local"
+
+
+def run_one(config: Dict[str, Any], run_dir: Union[str, Path], data_dir=None,
+            checkpoint_every: int = 100, threads: int = 1,
+            data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train one run of a sweep into ``run_dir`` (the body of a Dask task; also callable as is).
+
+    A run already done there (summary.json says finished or diverged) is returned as it is;
+    a run with a ``resume.pt`` goes on from it. Returns the run's summary plus ``worker``.
+    """
+    import torch
+
+    from ..training.assemble import assemble_run, load_snapshot
+    from ..training.checkpoints import save_checkpoint
+    from ..training.trainer import SNAPSHOT_FORMAT
+
+    run_dir = Path(run_dir)
+    done = _read_json(run_dir / "summary.json")
+    if done is not None and done.get("state") in DONE_STATES:
+        return {**done, "worker": done.get("worker", _worker_address()), "skipped": True}
+    if threads:
+        torch.set_num_threads(int(threads))
+    cfg = TrainConfig.from_dict(config)
+    resume_path = run_dir / "resume.pt"
+    snap = None
+    if resume_path.is_file():
+        try:
+            snap = load_snapshot(resume_path)
+            if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
+                snap = None
+        except Exception:                    # a torn file of a killed worker: start over
+            snap = None
+    worker = _worker_address()
+    trainer, recorder = assemble_run(cfg, data=_data(cfg.task, data_dir, data_options), out=run_dir,
+                                     resume=snap, keep_rows=True, checkpoint_every=checkpoint_every,
+                                     on_checkpoint=lambda s: save_checkpoint(s, resume_path))
+    try:
+        state = trainer.run()
+    finally:
+        recorder.close()
+    summary = dict(recorder.summary) or {"state": state, "reason": trainer.reason}
+    summary.update(worker=worker, resumed_from=snap["step"] if snap else None)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if state in DONE_STATES and resume_path.exists():
+        resume_path.unlink()
+    return summary

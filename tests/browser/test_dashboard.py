@@ -466,7 +466,8 @@ ALL_HTML_JS = """() => { let out = ''; const walk = (root) => {
 def test_sweeps_view_lists_the_servers_sweeps_by_name_and_fills_in(open_app, server):
     """A sweep written into the server's sweep folder (here run in this process, without Dask)
     appears by name; its group curves and its runs' table show; no server path reaches the page."""
-    from bnlstm.runs.sweep import Sweep, run_one
+    from bnlstm.runs.sweep import Sweep
+    from bnlstm.runs.worker import run_one
     SHARED_MNIST_DIR = testdata.mnist_dir()
     page = open_app()
     sweep = Sweep.from_args(grid=["model=lstm,bnlstm"], seeds=2,
