@@ -30,8 +30,9 @@ The command line is :mod:`bnlstm.paper.cli`.
 """
 from .cli import EXPERIMENTS, add_cli, cli_main  # noqa: F401
 from .common import _config, _train, machine, to_jsonable  # noqa: F401
-from .mnist import (GRADIENT_MODELS, TWO_POINT_GAIN, _shared_twin, _SuffixBatches,  # noqa: F401
-                    compare_models, distractor_memory, gamma_sweep, gradient_flow,
+from .memory import _SuffixBatches, distractor_memory  # noqa: F401
+from .mnist import (GRADIENT_MODELS, TWO_POINT_GAIN, _shared_twin,  # noqa: F401
+                    compare_models, gamma_sweep, gradient_flow,
                     stats_ablation, tanh_derivative)
 from .text import (PAPER_FIG3B, PAPER_TABLE2, compare_text, length_generalization,  # noqa: F401
                    ptb_heldout)

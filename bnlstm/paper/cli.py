@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from .common import _load, to_jsonable
-from .mnist import (GRADIENT_MODELS, compare_models, distractor_memory, gamma_sweep,
-                    gradient_flow, stats_ablation, tanh_derivative)
+from .memory import distractor_memory
+from .mnist import (GRADIENT_MODELS, compare_models, gamma_sweep, gradient_flow,
+                    stats_ablation, tanh_derivative)
 from .text import compare_text, length_generalization
 
 # =========================================================================== command line
