@@ -36,6 +36,24 @@ def explicit_dir(root, env_var: str) -> Optional[Tuple[Path, str]]:
     return None
 
 
+def require_files(directory: Path, what: str, label: str, files: Sequence[str],
+                  missing: Callable[[Path], List[str]], error: type,
+                  fetch_missing: Optional[Callable[[Path], object]] = None,
+                  hint: str = "--download") -> Path:
+    """A folder the user named (``what``: the argument, or the environment variable): its
+    ``files`` must be there, never a fallback. ``fetch_missing`` (given for
+    ``download=True``) fetches the missing ones first; still missing ones raise ``error``
+    saying which, where, and what to do (``hint``)."""
+    if fetch_missing is not None:
+        fetch_missing(directory)
+    gone = missing(directory)
+    if gone:
+        state = "does not exist" if not directory.is_dir() else f"lacks {', '.join(gone)}"
+        raise error(f"{label} {directory} ({what}) {state}. Put {', '.join(files)} there, "
+                    f"or use {hint}.")
+    return directory
+
+
 def mirror_list(env_var: str, defaults: Sequence[str]) -> List[str]:
     """Base URLs tried in order: ``$env_var`` (separated by commas or spaces) or ``defaults``;
     each ends with a slash."""

@@ -53,7 +53,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..downloads import cache_root, explicit_dir, fetch, mirror_list
+from ..downloads import cache_root, explicit_dir, fetch, mirror_list, require_files
 
 __all__ = [
     "DataError", "MNIST", "MNIST_FILES", "MNIST_URLS", "TASKS", "PERMUTATION_SEED", "FALLBACK_SEED",
@@ -330,14 +330,9 @@ def load_mnist(root: Optional[PathLike] = None, download: bool = False, fallback
     explicit = _explicit_dir(root)
     if explicit is not None:
         directory, what = explicit
-        if download:
-            download_mnist(directory, progress=progress)
-        missing = _missing(directory)
-        if missing:
-            state = "does not exist" if not directory.is_dir() else f"lacks {', '.join(missing)}"
-            raise DataError(f"MNIST directory {directory} ({what}) {state}. Put the four files "
-                            f"{', '.join(MNIST_FILES)} there, or use download=True / --download.")
-        return _load_dir(directory)
+        fetch = (lambda d: download_mnist(d, progress=progress)) if download else None
+        return _load_dir(require_files(directory, what, "MNIST directory", MNIST_FILES, _missing,
+                                       DataError, fetch, "download=True / --download"))
 
     cache = cache_dir()
     reason = ""

@@ -43,7 +43,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..downloads import cache_root, explicit_dir, fetch, mirror_list
+from ..downloads import cache_root, explicit_dir, fetch, mirror_list, require_files
 
 PathLike = Union[str, os.PathLike]
 
@@ -283,14 +283,9 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
     explicit = explicit_dir(root, "BNLSTM_PTB_DIR")
     if explicit is not None:
         directory, what = explicit
-        if download:
-            download_ptb(directory, progress=progress)
-        missing = _missing(directory)
-        if missing:
-            state = "does not exist" if not directory.is_dir() else f"lacks {', '.join(missing)}"
-            raise TextDataError(f"Penn Treebank folder {directory} ({what}) {state}. Put "
-                                f"{', '.join(PTB_FILES)} there, or use --download.")
-        return _load_ptb(directory)
+        fetch = (lambda d: download_ptb(d, progress=progress)) if download else None
+        return _load_ptb(require_files(directory, what, "Penn Treebank folder", PTB_FILES,
+                                       _missing, TextDataError, fetch))
     cache = ptb_cache_dir()
     if download and _missing(cache):
         try:
