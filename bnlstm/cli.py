@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="path to a checkpoint.pt written by 'train'")
     _add_data_args(e)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    e.add_argument("--whole-sequence", action="store_true",
+                   help="text tasks: also score each split as one sequence of batch 1, every "
+                        "character predicted from all before it (the authors' Table 2 test)")
 
     w = sub.add_parser(
         "sweep", help="run a grid of settings x seeds on Dask (a LocalCluster, or --scheduler)",
@@ -284,6 +287,14 @@ def _eval(args) -> int:
     res = {"checkpoint_step": ckpt.get("step"), "data_source": info["data_source"]}
     for split in ("val", "test"):
         res[split] = exp.evaluate(split)
+    if args.whole_sequence:
+        whole = getattr(exp, "evaluate_whole", None)
+        if whole is None:
+            print(f"error: --whole-sequence is for text tasks; {cfg.task!r} is not one",
+                  file=sys.stderr)
+            return 2
+        for split in ("val", "test"):
+            res[f"{split}_whole_sequence"] = whole(split)
     print(json.dumps(res, indent=2))
     return 0
 

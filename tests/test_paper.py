@@ -205,10 +205,12 @@ def test_compare_text_reports_both_models_for_every_seed(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("the quick brown fox jumps over the lazy dog. " * 400)
     r = paper.compare_text(models=("lstm", "bnlstm"), seeds=(0, 1), steps=6, hidden=8,
-                           seq_len=20, reestimate_batches=2, text_file=f)
+                           seq_len=20, reestimate_batches=2, text_file=f, whole_sequence=True)
     for m in ("lstm", "bnlstm"):
         assert r["val_bpc"][m].shape == (2,) and r["test_bpc"][m].shape == (2,)
         assert r["val_curve"][m].shape[0] == 2 and np.all(np.isfinite(r["test_bpc"][m]))
+        whole = r["test_bpc_whole"][m]          # the whole test text as one sequence
+        assert whole.shape == (2,) and np.all(np.isfinite(whole)) and np.all(whole > 0)
     assert r["paper"] == {"lstm": 1.38, "bnlstm": 1.32}
 
 

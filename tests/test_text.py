@@ -345,3 +345,35 @@ def test_cli_data_text_reports_the_ptb_files_and_the_fallback(ptb_dir, capsys):
     assert "load_text() would use: nothing" in out and "lacks ptb.char.train.txt" in out
     assert cli_main(["data", "--text"]) == 0
     assert "ship with Python" in capsys.readouterr().out
+
+
+def test_the_whole_sequence_test_is_one_sequence_in_any_pieces(tmp_path, capsys):
+    """``evaluate_whole``: the split as one sequence of batch 1 (the authors' proper_test),
+    the same in one piece or in pieces that carry the state and the time index; and
+    ``eval --whole-sequence`` reports it for both splits."""
+    import random
+    rng = random.Random(1)
+    words = "the cat sat on a mat and dog ran to big red house".split()
+    f = tmp_path / "words.txt"
+    f.write_text(" ".join(rng.choice(words) for _ in range(20000)))
+    out = tmp_path / "run"
+    assert cli_main(["train", "--task", "text", "--text-file", str(f), "--hidden", "32",
+                     "--steps", "150", "--eval-every", "150", "--seq-len", "30", "--out", str(out),
+                     "--no-progress", "--probe-every", "0", "--reestimate", "20"]) == 0
+    cfg, model, ckpt = load_checkpoint(out / "checkpoint.pt")
+    exp = tasks.get("text").experiment(cfg, text_file=f)
+    exp.setup()
+    exp.load_state_dict(ckpt["model"])
+    one = exp.evaluate_whole("test", chunk=10 ** 9)
+    pieces = exp.evaluate_whole("test", chunk=7)
+    assert one["n"] == len(exp.ids["test"]) - 1 and pieces["n"] == one["n"]
+    assert abs(one["bpc"] - pieces["bpc"]) < 1e-4, (one, pieces)
+    windows = exp.evaluate("test", length=30)["bpc"]
+    assert one["bpc"] < exp.text.unigram_bits("test") - 1.0
+    assert one["bpc"] < windows + 0.05       # context from all before: never much worse
+    capsys.readouterr()
+    assert cli_main(["eval", str(out / "checkpoint.pt"), "--text-file", str(f),
+                     "--whole-sequence"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert abs(res["test_whole_sequence"]["bpc"] - one["bpc"]) < 1e-4
+    assert res["val_whole_sequence"]["whole_sequence"] is True

@@ -75,7 +75,9 @@ def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
                 **{k: np.round(v, 3).tolist() for k, v in res["bpc"].items()}}
     if name == "text":
         return {m: {"val_bpc": np.round(res["val_bpc"][m], 3).tolist(),
-                    "test_bpc": np.round(res["test_bpc"][m], 3).tolist()} for m in res["models"]}
+                    "test_bpc": np.round(res["test_bpc"][m], 3).tolist(),
+                    **({"test_bpc_whole_sequence": np.round(res["test_bpc_whole"][m], 3).tolist()}
+                       if "test_bpc_whole" in res else {})} for m in res["models"]}
     return {}
 
 

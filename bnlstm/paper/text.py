@@ -70,7 +70,8 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
                  steps: Optional[int] = None, hidden: Optional[int] = None, seq_len: int = 100,
                  reestimate_batches: Optional[int] = None, val_limit: Optional[int] = None,
                  quick: bool = False, data=None, data_dir=None, text_file=None,
-                 source: str = "auto", **config) -> Dict[str, Any]:
+                 source: str = "auto", whole_sequence: bool = False,
+                 **config) -> Dict[str, Any]:
     """Table 2's comparison: LSTM vs BN-LSTM, same text, same seeds, bits per character.
 
     Claim (Sec. 5.2, Table 2): on Penn Treebank characters the BN-LSTM reaches 1.32 test
@@ -82,6 +83,8 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
     Returns ``models``, ``seeds``, ``val_step`` (E,), ``val_curve[model]`` (S, E) validation
     bpc during training (running averages), ``val_bpc[model]`` and ``test_bpc[model]`` (S,)
     of the best weights after re-estimation, ``unigram_bits``, ``paper`` (Table 2).
+    ``whole_sequence``: also ``test_bpc_whole[model]`` (S,), the authors' test of Table 2
+    (``TextExperiment.evaluate_whole``: the whole test text as one sequence of batch 1).
     """
     t0 = time.perf_counter()
     text = _text(data, data_dir, text_file, source)
@@ -91,6 +94,7 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
     val_limit = val_limit if val_limit is not None else (100 if quick else 0)
     curves: Dict[str, List[np.ndarray]] = {m: [] for m in models}
     val, test = {m: [] for m in models}, {m: [] for m in models}
+    whole: Dict[str, List[float]] = {m: [] for m in models}
     val_step = None
     for m in models:
         for seed in seeds:
@@ -103,16 +107,20 @@ def compare_text(models: Sequence[str] = ("lstm", "bnlstm"), seeds: Sequence[int
             val_step = c["val_step"]
             val[m].append(trainer.final.get("val_bpc"))
             test[m].append(trainer.final.get("test_bpc"))
+            if whole_sequence:
+                whole[m].append(exp.evaluate_whole("test")["bpc"])
     out = {"models": list(models), "seeds": list(seeds), "val_step": val_step,
            "val_curve": {m: np.vstack(v) for m, v in curves.items()},
            "val_bpc": {m: np.asarray(v, dtype=float) for m, v in val.items()},
            "test_bpc": {m: np.asarray(v, dtype=float) for m, v in test.items()},
            "unigram_bits": text.unigram_bits("test"), "paper": PAPER_TABLE2,
            "n_train_chars": len(text.train)}
+    if whole_sequence:
+        out["test_bpc_whole"] = {m: np.asarray(v, dtype=float) for m, v in whole.items()}
     out.update(_meta("text", quick, t0, text, models=list(models), seeds=list(seeds),
                      steps=steps, hidden=hidden, seq_len=seq_len,
                      reestimate_batches=reestimate_batches, val_limit=val_limit,
-                     source=source, **config))
+                     source=source, whole_sequence=whole_sequence, **config))
     return out
 
 

@@ -178,6 +178,31 @@ class TextExperiment(SequenceExperiment):
         loss = loss_sum / max(total, 1)
         return {"loss": loss, "bpc": loss / LN2, "acc": correct / max(total, 1), "n": total}
 
+    @torch.no_grad()
+    def evaluate_whole(self, split: str = "test", chunk: int = 10_000) -> Dict[str, Any]:
+        """The authors' ``proper_test`` (``penntreebank_evaluate.py``): the whole of ``split``
+        as ONE sequence of batch 1, each character predicted from all before it, with the
+        population statistics (past T_max, those of T_max). Runs in pieces of ``chunk``
+        characters that carry the state and the time index over (``hx``, ``t0``), so the
+        result is the same for any ``chunk``. Returns ``loss``, ``bpc``, ``acc``, ``n``."""
+        model = self.model
+        was = model.training
+        model.eval()
+        ids = torch.as_tensor(self.ids[split], dtype=torch.long, device=self.device)
+        x_all, y_all = ids[:-1], ids[1:]
+        hx, loss_sum, correct = None, 0.0, 0
+        for t in range(0, len(x_all), int(chunk)):
+            x, y = x_all[t:t + chunk][None], y_all[t:t + chunk]
+            logits, hx, _ = model(x, hx, t0=t, return_hidden=True)
+            logits = logits[0]
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+        model.train(was)
+        n = int(len(y_all))
+        loss = loss_sum / max(n, 1)
+        return {"loss": loss, "bpc": loss / LN2, "acc": correct / max(n, 1), "n": n,
+                "whole_sequence": True}
+
     def stat_batches(self, n: int) -> Iterator[Tensor]:
         batches = textdata.TextBatches(self.ids["train"], self.config.seq_len,
                                        self.config.batch_size, device=self.device,
