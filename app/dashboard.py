@@ -118,6 +118,9 @@ class Dashboard(Links, Following, param.Parameterized):
             self._sync_url()
         self._show_url_problems()
         self._build_sections()
+        self._syncing = False            # the table is being set from a run: not a user's edit
+        if follow is None:
+            self.state.param.watch(self._show_focused_settings, "focus")
         self.config.param.watch(self._show_task_problem, "task")
         self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
         self.config.param.watch(self._on_new_run_setting,
@@ -262,9 +265,30 @@ class Dashboard(Links, Following, param.Parameterized):
     # ------------------------------------------------------------- settings glue
     def _show_task_problem(self, *events) -> None:
         """Said when the task is chosen, before Start: what stops its data loading here."""
-        self.controls.say(self.controls.task_alert, tasks.get(self.config.task).data_problem() or "")
+        said = [f"This server could not load a task ({p}); the page goes on with the others."
+                for p in tasks.load_problems()]
+        said += [tasks.get(self.config.task).data_problem() or ""]
+        self.controls.say(self.controls.task_alert, " ".join(x for x in said if x))
+
+    def _show_focused_settings(self, *events) -> None:
+        """The settings panel shows the settings of the run in focus (the newest, or the one
+        picked in section 4): what is training, not what was set before a preset. Setting
+        the table this way changes no run; the next Start starts from it."""
+        run = self.state.run(self.state.focus)
+        if run is None:
+            return
+        mine, theirs = self.config.to_dict(), run.config.to_dict()
+        diff = {k: v for k, v in theirs.items() if k != "name" and mine.get(k) != v}
+        if diff:
+            self._syncing = True
+            try:
+                self.apply_settings(diff)
+            finally:
+                self._syncing = False
 
     def _on_live_setting(self, *events) -> None:
+        if self._syncing:
+            return
         for run in self.runs:
             if run.live:
                 for e in events:
@@ -274,7 +298,7 @@ class Dashboard(Links, Following, param.Parameterized):
                         pass
 
     def _on_new_run_setting(self, *events) -> None:
-        if any(r.live for r in self.runs):
+        if not self._syncing and any(r.live for r in self.runs):
             self.settings.say_new_run_setting([e.name for e in events])
 
     # ------------------------------------------------------------------- actions
@@ -342,10 +366,13 @@ class Dashboard(Links, Following, param.Parameterized):
         self._launch([run])
         return run
 
-    def run_preset(self, pair) -> List[DashboardRun]:
+    def run_preset(self, pair, keep: Optional[bool] = None) -> List[DashboardRun]:
         """A comparison: two runs of the current settings with the pair's changes; a pair
-        that names a task of another family starts from that family's recipe."""
-        self.reset()
+        that names a task of another family starts from that family's recipe. ``keep``
+        (default: the page's "A comparison ... joins them" toggle): the runs on the page
+        stay and the pair is drawn beside them (in the free slots, or those of ended runs)."""
+        if not (self.controls.w_keep.value if keep is None else keep):
+            self.reset()
         family = tasks.get(self.config.task).family
         runs = []
         for tag, overrides in pair:

@@ -17,10 +17,12 @@ import numpy as np
 @dataclass
 class Digest:
     steps: List[int] = field(default_factory=list)
+    elapsed: List[float] = field(default_factory=list)     # seconds since the run started
     loss: Any = None                     # (N,) raw training loss
     smooth: Any = None                   # (N,) its EMA, continuing the run's
     val_steps: List[int] = field(default_factory=list)
     val_values: List[float] = field(default_factory=list)   # the run's metric (acc, bpc, ...)
+    val_elapsed: List[float] = field(default_factory=list)
     sat_rows: List[tuple] = field(default_factory=list)     # (step, g saturated, cell saturated)
     probe: Optional[Dict[str, Any]] = None                  # the newest probe record
     first_probe: Optional[Dict[str, Any]] = None            # the first probe record in recs
@@ -35,9 +37,11 @@ def digest(run, recs: List[Dict[str, Any]], smoothing: float) -> Digest:
         kind = rec.get("kind")
         if kind == "train":
             d.steps.append(rec["step"])
+            d.elapsed.append(rec.get("elapsed", math.nan))
             losses.append(rec["loss"])
         elif kind == "val":
             d.val_steps.append(rec["step"])
+            d.val_elapsed.append(rec.get("elapsed", math.nan))
             d.val_values.append(rec[run.metric.key])
         elif kind == "probe":
             d.probe = rec

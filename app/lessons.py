@@ -1,6 +1,6 @@
 """What the page teaches, as data: the presets (the classic comparisons, each a pair of
-runs) and the page's stylesheet. Each section's title and "point at" sentence stay beside
-the plots they name, in ``dashboard.py``."""
+runs) and the page's stylesheets. Each section's title and "point at" sentence stay beside
+the plots they name, in its module of ``app/sections/``."""
 
 # (label, css class, [(tag, overrides), (tag, overrides)])
 PRESETS = [
@@ -37,6 +37,14 @@ def preset(slug: str):
 
 
 PRESET_SLUGS = [cls[len("preset-"):] for _, cls, _ in PRESETS]
+
+# A toggle's chosen side, readable from the back of a room: filled dark blue, white bold
+# text; the other sides white with a blue outline.
+TOGGLE_CSS = """
+.bk-btn-group .bk-btn { font-size: 15px; }
+.bk-btn-group .bk-btn.bk-active { background-color: #1f4e79 !important; color: #fff !important;
+                                  font-weight: 700; border-color: #1f4e79 !important; }
+"""
 
 CSS = """
 table { border-collapse: collapse; font-size: 17px; width: 100%; }

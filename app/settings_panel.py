@@ -17,6 +17,8 @@ import panel as pn
 from bnlstm import TrainConfig, tasks
 from bnlstm.training.config import MODEL_LABELS
 
+from .lessons import TOGGLE_CSS
+
 # The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
 DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
                           val_limit=2000, eval_every=100, steps=2000)
@@ -107,7 +109,8 @@ class SettingsPanel:
         cfg.param.watch(self._on_gamma_config, "gamma_init")
         self.w_stats = pn.widgets.RadioButtonGroup.from_param(
             P.stats, name="Statistics", options={v: k for k, v in STATS_LABELS.items()},
-            button_type="default", css_classes=["w-stats"])
+            button_type="primary", button_style="outline", css_classes=["w-stats"],
+            stylesheets=[TOGGLE_CSS])
         self.w_hidden = pn.widgets.IntSlider.from_param(P.hidden, name="Hidden units", start=8,
                                                        end=256, step=4, css_classes=["w-hidden"])
         self.w_batch = pn.widgets.IntSlider.from_param(P.batch_size, name="Batch size", start=8,

@@ -32,16 +32,19 @@ def _data_cell(info: Dict[str, Any]) -> str:
     return "full MNIST" if info.get("data_is_full") else "<b style='color:#b35c00'>bundled sample</b>"
 
 
-def status_html(runs: Sequence[Any], counts: Dict[str, int]) -> str:
+def status_html(runs: Sequence[Any], counts: Dict[str, int], following: bool = False) -> str:
     """The table of ``runs`` (DashboardRun-like: label, state, reason, step, rate, info,
     metric, last_val, best_val, test, config.steps, color, launched, cancelled,
-    queue_position()) and a line on the server's training slots (``counts``)."""
+    queue_position()) and a line on the server's training slots (``counts``). ``following``:
+    the page follows another page's runs (it has no Start of its own)."""
     server = (f"<div class='server'>Server: {counts['active']} of {counts['max_runs']} training "
               f"slots in use, {counts['queued']} run(s) waiting.</div>")
     if not runs:
+        say = ("<b>No run to show yet.</b> The runs of the page you follow appear here as it "
+               "starts them." if following else "<b>Ready.</b> Choose settings on the left "
+               "and press <b>Start</b>, or pick a comparison.")
         return ("<div class='status-body'><div class='status-line' data-state='idle'>"
-                "<span style='font-size:17px'><b>Ready.</b> Choose settings on the left and "
-                "press <b>Start</b>, or pick a comparison.</span></div>" + server + "</div>")
+                f"<span style='font-size:17px'>{say}</span></div>" + server + "</div>")
     rows = []
     for r in runs:
         state = r.state

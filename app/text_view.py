@@ -15,6 +15,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import panel as pn
 
+from .lessons import TOGGLE_CSS
+
 MAX_BITS = 6.0            # the loss colour saturates here (log2 of a 64-character vocabulary)
 CSS = """
 .txt { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 17px;
@@ -105,7 +107,7 @@ class TextSection:
         self.w_colour = pn.widgets.RadioButtonGroup(
             name="Colour the validation text by",
             options={"loss per character": "loss", "one unit's activation": "unit"},
-            value="loss", button_type="primary", button_style="outline",
+            value="loss", button_type="primary", button_style="outline", stylesheets=[TOGGLE_CSS],
             css_classes=["w-colour-by"])
         self.w_unit = pn.widgets.IntSlider(name="Unit", start=1, end=16, value=1, width=300,
                                            css_classes=["w-unit"], visible=False)

@@ -1,12 +1,15 @@
 """The README's picture, made from the real page: the dashboard training a comparison.
 
     .venv/bin/python scripts/screenshot.py [--preset "LSTM vs BN-LSTM"] [--seconds 60]
-        [--out docs/dashboard.png] [--query "?steps=100000"]
+        [--out docs/dashboard.png] [--query "?steps=100000"] [--click "wall time (s)" ...]
+        [--full-page]
 
 Serves ``app/`` as ``./scripts/dashboard`` does (loopback, a free port), opens it in
 headless Chromium (Debian's /usr/bin/chromium) at 1600 x 1000, presses the preset, lets
 both runs train ``--seconds`` and saves the top of the page (the controls, the status
-table and the learning curves) to ``--out``. Needs the test extra (Playwright) and the
+table and the learning curves) to ``--out``. ``--click TEXT`` (repeatable) then clicks the
+button or checkbox labelled TEXT (a toggle, say) and waits two seconds before the picture;
+``--full-page`` saves the whole page (every section) instead of its top. Needs the test extra (Playwright) and the
 MNIST files (``BNLSTM_MNIST_DIR``, default ``../shared/data/mnist``).
 """
 from __future__ import annotations
@@ -27,6 +30,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the runs train first")
     ap.add_argument("--query", default="?steps=100000", help="settings for the page's address")
     ap.add_argument("--out", default=str(REPO / "docs" / "dashboard.png"))
+    ap.add_argument("--click", action="append", default=[],
+                    help="a button or checkbox label to click before the picture (repeatable)")
+    ap.add_argument("--full-page", action="store_true", help="the whole page, not its top")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium (./scripts/test does)")
@@ -43,7 +49,10 @@ def main() -> None:
             page.get_by_role("button", name=args.preset, exact=True).click()
             page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']", timeout=120_000)
             time.sleep(args.seconds)
-            page.screenshot(path=args.out)
+            for label in args.click:
+                page.get_by_text(label, exact=True).first.click()
+                time.sleep(2)
+            page.screenshot(path=args.out, full_page=args.full_page)
             browser.close()
     finally:
         stop(srv)

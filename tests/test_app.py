@@ -491,3 +491,52 @@ def test_the_csv_of_all_runs_has_every_runs_rows_and_says_whose(mnist_dir, monke
     finally:
         lead.dispose()
         eng.join(30)
+
+
+def test_a_comparison_can_join_the_runs_on_the_page(mnist_dir, monkeypatch):
+    """'A comparison joins them': a second preset is drawn beside the first's ended runs
+    (four runs, four slots, one legend); by default a preset replaces the page's runs."""
+    from bnlstm_app.lessons import preset
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    lead.attach_lower()
+    try:
+        first = lead.run_preset(preset("lstm")[1])
+        assert len(first) == 2 and all(first)
+        for r in first:
+            r.stop()
+        _until(lambda: not any(r.live for r in lead.runs), [lead])
+        lead.controls.w_keep.value = True
+        second = lead.run_preset(preset("gamma")[1])
+        assert len(lead.runs) == 4 and lead.runs[:2] == first and all(second)
+        slots = {lead.state.slot_of[r.id].index for r in lead.runs}
+        assert len(slots) == 4
+        legend = lead.curves.legend.pane.object
+        assert all(r.label in legend for r in lead.runs)
+        for r in second:
+            r.stop()
+        _until(lambda: not any(r.live for r in lead.runs), [lead])
+        third = lead.run_preset(preset("stats")[1], keep=False)
+        assert lead.runs == third
+    finally:
+        lead.dispose()
+        eng.join(30)
+
+
+def test_the_settings_panel_shows_the_focused_runs_settings(mnist_dir, monkeypatch):
+    """After a preset the sidebar shows what trains (the focused run's settings), picking
+    another run shows its own, and setting the table this way changes no run."""
+    from bnlstm_app.lessons import preset
+    eng, lead, _ = _dashboards(mnist_dir, monkeypatch)
+    lead.attach_lower()
+    lead.config.lr = 3e-3
+    try:
+        low, high = lead.run_preset(preset("gamma")[1])
+        high.set("lr", 1e-2)                        # a run's own live setting
+        assert lead.state.focus == high.id and lead.config.gamma_init == 1.0
+        lead.statistics.w_focus.value = low.id
+        assert lead.config.gamma_init == 0.1 and lead.config.lr == 3e-3
+        assert high.config.lr == 1e-2                # the sync set no run's setting
+        assert not lead.settings.new_run_hint.visible
+    finally:
+        lead.dispose()
+        eng.join(30)

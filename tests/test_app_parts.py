@@ -52,6 +52,8 @@ def test_status_speaks_each_runs_metric_and_data():
     assert "val bpc 2.310 (best 2.300)" in out and "Python's docs" in out
     assert "val acc 0.900" in out and "bundled sample" in out
     assert "Ready." in status_html([], {"active": 0, "max_runs": 2, "queued": 0})
+    following = status_html([], {"active": 0, "max_runs": 2, "queued": 0}, following=True)
+    assert "Start" not in following and "page you follow" in following
     data, fail = alerts([text])
     assert "The text is" in data and fail is None
     _, fail = alerts([_run(state="diverged", reason="the loss became nan at step 3")])

@@ -57,9 +57,17 @@ def test_a_broken_task_plugin_leaves_the_page_working(monkeypatch):
     from app.settings_panel import task_options
     from bnlstm import tasks
     monkeypatch.setenv("BNLSTM_TASKS", "no_such_plugin_module")
-    monkeypatch.setattr(tasks, "_LOADED", {"builtin": True, "plugins": set()})
+    monkeypatch.setattr(tasks, "_LOADED", {"builtin": True, "plugins": set(), "problems": []})
     opts = task_options()
     assert "text" in opts.values() and "row" in opts.values()
+    from app.dashboard import Dashboard
+    d = Dashboard(sync_url=False)             # the page says so, and still works
+    try:
+        alert = d.controls.task_alert
+        assert alert.visible and "no_such_plugin_module" in alert.object
+        assert "goes on with the others" in alert.object
+    finally:
+        d.dispose()
 
 
 def test_a_links_settings_override_its_tasks_recipe():

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Optional
 import panel as pn
 import param
 
-from ..lessons import CSS, PRESETS
+from ..lessons import CSS, PRESETS, TOGGLE_CSS
 from ..server.offline import ICONS
 from ..server.session import locked
 from ..status import alerts, status_html
@@ -43,7 +43,12 @@ class Controls(Section):
                                   width=max(180, 9 * len(label) + 30), sizing_mode="fixed")
             b.on_click(lambda e, pair=pair: locked(lambda: actions["preset"](pair)))
             self.preset_buttons.append(b)
-        self.status = pn.pane.HTML(status_html([], counts()), css_classes=["bnlstm-status"],
+        self.following = follow_banner is not None
+        self.w_keep = pn.widgets.RadioButtonGroup(
+            name="A comparison", options={"replaces the runs": False, "joins them": True},
+            value=False, button_type="primary", button_style="outline", width=300,
+            css_classes=["w-keep"], stylesheets=[TOGGLE_CSS], margin=(14, 10))
+        self.status = pn.pane.HTML(status_html([], counts(), self.following), css_classes=["bnlstm-status"],
                                    sizing_mode="stretch_width", stylesheets=[CSS])
         alert = lambda kind, css: pn.pane.Alert("", alert_type=kind, visible=False,  # noqa: E731
                                                 css_classes=[css], sizing_mode="stretch_width")
@@ -75,7 +80,7 @@ class Controls(Section):
         controls = pn.Row(*self.buttons.values(), sizing_mode="stretch_width")
         presets = pn.FlexBox(pn.pane.HTML("<b style='font-size:16px'>Compare:</b>",
                                           margin=(18, 5, 0, 10)),
-                             *self.preset_buttons, sizing_mode="stretch_width")
+                             *self.preset_buttons, self.w_keep, sizing_mode="stretch_width")
         return [self.url_alert, self.task_alert, self.data_alert, self.fail_alert, controls,
                 presets, self.status] + ([self.share_note] if self.share_note else [])
 
@@ -100,7 +105,7 @@ class Controls(Section):
         for name in ("pause", "stop"):           # nothing to pause or stop: greyed out
             if self.buttons[name].disabled == live:
                 self.buttons[name].disabled = not live
-        text = status_html(runs, self.counts())
+        text = status_html(runs, self.counts(), self.following)
         if text != self._last_status:
             self._last_status = text
             self.status.object = text

@@ -9,6 +9,7 @@ import pandas as pd
 import panel as pn
 from bokeh.models import Label, Range1d, Span
 
+from ..lessons import TOGGLE_CSS
 from . import Legend, Section
 from .figures import Layers, empty, figure
 
@@ -50,7 +51,10 @@ class Gradients(Section):
         "0.1's stays flat. Why: at gamma 1.0 the batch piles up on two spikes near "
         "&plusmn;tanh(1) and the kurtosis drops to 1, where each step passes only "
         "about tanh'(1)/tanh(1) = 0.55 of the gradient; gamma 0.1 keeps one bell "
-        "around 0 (kurtosis 2 to 3). After <b>why init matters</b>: the same gamma "
+        "around 0 (kurtosis 2 to 3). Over the first few steps gamma 1.0's gradient rises "
+        "again: there h is still near 0 and the first pixels are black, so the batch "
+        "variance is small (section 4's transient), BN divides by it, and each step passes "
+        "more than all of the gradient back. After <b>why init matters</b>: the same gamma "
         "1.0 with an orthogonal W_h keeps mixing the units, its batch stays spread "
         "out and its gradient grows going back instead: the identity W_h makes the "
         "collapse. (These presets use pixel 7x7. On the row task, 28 pixels a step, "
@@ -91,7 +95,8 @@ class Gradients(Section):
         self.w_when = pn.widgets.RadioButtonGroup(
             name="Probe shown", options={"at step 1 (initialization, as Fig. 1a)": "first",
                                          "latest probe (live)": "latest"},
-            value="first", button_type="primary", button_style="outline", css_classes=["w-when"])
+            value="first", button_type="primary", button_style="outline", css_classes=["w-when"],
+            stylesheets=[TOGGLE_CSS])
         # the three plots follow the probe chosen and the step (its drag's end)
         pn.bind(lambda when, t: self.redraw(), self.w_when,
                 self.w_unit_step.param.value_throttled, watch=True)

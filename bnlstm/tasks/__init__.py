@@ -38,8 +38,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Tuple, runtime_checkable
 
-__all__ = ["Metric", "Experiment", "Task", "register", "get", "names", "all_tasks", "registered", "TaskError",
-           "ACCURACY", "BITS_PER_CHAR"]
+__all__ = ["Metric", "Experiment", "Task", "register", "get", "names", "all_tasks", "registered",
+           "load_problems", "TaskError", "ACCURACY", "BITS_PER_CHAR"]
 
 
 class TaskError(ValueError):
@@ -192,7 +192,7 @@ class Task:
 # --------------------------------------------------------------------------- the registry
 _REGISTRY: Dict[str, Task] = {}
 _LOCK = threading.RLock()
-_LOADED = {"builtin": False, "plugins": set()}
+_LOADED = {"builtin": False, "plugins": set(), "problems": []}
 
 
 def register(task: Task, replace: bool = False) -> Task:
@@ -245,7 +245,9 @@ def _load_plugins() -> None:
         try:
             obj = target.load() if hasattr(target, "load") else importlib.import_module(target)
         except Exception as exc:
-            raise TaskError(f"cannot load the task {what}: {type(exc).__name__}: {exc}") from None
+            msg = f"cannot load the task {what}: {type(exc).__name__}: {exc}"
+            _LOADED["problems"].append(msg)
+            raise TaskError(msg) from None
         if isinstance(obj, Task):
             register(obj)
 
@@ -281,6 +283,17 @@ def registered() -> List[Task]:
     plug-in fails to load (:func:`all_tasks` raised :class:`TaskError`)."""
     with _LOCK:
         return list(_REGISTRY.values())
+
+
+def load_problems() -> List[str]:
+    """Why a plug-in task could not be loaded (each once, as :func:`all_tasks` raised it):
+    what a page says while it goes on with the tasks it has."""
+    try:
+        discover()
+    except TaskError:
+        pass
+    with _LOCK:
+        return list(_LOADED["problems"])
 
 
 # --------------------------------------------------------------------------- shared data
