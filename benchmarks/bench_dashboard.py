@@ -36,7 +36,7 @@ LEN_JS = """() => { let n = 0;
     const d = m.data;
     if (!d || typeof d !== 'object' || Array.isArray(d) || m.selected === undefined) continue;
     const k = Object.keys(d).sort().join(',');
-    if (k === 'loss,smooth,step') n = Math.max(n, d.step.length);
+    if (k === 'loss,smooth,step,t') n = Math.max(n, d.step.length);
   } return n; }"""
 
 

@@ -2,7 +2,7 @@
 
 Plot data is read in the page from Bokeh's ColumnDataSources, keyed by their
 sorted column names. Every plot has one source per slot (6), empty until a run
-uses it: loss ``loss,smooth,step``, validation ``acc,step``, saturation
+uses it: loss ``loss,smooth,step,t``, validation ``acc,step,t``, saturation
 ``c_out,g,step``, gradient norms ``grad,t``, histograms ``g,x``; the Figure-5
 statistics (HoloViews) are ``t,v`` paths of 8 units joined by NaN breaks.
 """
@@ -159,7 +159,7 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
     new_gamma = float(gamma.inner_text())
     assert new_gamma > 0.1, new_gamma
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "loss,smooth,step", 10)
+    wait_points(page, "loss,smooth,step,t", 10)
     label = run_rows(page).first.inner_text()
     assert f"g={new_gamma:g}" in label, (label, new_gamma)
     # the probe views: gradient norm through time, histograms, saturation, Fig. 5 statistics
@@ -168,7 +168,7 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
     wait_points(page, "c_out,g,step", 3)                     # saturation: one point per probe
     wait_points(page, "t,v", 8 * 29, runs=8)           # Fig. 5: 4 panels x (batch, population),
     #                                                    8 units of 28 steps, NaN-separated
-    wait_points(page, "acc,step", 1, timeout=90)       # validation every 20 updates
+    wait_points(page, "acc,step,t", 1, timeout=90)       # validation every 20 updates
     assert "running" in run_rows(page).first.get_attribute("data-state") or \
         run_rows(page).first.get_attribute("data-state") in ("finished",)
     text = status_text(page)
@@ -186,16 +186,16 @@ def test_gamma_slider_and_start_train_and_fill_every_view(open_app):
 def test_pause_stops_points_and_resume_continues(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "loss,smooth,step", 5)
+    wait_points(page, "loss,smooth,step,t", 5)
     page.get_by_role("button", name="Pause", exact=True).click()
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
     time.sleep(0.8)                                   # the last queued records arrive
-    n1 = npoints(page, "loss,smooth,step")[0]
+    n1 = npoints(page, "loss,smooth,step,t")[0]
     time.sleep(2.0)
-    n2 = npoints(page, "loss,smooth,step")[0]
+    n2 = npoints(page, "loss,smooth,step,t")[0]
     assert n2 == n1, f"points kept arriving while paused: {n1} -> {n2}"
     page.get_by_role("button", name="Resume", exact=True).click()
-    wait_points(page, "loss,smooth,step", n2 + 5)
+    wait_points(page, "loss,smooth,step,t", n2 + 5)
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']")
     page.get_by_role("button", name="Stop", exact=True).click()
 
@@ -203,14 +203,14 @@ def test_pause_stops_points_and_resume_continues(open_app):
 def test_step_does_one_update(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="Step", exact=True).click()
-    wait_points(page, "loss,smooth,step", 1)
+    wait_points(page, "loss,smooth,step,t", 1)
     page.wait_for_selector(".bnlstm-status tr.run-row[data-state='paused']")
     time.sleep(1.0)
-    assert npoints(page, "loss,smooth,step")[0] == 1
+    assert npoints(page, "loss,smooth,step,t")[0] == 1
     page.get_by_role("button", name="Step", exact=True).click()
-    wait_points(page, "loss,smooth,step", 2)
+    wait_points(page, "loss,smooth,step,t", 2)
     time.sleep(1.0)
-    assert npoints(page, "loss,smooth,step")[0] == 2
+    assert npoints(page, "loss,smooth,step,t")[0] == 2
     page.get_by_role("button", name="Reset", exact=True).click()
     end = time.time() + 10
     while run_rows(page).count() and time.time() < end:
@@ -222,7 +222,7 @@ def test_a_preset_link_opens_and_starts_its_comparison(open_app):
     """?preset=gamma: the page starts the two runs of "gamma 0.1 vs 1.0" by itself; an
     unknown preset is named on the page, and nothing starts."""
     page = open_app(FAST + "&preset=gamma")
-    wait_points(page, "loss,smooth,step", 3, runs=2)
+    wait_points(page, "loss,smooth,step,t", 3, runs=2)
     labels = [run_rows(page).nth(i).inner_text() for i in range(2)]
     assert "g=0.1" in labels[0] and "g=1" in labels[1], labels
     bad = open_app(FAST + "&preset=nosuch")
@@ -236,7 +236,7 @@ def test_a_preset_link_opens_and_starts_its_comparison(open_app):
 def test_preset_runs_two_runs_that_both_appear(open_app):
     page = open_app(FAST)
     page.get_by_role("button", name="gamma 0.1 vs 1.0", exact=True).click()
-    wait_points(page, "loss,smooth,step", 5, runs=2)
+    wait_points(page, "loss,smooth,step,t", 5, runs=2)
     wait_points(page, "grad,t", 28, runs=2)
     rows = run_rows(page)
     assert rows.count() == 2
@@ -279,7 +279,7 @@ def test_invalid_url_parameter_shows_message_and_default(open_app):
     assert page.locator(".w-seed input").input_value() == "7"        # the valid one applies
     # still a working page
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "loss,smooth,step", 2)
+    wait_points(page, "loss,smooth,step,t", 2)
     page.get_by_role("button", name="Stop", exact=True).click()
 
 
@@ -287,11 +287,11 @@ def test_two_sessions_are_independent(open_app):
     a = open_app(FAST)
     b = open_app(FAST + "&model=lstm")
     a.get_by_role("button", name="Start", exact=True).click()
-    wait_points(a, "loss,smooth,step", 5)
-    assert max(npoints(b, "loss,smooth,step") or [0]) == 0
+    wait_points(a, "loss,smooth,step,t", 5)
+    assert max(npoints(b, "loss,smooth,step,t") or [0]) == 0
     assert run_rows(b).count() == 0 and "Ready" in status_text(b)
     b.get_by_role("button", name="Start", exact=True).click()
-    wait_points(b, "loss,smooth,step", 3)
+    wait_points(b, "loss,smooth,step,t", 3)
     assert run_rows(a).count() == 1 and run_rows(b).count() == 1
     assert "BN-LSTM" in run_rows(a).first.inner_text()
     assert run_rows(b).first.inner_text().startswith("LSTM")
@@ -304,7 +304,7 @@ def test_two_sessions_are_independent(open_app):
 def test_closing_the_tab_stops_its_training_thread(open_app, server):
     page = open_app(FAST.replace("steps=400", "steps=100000"))
     page.get_by_role("button", name="Start", exact=True).click()
-    wait_points(page, "loss,smooth,step", 3)
+    wait_points(page, "loss,smooth,step,t", 3)
     run_id = run_rows(page).first.get_attribute("data-run")
     server.wait_for_log(f"run {run_id} started on a worker")
     assert f"run {run_id} ended" not in server.log()
@@ -403,7 +403,7 @@ def test_tanh_rnn_preset_shows_figure_1a_at_the_first_probe(open_app):
     why (two spikes at +-tanh(1), kurtosis 1)."""
     page = open_app(FAST)
     page.get_by_role("button", name="tanh-RNN: gamma 0.1 vs 1.0 (Fig. 1a)", exact=True).click()
-    wait_points(page, "loss,smooth,step", 3, runs=2)
+    wait_points(page, "loss,smooth,step,t", 3, runs=2)
     d = fig1a_sources(page)
     fall01, fall10 = _log_fall(d["grad-0"]["grad"]), _log_fall(d["grad-1"]["grad"])
     assert fall01 < 1.0 and fall10 > 3.0, (fall01, fall10)          # measured: 0.23 and 5.4
@@ -556,7 +556,7 @@ def test_a_text_run_trains_live_writes_text_and_colours_the_validation_text(open
     page.wait_for_selector(".text-sample .sample-text", timeout=90_000)
     first = page.locator(".text-sample .sample-text").first.inner_text()
     assert len(first) > 100
-    wait_points(page, "acc,step", 2, timeout=120)
+    wait_points(page, "acc,step,t", 2, timeout=120)
     title = page.evaluate("""() => [...Bokeh.documents[0].all_models]
         .filter(m => m.title && m.title.text !== undefined).map(m => m.title.text).join('|')""")
     assert "Validation bits per character" in title, title
