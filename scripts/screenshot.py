@@ -52,6 +52,9 @@ def main() -> None:
             for label in args.click:
                 page.get_by_text(label, exact=True).first.click()
                 time.sleep(2)
+            if args.full_page:      # the template scrolls inside: a viewport as tall as the page
+                page.set_viewport_size({"width": 1600, "height": 3300})
+                time.sleep(1.5)
             page.screenshot(path=args.out, full_page=args.full_page)
             browser.close()
     finally:

@@ -86,3 +86,18 @@ def test_the_statistics_and_gradient_sections_follow_the_runs_and_the_probe_chos
     assert np.allclose(grads.grad.sources[slot.index].data["grad"], 1e-6)
     state.runs = []
     assert stats.w_focus.options == {}
+
+
+def test_a_panel_without_its_term_says_so_in_a_frame_it_can_draw():
+    """A tanh-RNN has no cell: the c_t panels show a note in a 0..1 frame (two invisible
+    points give the browser a range; with no data at all it drew nothing) and no legend."""
+    from app.sections.statistics import StatsPanel, stats_frame
+    panel = StatsPanel("c_mean")
+    probe = {"step": 5, "t": [1, 2, 3], "stats": {"wh": {"mean": [[0.1], [0.2], [0.3]]}}}
+    panel.show(stats_frame(probe))
+    assert panel.note.text == "no cell state in a tanh RNN"
+    assert list(panel.frame.data["t"]) == [0.0, 1.0] and not panel.figure.legend.visible
+    with_c = {**probe, "stats": {**probe["stats"], "c": {"mean": [[0.1], [0.2], [0.3]]}}}
+    panel.show(stats_frame(with_c))
+    assert panel.note.text == "" and list(panel.frame.data["t"]) == []
+    assert panel.figure.legend.visible and len(panel.batch.data["t"]) == 4

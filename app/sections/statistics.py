@@ -75,6 +75,10 @@ class StatsPanel:
                           text_font_size="17pt", text_color="#8a5300", text_align="center",
                           name=f"stats-{key}-note")
         p.add_layout(self.note)
+        # ... drawn in a 0..1 frame: two invisible points give the axes their ranges (with
+        # no data at all the browser has no range, and draws neither axes nor note)
+        self.frame = ColumnDataSource({"t": [], "v": []}, name=f"stats-{key}-frame")
+        p.scatter("t", "v", source=self.frame, alpha=0.0, size=1)
         self.figure = p
 
     def show(self, frame: Dict[str, object]) -> None:
@@ -84,8 +88,8 @@ class StatsPanel:
         note = frame.get(f"{self.term}_note", "")
         if note != self.note.text:
             self.note.text = note
-            if note:              # the axes then show an empty 0..1 frame: centre the note in it
-                self.note.x, self.note.y = 0.5, 0.5
+            self.frame.data = {"t": [0.0, 1.0], "v": [0.0, 1.0]} if note else {"t": [], "v": []}
+            self.figure.legend.visible = not note       # no curves: no legend over the note
 
 
 class Statistics(Section):
