@@ -44,7 +44,7 @@ from .server.applog import log, quiet_periodic_callback
 from .server.offline import FONT, OfflineFast
 from .server.session import _frozen, _weak_listener, drawn, make_destroy_hook, unsent_bytes
 from .settings_panel import DASHBOARD_DEFAULTS, SettingsPanel, recipe
-from .state import N_SLOTS, SessionState, Slot
+from .state import SessionState, Slot
 
 DRAIN_MS = 200               # the drain's period while the page has a live run
 IDLE_DRAIN_MS = 1000         # ... and while it has none (only the server line can change);
@@ -53,7 +53,6 @@ MAX_UNSENT_BYTES = 4 << 20   # a page that has not read this much of its updates
                              # until it catches up (its records wait in the run's handle)
 STATUS_UI_S = 0.5            # the status table (step, speed) redraws at most twice a second
 PROBE_UI_S = 1.0             # the whole-curve probe views redraw at most once a second per run
-MAX_RUNS_SHOWN = N_SLOTS     # per session; a new run takes the slot of the oldest ended run
 
 # share token -> the open page whose runs a class may follow (this web process; a page of
 # another web process on the same cluster is found through the engine: DaskEngine.follow)

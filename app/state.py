@@ -23,7 +23,6 @@ class Slot:
         self.index = index
         self.color = PALETTE[index % len(PALETTE)]
         self.run = None
-        self.used = False                # it has shown a run: its layers are in the figures
         self.clear()
 
     def clear(self) -> None:

@@ -58,6 +58,11 @@ class Section(pn.viewable.Viewer):
         return self._column
 
 
+def run_options(runs) -> dict:
+    """A run picker's options: ``#id label`` -> id, oldest first."""
+    return {f"#{r.id} {r.label}": r.id for r in runs}
+
+
 def legend_html(runs) -> str:
     """Each run's colour and name, above the per-run plots."""
     if not runs:

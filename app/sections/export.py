@@ -8,7 +8,7 @@ import io
 import panel as pn
 import param
 
-from . import Section
+from . import Section, run_options
 
 
 def all_runs_csv(runs) -> bytes:
@@ -60,7 +60,7 @@ class Export(Section):
     def _follow_runs(self) -> None:
         runs = self.state.runs
         with pn.io.hold():
-            self.w_run.options = {f"#{r.id} {r.label}": r.id for r in runs}
+            self.w_run.options = run_options(runs)
             if runs:
                 self.w_run.value = runs[-1].id
                 self._name_files()

@@ -11,7 +11,7 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource, Label
 
-from . import Section
+from . import Section, run_options
 from .figures import FONT, empty, figure, lean, nothing
 
 FOCUS_UI_S = 2.0           # the four panels redraw at most every two seconds
@@ -120,7 +120,7 @@ class Statistics(Section):
         """The picker lists the runs; a new run takes the focus."""
         runs = self.state.runs
         with pn.io.hold():
-            self.w_focus.options = {f"#{r.id} {r.label}": r.id for r in runs}
+            self.w_focus.options = run_options(runs)
             self.w_focus.value = self.state.focus = runs[-1].id if runs else None
         if not runs:
             self._probe_step = -1
