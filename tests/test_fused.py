@@ -433,3 +433,20 @@ def test_double_backward_is_refused_on_the_fast_path_and_works_on_the_reference(
     with fused.disabled():
         penalty()
     assert m.weight_hh_l0.grad is not None and torch.isfinite(m.weight_hh_l0.grad).all()
+
+
+@pytest.mark.parametrize("norm", ("none", "input", "full"))
+def test_learned_h0_fast_path_matches_reference(norm):
+    """``learn_h0``: h0 and c0 are parameters; their gradients (through the batch's copies)
+    agree on both paths, and they are the state an omitted ``hx`` starts from."""
+    m_ref, m_fast = _compare(dict(norm=norm, num_layers=2, learn_h0=True, max_length=6), (5, 7),
+                             input_size=2)
+    assert m_ref.h0.grad is not None and float(m_ref.h0.grad.abs().sum()) > 0
+    assert float(m_ref.c0.grad.abs().sum()) > 0
+    x = torch.randn(6, 3, 2, dtype=torch.float64)
+    m_ref.eval()
+    given = (m_ref.h0[:, None].expand(2, 3, 4).detach(), m_ref.c0[:, None].expand(2, 3, 4).detach())
+    with torch.no_grad():
+        torch.testing.assert_close(m_ref(x)[0], m_ref(x, given)[0], atol=0, rtol=0)
+        zeros = tuple(torch.zeros_like(t) for t in given)
+        assert not torch.allclose(m_ref(x)[0], m_ref(x, zeros)[0])

@@ -147,6 +147,10 @@ class BNLSTM(RecurrentBase):
             code: 1); None keeps what ``init`` made.
         h0_noise: standard deviation of Gaussian noise added to ``h_0`` in training
             mode (the paper: 0.1 on pixel MNIST, against zero batch variance).
+        learn_h0: if True, ``h_0`` and ``c_0`` are parameters (``h0``, ``c0``: one
+            ``(num_layers, H)`` each, zeros at init, shared by every sequence of a batch),
+            used when ``hx`` is not given, as in the authors' code; the noise is added to
+            them. If False (``nn.LSTM``'s way), an omitted ``hx`` means zeros.
 
     Inputs: ``input, (h_0, c_0)`` as ``nn.LSTM``; ``trace`` (keyword): a :class:`Trace`.
 
@@ -163,7 +167,7 @@ class BNLSTM(RecurrentBase):
                  stats: str = "per_step", gamma_init: float = 0.1, max_length: int = 784,
                  momentum: Optional[float] = 0.1, eps: float = 1e-5, init: str = "paper",
                  forget_bias: Optional[float] = 1.0, h0_noise: float = 0.0,
-                 device=None, dtype=None):
+                 learn_h0: bool = False, device=None, dtype=None):
         super().__init__()
         _check_choice("norm", norm, NORMS)
         self._check_common(init=init, stats=stats, gamma_init=gamma_init, h0_noise=h0_noise,
@@ -177,7 +181,11 @@ class BNLSTM(RecurrentBase):
         self.norm, self.stats, self.gamma_init = norm, stats, float(gamma_init)
         self.max_length, self.momentum, self.eps = max_length, momentum, eps
         self.init, self.forget_bias, self.h0_noise = init, forget_bias, float(h0_noise)
+        self.learn_h0 = bool(learn_h0)
         H = hidden_size
+        if self.learn_h0:
+            self.h0 = nn.Parameter(torch.zeros(num_layers, H, **factory))   # (L, H)
+            self.c0 = nn.Parameter(torch.zeros(num_layers, H, **factory))   # (L, H)
         for k in range(num_layers):
             n_in = input_size if k == 0 else H
             setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * H, n_in, **factory)))
@@ -232,6 +240,9 @@ class BNLSTM(RecurrentBase):
             for bn in bns:
                 if bn is not None:
                     bn.reset_parameters()
+        if self.learn_h0:
+            self.h0.zero_()
+            self.c0.zero_()
 
     def flatten_parameters(self) -> None:  # nn.LSTM compatibility; nothing to do
         pass
@@ -239,7 +250,7 @@ class BNLSTM(RecurrentBase):
     _REPR_DEFAULTS = dict(
         num_layers=1, bias=True, batch_first=False, dropout=0.0, norm="full",
         stats="per_step", gamma_init=0.1, max_length=784, momentum=0.1, eps=1e-5,
-        init="paper", forget_bias=1.0, h0_noise=0.0)
+        init="paper", forget_bias=1.0, h0_noise=0.0, learn_h0=False)
 
     # ---------------------------------------------------------------- forward
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
@@ -258,7 +269,10 @@ class BNLSTM(RecurrentBase):
             raise ValueError(f"BNLSTM: expected input_size {self.input_size}; got {x.shape[-1]}")
         T, B, _ = x.shape
         L, H = self.num_layers, self.hidden_size
-        if hx is None:
+        if hx is None and self.learn_h0:
+            h0 = self.h0[:, None, :].expand(L, B, H).contiguous()         # (L, B, H)
+            c0 = self.c0[:, None, :].expand(L, B, H).contiguous()
+        elif hx is None:
             h0 = x.new_zeros(L, B, H)
             c0 = x.new_zeros(L, B, H)
         else:

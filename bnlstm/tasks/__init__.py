@@ -161,7 +161,11 @@ class Task:
 
     def check(self, config) -> None:
         """Raise ``ValueError`` (the reason for people) if this task cannot train ``config``.
-        Cheap and torch-free: the dashboard asks before it queues a run."""
+        Cheap and torch-free: the dashboard asks before it queues a run. Here: what no
+        task can train (a subclass that overrides this calls it)."""
+        if config.model == "bn-tanh-rnn" and config.h0 == "learned":
+            raise ValueError("h0 'learned' is for the LSTM models; the BN tanh-RNN of "
+                             "Figure 1a starts from zeros (choose h0 'zero')")
 
     def data_problem(self, data_dir=None, **options) -> Optional[str]:
         """What stops this task's data from loading here, for people, with what does work

@@ -59,19 +59,35 @@ class SequenceClassifier(nn.Module):
 def build_rnn(config, seq_len: int, input_size: int) -> nn.Module:
     """The recurrent core ``config.model`` names (batch first), with T_max = ``seq_len``."""
     norm = config.norm
+    learned = getattr(config, "h0", "zero") == "learned"
     if config.model == "bn-tanh-rnn":
+        if learned:
+            raise ValueError("h0 'learned' is for the LSTM models; the BN tanh-RNN of "
+                             "Figure 1a starts from zeros (choose h0 'zero')")
         return BNTanhRNN(input_size, config.hidden, batch_first=True, norm=norm, init=config.init,
                          stats=config.stats, gamma_init=config.gamma_init, max_length=seq_len,
                          momentum=config.momentum, h0_noise=config.h0_noise)
     return BNLSTM(input_size, config.hidden, num_layers=config.num_layers, batch_first=True,
                   norm=norm, stats=config.stats, gamma_init=config.gamma_init, max_length=seq_len,
                   momentum=config.momentum, init=config.init, forget_bias=config.forget_bias,
-                  h0_noise=config.h0_noise if norm != "none" else 0.0)
+                  h0_noise=config.h0_noise if norm != "none" else 0.0, learn_h0=learned)
+
+
+def init_head(head: nn.Linear, config) -> nn.Linear:
+    """The output layer W_y as ``config.head_init`` says: ``pytorch`` leaves ``nn.Linear``'s
+    uniform init; ``orthogonal`` (the authors') makes W_y orthogonal and its bias 0."""
+    if getattr(config, "head_init", "pytorch") == "orthogonal":
+        with torch.no_grad():
+            nn.init.orthogonal_(head.weight)
+            head.bias.zero_()
+    return head
 
 
 def build_model(config, seq_len: int, input_size: int) -> SequenceClassifier:
     """A classifier of whole sequences around :func:`build_rnn` (the MNIST tasks' model)."""
-    return SequenceClassifier(build_rnn(config, seq_len, input_size))
+    model = SequenceClassifier(build_rnn(config, seq_len, input_size))
+    init_head(model.head, config)
+    return model
 
 
 def make_optimizer(config, params) -> torch.optim.Optimizer:
@@ -132,7 +148,8 @@ class SequenceExperiment:
         raise NotImplementedError
 
     def stat_batches(self, n: int) -> Iterator[Any]:
-        """``n`` training inputs to re-estimate population statistics over (the model's input)."""
+        """``n`` training inputs to re-estimate population statistics over (the model's
+        input); ``n == -1``: one pass over the training split, as the authors' evaluation."""
         raise NotImplementedError
 
     def checkpoint_meta(self) -> Dict[str, Any]:

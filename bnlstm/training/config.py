@@ -41,6 +41,16 @@ class TrainConfig(param.Parameterized):
     seq_len = param.Integer(default=100, bounds=(2, 100000), softbounds=(10, 400), doc=(
         "Text task: characters per training sequence (paper: 100); the population statistics "
         "keep this many steps, and longer test sequences reuse the last step's (T_max rule)."))
+    windows = param.Selector(default="overlap", objects=["overlap", "disjoint"], doc=(
+        "Text task: how sequences are cut. overlap: windows of seq_len + 1 characters, each "
+        "sharing its last with the next window's first, seq_len predictions each (every "
+        "character is a target once); disjoint: windows of seq_len + 1 characters that share "
+        "nothing, as the authors' penntreebank.py (their --length 100 is seq_len 99 here: "
+        "x[:-1], y[1:], 99 predictions, T_max 99)."))
+    text_test = param.Selector(default="windows", objects=["windows", "whole"], doc=(
+        "Text task: the final test over windows cut as for validation (batches of 100), or "
+        "the whole test text as one sequence of batch 1, each character predicted from all "
+        "before it (the authors' proper_test in penntreebank_evaluate.py; slow on a CPU)."))
     model = param.Selector(default="bnlstm", objects=list(MODEL_NORMS), doc=(
         "lstm: no normalization; bnlstm-input: BN on W_x x only (the earlier 'vertical' BN); "
         "bnlstm: the paper's BN-LSTM (W_x x, W_h h and the cell); bn-tanh-rnn: the batch-"
@@ -70,6 +80,13 @@ class TrainConfig(param.Parameterized):
     h0_noise = param.Number(default=0.1, bounds=(0.0, 10.0), doc=(
         "Std of Gaussian noise on h_0 in training, BN models only (paper: 0.1 on pixel MNIST, "
         "where the black first pixels give zero batch variance)."))
+    h0 = param.Selector(default="zero", objects=["zero", "learned"], doc=(
+        "The initial state h_0, c_0: zero (nn.LSTM's) or learned (two trained vectors shared "
+        "by every sequence, zeros at init: the authors' code). The h_0 noise is added to it. "
+        "LSTM and BN-LSTM models."))
+    head_init = param.Selector(default="pytorch", objects=["pytorch", "orthogonal"], doc=(
+        "Init of the output layer W_y: pytorch (nn.Linear's uniform) or orthogonal (the "
+        "authors' code); its bias starts at 0 with orthogonal."))
     momentum = param.Number(default=0.1, bounds=(0.0, 1.0), doc=(
         "Momentum of the population statistics: running = (1 - m) * running + m * batch "
         "(the authors used 0.01 on MNIST)."))
@@ -92,9 +109,11 @@ class TrainConfig(param.Parameterized):
         "Validate on the first N validation digits only (0: the whole split, 10,000 on full MNIST)."))
     test_at_end = param.Boolean(default=True, doc=(
         "Evaluate the best checkpoint on the test set when the run finishes."))
-    reestimate = param.Integer(default=0, bounds=(0, None), doc=(
-        "Before the final test, re-estimate the population statistics over this many training "
-        "batches (0: keep the running averages), as the authors did."))
+    reestimate = param.Integer(default=0, bounds=(-1, None), doc=(
+        "Before the final test, re-estimate the population statistics over this many random "
+        "training batches (0: keep the running averages; -1: one pass over the whole training "
+        "split in order, as the authors' evaluation scripts: batches of 100 windows on text, "
+        "5000 images on MNIST)."))
 
     # --- applies live ---------------------------------------------------------------
     lr = param.Number(default=1e-3, bounds=(1e-7, 10.0), softbounds=(1e-5, 1e-1), doc=(

@@ -36,7 +36,7 @@ class MNISTTask(Task):
     family = "mnist"
     metrics = (ACCURACY,)
     views = ("probes", "digits")
-    excludes = frozenset({"seq_len", "temperature"})      # the text task's
+    excludes = frozenset({"seq_len", "temperature", "windows", "text_test"})      # the text task's
 
     def __init__(self, name: str):
         if name not in TASKS:

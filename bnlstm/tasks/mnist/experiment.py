@@ -72,9 +72,14 @@ class MNISTExperiment(SequenceExperiment):
         return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1), "n": total}
 
     def stat_batches(self, n: int) -> Iterator[Tensor]:
+        """``n`` random training batches; ``n == -1``: the whole training split in order,
+        in batches of 5000 (the authors' ``sequential_mnist_evaluate.py``)."""
+        whole = n == -1
         batches = data_mod.Batches(*self.splits["train"], task=self.config.task,
-                                   batch_size=self.config.batch_size, device=self.device,
-                                   seed=self.config.seed + 1, shuffle=True,
-                                   permutation=self.config.permutation)
+                                   batch_size=5000 if whole else self.config.batch_size,
+                                   device=self.device, seed=self.config.seed + 1,
+                                   shuffle=not whole, permutation=self.config.permutation)
+        if whole:
+            return (x for x, _ in batches)
         it = iter(batches)
         return (next(it)[0] for _ in range(n))

@@ -47,6 +47,7 @@ class TextTask(Task):
                 "eval_every": 100, "reestimate": 50}
 
     def check(self, config) -> None:
+        super().check(config)
         _check_model(config)
 
     def data_problem(self, data_dir=None, text_file=None, **options):

@@ -332,11 +332,14 @@ def describe(root: Optional[PathLike] = None) -> str:
 class TextBatches:
     """Minibatches of sequences cut from one long text, as the authors' ``PTB`` dataset.
 
-    ``ids``: the text's character ids (N,). A pass cuts it into non-overlapping windows
-    of ``seq_len + 1`` characters (inputs: the first ``seq_len``; targets: the next
-    character at every step) and gives ``(x, y)``, both int64 (B, seq_len), on ``device``.
-    With ``shuffle`` every pass starts the windows at a random offset in
-    ``[0, seq_len)`` (the authors' augmentation) and visits them in a random order, both
+    ``ids``: the text's character ids (N,). A pass cuts it into windows of ``seq_len + 1``
+    characters (inputs: the first ``seq_len``; targets: the next character at every step),
+    one every ``stride`` characters, and gives ``(x, y)``, both int64 (B, seq_len), on
+    ``device``. ``stride`` ``seq_len`` (the default) makes each window share its last
+    character with the next one's first, so every character is a target once;
+    ``seq_len + 1`` makes them disjoint (the authors' ``PTB`` dataset: windows of
+    ``--length`` characters, ``x[:-1]``, ``y[1:]``). With ``shuffle`` every pass starts the
+    windows at a random offset in ``[0, stride)`` (the authors' augmentation) and visits them in a random order, both
     drawn from a generator seeded with ``seed``; a final partial batch is dropped. Without
     it the windows start at 0, in order, and the last partial batch is kept. ``limit``:
     at most that many windows. ``endless``: pass after pass.
@@ -344,9 +347,14 @@ class TextBatches:
 
     def __init__(self, ids, seq_len: int = 100, batch_size: int = 64,
                  device: Union[str, torch.device] = "cpu", seed: int = 0, shuffle: bool = True,
-                 endless: bool = False, limit: Optional[int] = None):
+                 endless: bool = False, limit: Optional[int] = None,
+                 stride: Optional[int] = None):
         if seq_len < 1 or batch_size < 1:
             raise ValueError(f"seq_len and batch_size must be >= 1; got {seq_len}, {batch_size}")
+        stride = int(seq_len if stride is None else stride)
+        if stride not in (seq_len, seq_len + 1):
+            raise ValueError(f"stride must be seq_len ({seq_len}) or seq_len + 1; got {stride}")
+        self.stride = stride
         self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(device)
         self.seq_len, self.batch_size, self.seed = int(seq_len), int(batch_size), seed
         self.shuffle, self.endless, self.limit = shuffle, endless, limit
@@ -357,11 +365,11 @@ class TextBatches:
                              f"{self.batch_size} sequences of {self.seq_len + 1} characters")
 
     def _windows(self, offset: int) -> int:
-        n = (len(self.ids) - offset - 1) // self.seq_len
+        n = max(len(self.ids) - offset - self.seq_len - 1 + self.stride, 0) // self.stride
         return min(n, self.limit) if self.limit else n
 
     def __len__(self) -> int:
-        n = self._windows(self.seq_len - 1 if self.shuffle else 0)   # the fewest, any offset
+        n = self._windows(self.stride - 1 if self.shuffle else 0)    # the fewest, any offset
         return n // self.batch_size if self.shuffle else -(-n // self.batch_size)
 
     @property
@@ -371,14 +379,14 @@ class TextBatches:
     def _draw(self) -> Tuple[int, Optional[torch.Tensor]]:
         if not self.shuffle:
             return 0, None
-        offset = int(torch.randint(self.seq_len, (1,), generator=self.generator))
+        offset = int(torch.randint(self.stride, (1,), generator=self.generator))
         return offset, torch.randperm(self._windows(offset), generator=self.generator)
 
     def _one_pass(self, skip: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         offset, order = self._draw()
         L, B = self.seq_len, self.batch_size
         n = self._windows(offset)
-        starts = offset + L * (order if order is not None else torch.arange(n))
+        starts = offset + self.stride * (order if order is not None else torch.arange(n))
         span = torch.arange(L + 1)
         for i in range(skip, len(self)):
             idx = (starts[i * B:(i + 1) * B, None] + span).to(self.device)   # (B, L + 1)
@@ -402,5 +410,5 @@ class TextBatches:
             yield from self._one_pass()
 
     def __repr__(self) -> str:
-        return (f"TextBatches(chars={len(self.ids):,}, seq_len={self.seq_len}, "
+        return (f"TextBatches(chars={len(self.ids):,}, seq_len={self.seq_len}, stride={self.stride}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle})")

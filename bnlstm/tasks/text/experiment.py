@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ...nn import Trace, batch_statistics
 from .. import BITS_PER_CHAR
-from ..sequence import SequenceExperiment, build_rnn
+from ..sequence import SequenceExperiment, build_rnn, init_head
 from . import NEXT_CHAR, _check_model
 from . import data as textdata
 
@@ -48,7 +48,9 @@ class CharLM(nn.Module):
 
 def build_char_model(config, vocab_size: int) -> CharLM:
     _check_model(config)
-    return CharLM(build_rnn(config, config.seq_len, vocab_size), vocab_size)
+    model = CharLM(build_rnn(config, config.seq_len, vocab_size), vocab_size)
+    init_head(model.head, config)
+    return model
 
 
 @torch.no_grad()
@@ -120,7 +122,8 @@ class TextExperiment(SequenceExperiment):
                     "test": data.encode(data.test)}
         self.train_batches = textdata.TextBatches(self.ids["train"], cfg.seq_len, cfg.batch_size,
                                                   device=self.device, seed=cfg.seed,
-                                                  shuffle=True, endless=True)
+                                                  shuffle=True, endless=True,
+                                                  stride=self._stride(cfg.seq_len))
         self._eval: Dict[Any, textdata.TextBatches] = {}
         self.excerpt = data.valid[:EXCERPT_CHARS]
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 7)
@@ -142,41 +145,64 @@ class TextExperiment(SequenceExperiment):
         acc = float((logits.argmax(-1) == y).float().mean())
         return loss, {"bpc": loss.item() / LN2, "acc": acc}
 
+    def _stride(self, length: int) -> int:
+        """Windows of ``length + 1`` characters, one every ``length`` (``windows`` overlap)
+        or every ``length + 1`` (disjoint, the authors')."""
+        return length + 1 if getattr(self.config, "windows", "overlap") == "disjoint" else length
+
     def eval_batches(self, split: str, length: Optional[int] = None,
                      batch_size: int = 100) -> textdata.TextBatches:
-        """Non-overlapping windows of ``length`` (default ``seq_len``) in order, batches of
-        100 (the authors' evaluation); ``val_limit`` keeps that many validation windows."""
+        """Windows of ``length`` predictions (default ``seq_len``; cut as ``windows`` says)
+        in order, batches of 100 (the authors' evaluation); ``val_limit`` keeps that many validation windows."""
         length = int(length or self.config.seq_len)
         key = (split, length, batch_size)
         if key not in self._eval:
             limit = self.config.val_limit if split == "val" and self.config.val_limit else None
             self._eval[key] = textdata.TextBatches(self.ids[split], length, batch_size,
-                                                   device=self.device, shuffle=False, limit=limit)
+                                                   device=self.device, shuffle=False, limit=limit,
+                                                   stride=self._stride(length))
         return self._eval[key]
 
     @torch.no_grad()
     def evaluate(self, split: str = "val", length: Optional[int] = None,
-                 batch_stats: bool = False, batch_size: int = 100) -> Dict[str, Any]:
+                 batch_stats: bool = False, batch_size: int = 100, full_batches: bool = False,
+                 per_position: bool = False) -> Dict[str, Any]:
         """``loss`` (nats), ``bpc`` and ``acc`` over ``split`` cut into windows of ``length``.
         ``batch_stats``: normalize each batch with its own statistics (training mode,
-        no running average updated) instead of the population statistics."""
+        no running average updated) instead of the population statistics. The test split
+        at its own length, with ``text_test`` "whole", is :meth:`evaluate_whole`.
+        ``full_batches``: score only batches of ``batch_size`` windows (a short last batch
+        is left out). ``per_position``: also ``per_position_bpc`` (length,), the mean bits
+        at each position of the windows."""
+        if (split == "test" and length is None and not batch_stats
+                and getattr(self.config, "text_test", "windows") == "whole"):
+            return self.evaluate_whole("test")
         model = self.model
         was = model.training
         if not batch_stats:
             model.eval()
-        total, correct, loss_sum = 0, 0, 0.0
+        total, correct, loss_sum, windows = 0, 0, 0.0, 0
+        at = None                            # (T,) summed loss at each position
         with batch_statistics(model) if batch_stats else contextlib.nullcontext():
             for x, y in self.eval_batches(split, length, batch_size):
-                if batch_stats and x.shape[0] < 2:
+                if (batch_stats and x.shape[0] < 2) or (full_batches and x.shape[0] < batch_size):
                     continue                 # batch statistics need two sequences
                 logits = model(x)
-                loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                  y.reshape(-1), reduction="sum"))
+                nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")   # (B, T)
+                loss_sum += float(nll.sum())
+                if per_position:
+                    s = nll.double().sum(0)
+                    at = s if at is None else at + s
                 correct += int((logits.argmax(-1) == y).sum())
                 total += y.numel()
+                windows += y.shape[0]
         model.train(was)
         loss = loss_sum / max(total, 1)
-        return {"loss": loss, "bpc": loss / LN2, "acc": correct / max(total, 1), "n": total}
+        out = {"loss": loss, "bpc": loss / LN2, "acc": correct / max(total, 1), "n": total}
+        if per_position:
+            out["per_position_bpc"] = ((at / max(windows, 1) / LN2).cpu().numpy()
+                                       if at is not None else np.zeros(0))
+        return out
 
     @torch.no_grad()
     def evaluate_whole(self, split: str = "test", chunk: int = 10_000) -> Dict[str, Any]:
@@ -204,8 +230,15 @@ class TextExperiment(SequenceExperiment):
                 "whole_sequence": True}
 
     def stat_batches(self, n: int) -> Iterator[Tensor]:
+        """``n`` random training batches; ``n == -1``: one pass over the training text at
+        offset 0, in order, in batches of 100 (the authors' ``penntreebank_evaluate.py``)."""
+        if n == -1:
+            return (x for x, _ in textdata.TextBatches(
+                self.ids["train"], self.config.seq_len, 100, device=self.device,
+                shuffle=False, stride=self._stride(self.config.seq_len)))
         batches = textdata.TextBatches(self.ids["train"], self.config.seq_len,
                                        self.config.batch_size, device=self.device,
+                                       stride=self._stride(self.config.seq_len),
                                        seed=self.config.seed + 1, shuffle=True, endless=True)
         it = iter(batches)
         return (next(it)[0] for _ in range(n))
