@@ -59,7 +59,10 @@ def _config_from_args(args, parser) -> TrainConfig:
 
 def _data_options(args) -> dict:
     """The data flags a task may take besides --data-dir and --download."""
-    return {"text_file": args.text_file} if getattr(args, "text_file", None) else {}
+    opts = {"text_file": args.text_file} if getattr(args, "text_file", None) else {}
+    if getattr(args, "text_source", "auto") not in (None, "auto"):
+        opts["source"] = args.text_source
+    return opts
 
 
 def _add_data_args(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -72,6 +75,10 @@ def _add_data_args(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--text-file", default=None, metavar="FILE",
                    help="text task: train on this UTF-8 text file instead (split 90/5/5 "
                         "in order, deterministically)")
+    p.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout"],
+                   help="text task: auto (the order above) or ptb-heldout (Penn Treebank "
+                        "without its training file: the validation file's first 95%% trains, "
+                        "its last 5%% validates, the test file tests)")
 
 
 def build_parser() -> argparse.ArgumentParser:

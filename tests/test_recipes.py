@@ -63,3 +63,12 @@ def test_the_command_line_lists_recipes_and_a_run_records_its_recipe(tmp_path, m
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["recipe"], cfg["init"], cfg["permutation"], cfg["hidden"]) == \
         ("authors", "authors", "authors", 8)
+
+
+def test_a_sweep_applies_its_recipe_to_each_task_it_sweeps():
+    from bnlstm.runs.sweep import Sweep
+    runs = dict(Sweep.from_args(grid=["task=pixel,permuted"], seeds=1,
+                                base={"recipe": "authors", "steps": 5}).runs())
+    p, q = runs["task=pixel-seed=0"], runs["task=permuted-seed=0"]
+    assert (p["rmsprop_alpha"], p["h0_noise"], p["permutation"], p["steps"]) == (0.5, 0.1, "true", 5)
+    assert (q["h0_noise"], q["permutation"]) == (0.0, "authors")    # sequentialpmnist_bnlstm.sh

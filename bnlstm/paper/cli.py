@@ -22,6 +22,18 @@ EXPERIMENTS: Dict[str, Callable[..., Dict[str, Any]]] = {
 TEXT_EXPERIMENTS = ("length", "text")          # their data is text, not MNIST
 
 
+def _common_args(p) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST experiments: the folder with the four MNIST .gz files (default: "
+                        "$BNLSTM_MNIST_DIR, then the user cache, then the bundled sample); "
+                        "length, text, table2: the Penn Treebank folder (default: "
+                        "$BNLSTM_PTB_DIR, the cache, then Python's own documentation text)")
+    p.add_argument("--text-file", default=None, metavar="FILE",
+                   help="length, text, table2: train on this UTF-8 text file (split 90/5/5)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+
+
 def add_cli(subparsers) -> None:
     """Add ``paper`` to the ``python -m bnlstm`` sub-commands."""
     p = subparsers.add_parser(
@@ -30,22 +42,81 @@ def add_cli(subparsers) -> None:
                     "JSON: tanh (Fig. 1b), gradients (Fig. 1a), gamma (Fig. 6), stats (Fig. 5 "
                     "and per-step vs shared statistics), models (Fig. 2), length (Fig. 3b, on "
                     "text), text (Table 2's comparison: LSTM vs BN-LSTM on characters), "
-                    "distractor (memory across a noise suffix longer than in training, MNIST).")
-    p.add_argument("experiment", choices=list(EXPERIMENTS))
-    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a minute)")
-    p.add_argument("--out", metavar="FILE.json", default=None, help="write the result here")
-    p.add_argument("--data-dir", default=None,
-                   help="MNIST experiments: the folder with the four MNIST .gz files (default: "
-                        "$BNLSTM_MNIST_DIR, then the user cache, then the bundled sample); "
-                        "length, text: the Penn Treebank folder (default: $BNLSTM_PTB_DIR, the "
-                        "cache, then Python's own documentation text)")
-    p.add_argument("--text-file", default=None, metavar="FILE",
-                   help="length, text: train on this UTF-8 text file (split 90/5/5)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override an argument of the experiment function (JSON value), "
-                        "e.g. --set steps=500 --set 'seeds=[0,1]'")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+                    "distractor (memory across a noise suffix longer than in training, MNIST); "
+                    "or one of its tables through the sweep engine: table1 (sequential and "
+                    "permuted MNIST), table2 (Penn Treebank characters). "
+                    "`python -m bnlstm paper NAME --help` for each.")
+    sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    for name, fn in EXPERIMENTS.items():
+        e = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0],
+                           description=(fn.__doc__ or "").strip().splitlines()[0])
+        e.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a minute)")
+        e.add_argument("--out", metavar="FILE.json", default=None, help="write the result here")
+        e.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="override an argument of the experiment function (JSON value), "
+                            "e.g. --set steps=500 --set 'seeds=[0,1]'")
+        _common_args(e)
+    from .tables import TABLES
+    for name, t in TABLES.items():
+        sizes = t["sizes"]
+        e = sub.add_parser(
+            name, help=t["doc"],
+            description=t["doc"] + ". Every run starts from the authors' recipe (python -m "
+            "bnlstm recipes authors) and goes through the sweep engine: run folders with "
+            "resume snapshots (the same command goes on after an interruption), the best "
+            "validation weights tested at the end (the authors' TrackTheBest). Before the "
+            "runs, each model trains a few updates here and the measured time per update "
+            "gives each run's expected time.",
+            epilog="sizes: " + "; ".join(f"{k}: {v or 'the authors recipe as it is'}"
+                                         for k, v in sizes.items()))
+        size = e.add_mutually_exclusive_group()
+        size.add_argument("--full", action="store_true",
+                          help="the paper's scale: the authors' recipe as it is (MNIST 120,000 "
+                               "updates, text 39,200 updates of 1000 units): hours on a GPU, "
+                               "days on a CPU")
+        size.add_argument("--quick", action="store_true", help="a few updates of tiny models (CI)")
+        e.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per model (seeds 0..N-1)")
+        e.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
+                       help="every run's device (default: cpu; cuda with --gpus-per-run)")
+        e.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="an existing Dask cluster (tcp://host:8786; default "
+                            "$BNLSTM_DASK_SCHEDULER, else a LocalCluster here)")
+        e.add_argument("--gpus-per-run", type=int, default=0, metavar="N",
+                       help="Dask GPU resources per run (workers started with --resources GPU=N)")
+        e.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="LocalCluster worker processes (default: cores / threads)")
+        e.add_argument("--out", metavar="DIR", default=None,
+                       help=f"the sweep folder (default: sweeps/{name}-SIZE); the same DIR resumes")
+        e.add_argument("--no-estimate", action="store_true",
+                       help="skip the measured time per update before the runs")
+        e.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout"],
+                       help="table2: auto, or ptb-heldout (Penn Treebank without its training "
+                            "file: the validation file's first 95%% trains)")
+        _common_args(e)
+
+
+def _table_main(args) -> int:
+    import sys
+
+    from ..runs.sweep import SweepError
+    from .tables import run_table
+    size = "full" if args.full else "quick" if args.quick else "cpu"
+    opts = {"text_file": args.text_file} if args.text_file else {}
+    if args.text_source != "auto":
+        opts["source"] = args.text_source
+    try:
+        run_table(args.experiment, size=size, seeds=args.seeds, out=args.out,
+                  scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
+                  n_workers=args.workers, threads=args.threads or 1, data_dir=args.data_dir,
+                  data_options=opts or None, device=args.device,
+                  estimate=not args.no_estimate)
+    except (SweepError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to go on", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
@@ -83,6 +154,8 @@ def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
 
 def cli_main(args) -> int:
     """``python -m bnlstm paper NAME [--quick] [--out FILE] [--data-dir DIR] [--set k=v]``."""
+    if args.experiment not in EXPERIMENTS:
+        return _table_main(args)
     fn = EXPERIMENTS[args.experiment]
     if args.threads:
         torch.set_num_threads(args.threads)

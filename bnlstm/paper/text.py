@@ -9,7 +9,6 @@ file as the test: the paper's domain and test set when the training file is abse
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -24,35 +23,13 @@ PAPER_FIG3B = {"lengths": (100, 1000), "population": (1.398, 1.333), "batch": (1
 PAPER_TABLE2 = {"lstm": 1.38, "bnlstm": 1.32}
 
 
-def ptb_heldout(directory=None) -> textdata.Text:
-    """Penn Treebank without its training file: the validation file's first 95% trains, its
-    last 5% validates, the test file tests (both verified by sha256)."""
-    import os
-    d = Path(directory or os.environ.get("BNLSTM_PTB_DIR") or textdata.ptb_cache_dir())
-    parts = {}
-    for name in ("ptb.char.valid.txt", "ptb.char.test.txt"):
-        path = d / name
-        if not path.is_file():
-            raise textdata.TextDataError(f"{path}: no such file (the Penn Treebank folder needs "
-                                         "at least the validation and test files)")
-        raw = path.read_bytes()
-        textdata._check(path, raw, name)
-        parts[name] = textdata.parse_ptb(textdata._decode(path, raw))
-    valid = parts["ptb.char.valid.txt"]
-    cut = int(len(valid) * 0.95)
-    return textdata.Text(valid[:cut], valid[cut:], parts["ptb.char.test.txt"], kind="ptb-heldout",
-                         where=str(d),
-                         source=f"Penn Treebank characters from {d}: the validation file's first "
-                                f"95% ({cut:,} characters) trains, its last 5% validates, the test "
-                                "file tests (the 5 MB training file is not here)")
+ptb_heldout = textdata.ptb_heldout      # Penn Treebank's held-out split (tasks.text.data)
 
 
 def _text(data, data_dir, text_file, source: str) -> textdata.Text:
     if data is not None:
         return data
-    if source == "ptb-heldout":
-        return ptb_heldout(data_dir)
-    return textdata.load_text(data_dir, text_file=text_file)
+    return textdata.load_text(data_dir, text_file=text_file, source=source)
 
 
 def _recipe(recipe: str) -> Dict[str, Any]:
@@ -162,7 +139,7 @@ def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600
     authors'); the BN-LSTM's statistics are re-estimated over training batches (as the
     authors did). Then the test text (its first ``test_chars`` characters; by default all
     of it) is cut into windows of each length and scored in batches of ``eval_batch`` (the
-    authors' 100), only full batches, so that each mode and length scores whole batches and
+    authors. 100), only full batches (quick: all), so that each mode and length scores whole batches and
     batch statistics are never those of a small last batch: ``population`` (eval mode, T_max
     rule), ``batch`` (training-mode batch statistics, no running average touched), ``lstm``.
     ``seeds``: train each model once per seed (default: ``[seed]``).
@@ -184,7 +161,7 @@ def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600
     config.setdefault("text_test", "windows")       # the lengths below are the test here
     test_chars = test_chars or (4000 if quick else None)
     if quick:
-        eval_batch = min(eval_batch, 8)              # whole batches of the short test text
+        eval_batch = min(eval_batch, 8)              # a short test text: small batches
     seeds = [int(s) for s in (seeds if seeds is not None else [seed])]
     if quick:
         lengths = [L for L in lengths if L <= 4 * train_len][:3] or [train_len]
@@ -209,7 +186,7 @@ def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600
                 row = []
                 for L in lengths:
                     r = exp.evaluate("test", length=L, batch_size=eval_batch,
-                                     batch_stats=mode == "batch", full_batches=True,
+                                     batch_stats=mode == "batch", full_batches=not quick,
                                      per_position=L == lengths[-1])
                     if not r["n"]:
                         raise ValueError(f"the test text has no full batch of {eval_batch} "

@@ -195,14 +195,16 @@ class Sweep:
         import itertools
         out = []
         common = self.settings()
-        from .. import tasks
+        from .. import recipes, tasks
         for combo in itertools.product(*self.grid.values()):
             point = dict(zip(self.grid, combo))
             task = point.get("task", common["task"])
-            try:                          # the task's recipe, where the sweep does not say
-                recipe = {k: v for k, v in tasks.get(task).defaults.items()
+            try:                          # the task's and the recipe's settings, where
+                t = tasks.get(task)           # the sweep does not say
+                named = recipes.get(point.get("recipe", common.get("recipe", "quick")))
+                recipe = {k: v for k, v in {**t.defaults, **named.settings(t)}.items()
                           if k not in self.base and k not in point}
-            except tasks.TaskError as exc:
+            except (tasks.TaskError, recipes.RecipeError) as exc:
                 raise SweepError(str(exc)) from None
             for seed in self.seeds:
                 d = {**common, **recipe, **point, "seed": seed}

@@ -40,7 +40,7 @@ class TextTask(Task):
     metrics = (BITS_PER_CHAR, NEXT_CHAR)
     views = ("probes", "text")
     excludes = frozenset({"permutation"})      # permuted MNIST's
-    data_options = ("text_file",)
+    data_options = ("text_file", "source")
     # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
     defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
                 "seq_len": 100, "h0_noise": 0.0, "momentum": 0.05, "steps": 2000,
@@ -50,7 +50,7 @@ class TextTask(Task):
         super().check(config)
         _check_model(config)
 
-    def data_problem(self, data_dir=None, text_file=None, **options):
+    def data_problem(self, data_dir=None, text_file=None, source="auto", **options):
         """A Penn Treebank folder named (``data_dir``, else ``$BNLSTM_PTB_DIR``) that lacks
         a file: the text task's runs would fail there (no fallback for a folder asked for)."""
         import os
@@ -58,6 +58,13 @@ class TextTask(Task):
         if text_file:
             return None
         folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
+        if source == "ptb-heldout":
+            from ..downloads import cache_root
+            d = Path(folder).expanduser() if folder else cache_root() / "ptb"
+            lacks = [n for n in ("ptb.char.valid.txt", "ptb.char.test.txt")
+                     if not (d / n).is_file()]
+            return (f"PTB's held-out split needs ptb.char.valid.txt and ptb.char.test.txt; "
+                    f"the Penn Treebank folder lacks {', '.join(lacks)}.") if lacks else None
         if not folder:
             return None                  # the cache, else Python's own text: always works
         missing = [n for n in PTB_FILE_NAMES if not (Path(folder).expanduser() / n).is_file()]
@@ -72,18 +79,21 @@ class TextTask(Task):
                 "command line (python -m bnlstm paper text --quick, which splits "
                 "ptb.char.valid.txt and ptb.char.test.txt).")
 
-    def load_data(self, data_dir=None, download: bool = False, text_file=None, **options):
+    def load_data(self, data_dir=None, download: bool = False, text_file=None,
+                  source: str = "auto", **options):
         if options:
             raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
         from .data import load_text
-        return load_text(data_dir, download=download, text_file=text_file)
+        return load_text(data_dir, download=download, text_file=text_file, source=source)
 
     def experiment(self, config, data=None, data_dir=None, download: bool = False,
-                   text_file=None, **options):
+                   text_file=None, source: str = "auto", **options):
         if options:
             raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
         _check_model(config)                      # before any work
         opts = {"text_file": text_file} if text_file else {}
+        if source != "auto":
+            opts["source"] = source
         from .experiment import TextExperiment
         return TextExperiment(config, data=data, data_dir=data_dir, download=download, **opts)
 

@@ -47,7 +47,7 @@ from ..downloads import cache_root, explicit_dir, fetch, mirror_list, require_fi
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["TextDataError", "Text", "PTB_FILES", "PTB_URLS", "load_text", "parse_ptb",
+__all__ = ["TextDataError", "Text", "PTB_FILES", "PTB_URLS", "load_text", "ptb_heldout", "parse_ptb",
            "split_text", "TextBatches", "UNKNOWN", "ptb_cache_dir"]
 
 
@@ -274,12 +274,45 @@ def python_docs_text() -> Text:
 
 
 # --------------------------------------------------------------------------- entry point
+SOURCES = ("auto", "ptb-heldout")
+
+
+def ptb_heldout(directory: Optional[PathLike] = None) -> Text:
+    """Penn Treebank without its training file: the validation file's first 95% trains, its
+    last 5% validates, the test file tests (both verified by sha256). ``directory``: the
+    folder (default: ``$BNLSTM_PTB_DIR``, then the cache)."""
+    explicit = explicit_dir(directory, "BNLSTM_PTB_DIR")
+    d = explicit[0] if explicit else ptb_cache_dir()
+    parts = {}
+    for name in ("ptb.char.valid.txt", "ptb.char.test.txt"):
+        path = d / name
+        if not path.is_file():
+            raise TextDataError(f"{path}: no such file (PTB's held-out split needs at least "
+                                "the validation and test files)")
+        raw = path.read_bytes()
+        _check(path, raw, name)
+        parts[name] = parse_ptb(_decode(path, raw))
+    valid = parts["ptb.char.valid.txt"]
+    cut = int(len(valid) * 0.95)
+    return Text(valid[:cut], valid[cut:], parts["ptb.char.test.txt"], kind="ptb-heldout",
+                where=str(d),
+                source=f"Penn Treebank characters from {d}: the validation file's first "
+                       f"95% ({cut:,} characters) trains, its last 5% validates, the test "
+                       "file tests (the 5 MB training file is not used)")
+
+
 def load_text(root: Optional[PathLike] = None, download: bool = False,
               text_file: Optional[PathLike] = None, fallback: bool = True,
-              progress: bool = True) -> Text:
-    """Find, verify and load the text (see the module docstring for the order)."""
+              progress: bool = True, source: str = "auto") -> Text:
+    """Find, verify and load the text (see the module docstring for the order).
+    ``source``: ``auto`` (that order) or ``ptb-heldout`` (:func:`ptb_heldout`: Penn
+    Treebank's validation and test files only, where its training file is missing)."""
+    if source not in SOURCES:
+        raise TextDataError(f"unknown text source {source!r}; sources: {', '.join(SOURCES)}")
     if text_file:
         return load_text_file(text_file)
+    if source == "ptb-heldout":
+        return ptb_heldout(root)
     explicit = explicit_dir(root, "BNLSTM_PTB_DIR")
     if explicit is not None:
         directory, what = explicit
