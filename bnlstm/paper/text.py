@@ -139,8 +139,8 @@ def length_generalization(lengths: Sequence[int] = (100, 200, 300, 400, 500, 600
     authors'); the BN-LSTM's statistics are re-estimated over training batches (as the
     authors did). Then the test text (its first ``test_chars`` characters; by default all
     of it) is cut into windows of each length and scored in batches of ``eval_batch`` (the
-    authors. 100), only full batches (quick: all), so that each mode and length scores whole batches and
-    batch statistics are never those of a small last batch: ``population`` (eval mode, T_max
+    authors' 100), only full batches (quick: all), so that each mode and length scores
+    whole batches and batch statistics are never those of a small last batch: ``population`` (eval mode, T_max
     rule), ``batch`` (training-mode batch statistics, no running average touched), ``lstm``.
     ``seeds``: train each model once per seed (default: ``[seed]``).
 
