@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Shared set-up for ./scripts/dashboard and ./scripts/test; sourced, not run.
+# Shared set-up for ./scripts/dashboard, ./scripts/test and ./scripts/notebooks; sourced, not run.
 #
 #   bnlstm_setup base   # the package and what it needs (dashboard, CLI)
 #   bnlstm_setup test   # ... plus the test extra (pytest, Playwright, nbmake)
+#   bnlstm_setup notebook  # ... plus the notebook extra (JupyterLab, ipykernel)
 #
 # Makes a virtual environment in .venv (or $BNLSTM_VENV) with python3 (or
 # $PYTHON), installs the project into it in editable mode and sets BNLSTM_PY to
@@ -70,7 +71,8 @@ _bnlstm_stamp_ok() {  # mode
     "$BNLSTM_PY" - "$1" <<'EOF' >/dev/null 2>&1
 import sys
 from importlib import metadata
-names = ["bnlstm", "torch", "panel"] + (["pytest", "playwright", "nbmake"] if sys.argv[1] == "test" else [])
+names = ["bnlstm", "torch", "panel"] + {"test": ["pytest", "playwright", "nbmake", "jupyterlab"],
+                                          "notebook": ["jupyterlab", "ipykernel"]}.get(sys.argv[1], [])
 for n in names:
     metadata.version(n)
 EOF
@@ -102,6 +104,7 @@ bnlstm_setup() {
     case "$mode" in
         base) target="." ;;
         test) target=".[test]" ;;
+        notebook) target=".[notebook]" ;;
         *) _bnlstm_die "unknown set-up mode '$mode'" ;;
     esac
     if [ ! -x "$BNLSTM_PY" ]; then
@@ -110,8 +113,8 @@ bnlstm_setup() {
     "$BNLSTM_PY" -c '' 2>/dev/null \
         || _bnlstm_die "$BNLSTM_VENV is broken (moved, or its Python was removed): delete it and run again"
 
-    # The test set-up is a superset of the base one.
-    if _bnlstm_stamp_ok "$mode" || { [ "$mode" = base ] && _bnlstm_stamp_ok test; }; then
+    # The test set-up is a superset of the others (it has JupyterLab too).
+    if _bnlstm_stamp_ok "$mode" || { [ "$mode" != test ] && _bnlstm_stamp_ok test; }; then
         return 0
     fi
 
@@ -121,7 +124,7 @@ bnlstm_setup() {
     _bnlstm_install_torch
     (cd "$BNLSTM_ROOT" && "$BNLSTM_PY" -m pip install -qq -e "$target") \
         || _bnlstm_die "pip install -e '$target' failed"
-    rm -f "$BNLSTM_VENV/.bnlstm-setup-base" "$BNLSTM_VENV/.bnlstm-setup-test"
+    rm -f "$BNLSTM_VENV"/.bnlstm-setup-{base,test,notebook}
     _bnlstm_fingerprint "$mode" > "$BNLSTM_VENV/.bnlstm-setup-$mode"
     _bnlstm_say "installed in $((SECONDS - t0)) s"
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,21 @@ def test_dashboard_binds_loopback_by_default():
     assert "0.0.0.0" not in "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
 
 
+def test_the_notebooks_script_sets_up_jupyterlab_on_loopback_with_the_projects_kernel():
+    """``./scripts/notebooks`` installs the notebook extra into .venv (nothing where the
+    test set-up already has it) and runs .venv's JupyterLab on 127.0.0.1."""
+    path = ROOT / "scripts" / "notebooks"
+    assert os.access(path, os.X_OK)
+    text = path.read_text()
+    assert "bnlstm_setup notebook" in text and "--ServerApp.ip=127.0.0.1" in text
+    assert "0.0.0.0" not in text and "BNLSTM_QUICK" in text
+    r = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PORT": "8899"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.match(r"\d+\.\d+", r.stdout.strip()), r.stdout       # JupyterLab's version
+    assert "http://localhost:8899/lab" in r.stderr
+
+
 def test_console_script_target_exists():
     target = pyproject()["project"]["scripts"]["bnlstm"]
     module, func = target.split(":")
@@ -173,4 +189,6 @@ def test_every_subpackage_is_packaged():
     root = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "bnlstm").rglob("__init__.py")}
+    found |= {".".join(("bnlstm_app",) + p.parent.relative_to(root / "app").parts)
+              for p in (root / "app").rglob("__init__.py")}          # app/ is bnlstm_app
     assert found <= listed, sorted(found - listed)
