@@ -71,6 +71,9 @@ def test_figure_1a_holds_for_the_authors_model(fig1a):
     # ... where a step passes about tanh'(1) / tanh(1) = 0.55 of the gradient
     assert 0.5 < fig1a["tanh"]["gain_blank"][1] < 0.75
     assert abs(fig1a["tanh"]["gain_blank"][0] - 1) < 0.05
+    # over the blank steps already on two points the gain is at most that over all of them
+    assert fig1a["tanh"]["two_point_steps"][1] > 50 and np.isnan(fig1a["tanh"]["gain_two_point"][0])
+    assert fig1a["tanh"]["gain_two_point"][1] <= fig1a["tanh"]["gain_blank"][1] + 1e-9
     # two spikes near +-tanh(1) = 0.76 at the last step, almost nothing near 0
     edges = fig1a["hist_edges"]
     centers = 0.5 * (edges[1:] + edges[:-1])
@@ -233,3 +236,17 @@ def test_cli_paper_length_quick_on_a_text_file(tmp_path, capsys):
 def test_cli_paper_with_a_bad_data_folder_is_a_message(tmp_path, capsys):
     assert cli_main(["paper", "length", "--quick", "--data-dir", str(tmp_path / "none")]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_a_verdict_is_inconclusive_inside_its_uncertainty_and_never_praises_noise():
+    v = paper.verdict
+    assert v("a beats b", [1.80], [1.85], 0.02).startswith("a beats b: yes")
+    assert "inconclusive at this scale" in v("a beats b", [1.80], [1.81], 0.02)
+    assert v("a beats b", [1.90], [1.85], 0.02).startswith("a beats b: NO")
+    # above the characters alone (4.35 bits): not a success, whatever the gap to b
+    assert "not judged" in v("a beats b", [5.2], [5.9], 0.02, baseline=4.35)
+    # seeds: the spread of the per-seed differences, not the margin, decides
+    assert "inconclusive" in v("a beats b", [1.80, 1.90, 1.70], [1.85, 1.80, 1.85], 0.001)
+    assert "yes" in v("acc", [0.90, 0.91], [0.80, 0.82], 0.5, lower_is_better=False, baseline=0.1)
+    d = paper.difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], 9.0)
+    assert d["diff"] == 2.0 and abs(d["err"] - 2 * 1.0 / 3 ** 0.5) < 1e-12 and d["n"] == 3

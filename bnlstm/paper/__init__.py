@@ -29,7 +29,7 @@ The MNIST functions (:mod:`bnlstm.paper.mnist`) accept ``data`` (a loaded
 The command line is :mod:`bnlstm.paper.cli`.
 """
 from .cli import EXPERIMENTS, add_cli, cli_main  # noqa: F401
-from .common import _config, _train, machine, to_jsonable  # noqa: F401
+from .common import _config, _train, difference, machine, to_jsonable, verdict  # noqa: F401
 from .memory import _SuffixBatches, distractor_memory  # noqa: F401
 from .mnist import (GRADIENT_MODELS, TWO_POINT_GAIN, _shared_twin,  # noqa: F401
                     compare_models, gamma_sweep, gradient_flow,
@@ -40,4 +40,4 @@ from .text import (PAPER_FIG3B, PAPER_TABLE2, compare_text, length_generalizatio
 __all__ = ["tanh_derivative", "gradient_flow", "gamma_sweep", "stats_ablation", "compare_models",
            "compare_text", "length_generalization", "distractor_memory", "GRADIENT_MODELS",
            "TWO_POINT_GAIN", "PAPER_FIG3B", "PAPER_TABLE2", "EXPERIMENTS", "to_jsonable",
-           "machine", "ptb_heldout"]
+           "machine", "ptb_heldout", "verdict", "difference"]

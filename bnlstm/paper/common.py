@@ -110,3 +110,41 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
 def _first_reaching(steps: np.ndarray, acc: np.ndarray, threshold: float):
     hit = np.nonzero(np.asarray(acc) >= threshold)[0]
     return int(steps[hit[0]]) if len(hit) else None
+
+
+def difference(a, b, margin: float) -> Dict[str, Any]:
+    """``a - b`` for paired measurements (one per seed, or one each) and its uncertainty:
+    with two or more seeds, twice the standard error of the per-seed differences (about a
+    95% interval); with one, the stated ``margin`` (the spread seen over seeds before)."""
+    d = np.atleast_1d(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+    n = len(d)
+    if n > 1:
+        err = 2.0 * float(d.std(ddof=1)) / math.sqrt(n)
+        how = f"2 standard errors over {n} seeds"
+    else:
+        err = float(margin)
+        how = "a stated margin, one seed"
+    return {"diff": float(d.mean()), "err": max(err, 1e-12), "n": n, "how": how}
+
+
+def verdict(claim: str, a, b, margin: float, lower_is_better: bool = True,
+            baseline: Optional[float] = None, unit: str = "") -> str:
+    """One line: does ``a`` beat ``b`` (``claim`` says what that means) beyond the
+    uncertainty of :func:`difference`? "yes", "NO" (``b`` is better beyond it), or
+    "inconclusive at this scale" (inside it). ``baseline``: the score of knowing nothing
+    (the characters alone, chance accuracy); when ``a``, the side the claim calls better,
+    does not beat it, it has not learned enough to be called a success, and the line says
+    so instead of a verdict."""
+    d = difference(a, b, margin)
+    better = -d["diff"] if lower_is_better else d["diff"]
+    fmt = f"{d['diff']:+.3f}{unit} ± {d['err']:.3f}, {d['how']}"
+    if baseline is not None:
+        worst = float(np.max(a)) if lower_is_better else float(np.min(a))
+        if (worst >= baseline) if lower_is_better else (worst <= baseline):
+            return (f"{claim}: not judged: it scores {worst:.3f}{unit}, no better than knowing "
+                    f"nothing ({baseline:.3f}{unit}); train longer ({fmt})")
+    if better > d["err"]:
+        return f"{claim}: yes ({fmt})"
+    if better < -d["err"]:
+        return f"{claim}: NO ({fmt})"
+    return f"{claim}: inconclusive at this scale ({fmt}: the difference is inside it)"

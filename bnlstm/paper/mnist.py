@@ -94,6 +94,7 @@ GRADIENT_MODELS = {
 # The per-step gain at the two-point fixed point of u <- tanh(standardize(u)) at gamma = 1:
 # the batch sits at +-tanh(1), and one step passes tanh'(1) / tanh(1) of the gradient.
 TWO_POINT_GAIN = (1.0 - math.tanh(1.0) ** 2) / math.tanh(1.0)
+TWO_POINT_KURTOSIS = 1.3      # a batch kurtosis below this counts as "on two points" (two: 1)
 
 
 def _log10(x: np.ndarray) -> np.ndarray:
@@ -156,7 +157,10 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     - ``gain_per_step`` (G,): the median over t of ||dL/dh_{t-1}|| / ||dL/dh_t|| (below 1:
       vanishing); ``gain_blank`` (G,): the same over the steps whose input is zero for
       the whole batch (the black border: there a step is exactly ``u <- tanh(gamma *
-      standardize(u))`` for the ``"tanh"`` model); compare :data:`TWO_POINT_GAIN` =
+      standardize(u))`` for the ``"tanh"`` model; ``blank`` (T,) marks them);
+      ``gain_two_point`` (G,): the same over the blank steps whose batch already sits on
+      two points (kurtosis below :data:`TWO_POINT_KURTOSIS`; ``two_point_steps`` (G,) of
+      them, NaN if none); compare :data:`TWO_POINT_GAIN` =
       tanh'(1) / tanh(1) = 0.551, the gain when the batch sits on two equal halves;
     - ``kurtosis`` (G, T): the batch kurtosis of the tanh units' outputs, averaged over
       units (3: Gaussian; 1: two equal points);
@@ -185,7 +189,7 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     x = x.to(dt)
     out: Dict[str, Any] = {"t": np.arange(1, T + 1), "gammas": np.asarray(gammas, dtype=float),
                            "task": task, "updates": updates, "hist_steps": np.asarray(hist_steps),
-                           "blank_steps": int(blank.sum()),
+                           "blank_steps": int(blank.sum()), "blank": blank,
                            "two_point_gain": TWO_POINT_GAIN,
                            "models": {m: GRADIENT_MODELS[m][0] for m in models
                                       if m in GRADIENT_MODELS}}
@@ -221,11 +225,19 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
         ratio = lg[:, 0] - lg[:, -1]
         with np.errstate(invalid="ignore"):
             back = lg[:, :-1] - lg[:, 1:]       # [:, i]: log10 ||g_i|| / ||g_{i+1}|| (0-based t)
+        ks = np.stack(kurt)                                   # (G, T)
+        # the blank steps whose incoming batch sits on two points (kurtosis of step i's
+        # units near 1): where the two-point gain is the prediction
+        with np.errstate(invalid="ignore"):
+            on_two = blank[None, 1:] & (ks[:, :-1] < TWO_POINT_KURTOSIS)
         out[name] = {"grad_norm": gn, "log10_ratio": ratio,
                      "decay_per_100": ratio / max(T - 1, 1) * 100.0,
                      "gain_per_step": _median_gain(back),
                      "gain_blank": _median_gain(back[:, blank[1:]]),
-                     "kurtosis": np.stack(kurt), "unit_hist": np.stack(hists)}
+                     "gain_two_point": np.array([_median_gain(b[m])[0] if m.any() else np.nan
+                                                 for b, m in zip(back, on_two)]),
+                     "two_point_steps": on_two.sum(1),
+                     "kurtosis": ks, "unit_hist": np.stack(hists)}
     out["hist_edges"] = UNIT_EDGES
     out.update(_meta("gradients", quick, t0, data, gammas=list(gammas), task=task, hidden=hidden,
                      batch_size=batch_size, h0_noise=h0_noise, updates=updates, seed=seed,
