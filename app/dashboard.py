@@ -121,6 +121,7 @@ class Dashboard(Links, Following, param.Parameterized):
         if follow is None:
             self.state.param.watch(self._show_focused_settings, "focus")
         self.config.param.watch(self._show_task_problem, "task")
+        self.settings.own_text.on_change = self._show_task_problem   # a text given, or forgotten
         self.config.param.watch(self._on_live_setting, list(TrainConfig.LIVE))
         self.config.param.watch(self._on_new_run_setting,
                                 [k for k in TrainConfig.param if k not in TrainConfig.LIVE
@@ -266,7 +267,10 @@ class Dashboard(Links, Following, param.Parameterized):
         """Said when the task is chosen, before Start: what stops its data loading here."""
         said = [f"This server could not load a task ({p}); the page goes on with the others."
                 for p in tasks.load_problems()]
-        said += [tasks.get(self.config.task).data_problem() or ""]
+        own = self.settings.own_text
+        t = tasks.get(self.config.task)
+        said += [(t.data_problem(**own.data_options()) if t.family == "text" else
+                  t.data_problem()) or ""]
         self.controls.say(self.controls.task_alert, " ".join(x for x in said if x))
 
     def _show_focused_settings(self, *events) -> None:
@@ -315,8 +319,11 @@ class Dashboard(Links, Following, param.Parameterized):
             return None
         # the run's one copy of the settings (the handle and the worker read this one)
         cfg = TrainConfig.from_dict(self.config.to_dict(), **(overrides or {}))
+        own = (self.settings.own_text.data_options()
+               if tasks.get(cfg.task).family == "text" else {})
         try:
-            run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag, engine=self.engine)
+            run = DashboardRun(cfg, color=slot.color, mode=mode, tag=tag, engine=self.engine,
+                               data_options=own)
         except ValueError as exc:            # e.g. a model the task does not train
             self.settings.problem(str(exc))
             return None

@@ -52,13 +52,16 @@ class DashboardRun:
     """
 
     def __init__(self, config: TrainConfig, color: str, mode: str = "run", tag: str = "",
-                 engine=None):
+                 engine=None, data_options: Optional[Dict[str, Any]] = None):
         self.id = next(_RUN_IDS)
+        self.data_options = dict(data_options or {})   # this run's own data (a page's text)
         self.config = config       # the run's own (the page made it from its settings table)
         # refuse what the task cannot train here, at once (the worker would fail later)
         tasks.get(self.config.task).check(self.config)
         self.color = color
         self.label = (tag + ": " if tag else "") + self.config.summary()
+        if self.data_options.get("text_name"):
+            self.label += f" on {self.data_options['text_name']}"
         self.metric = tasks.get(self.config.task).metric      # what "validation" means here
         self.mode = mode
         self.engine = engine if engine is not None else get_engine()
@@ -124,7 +127,8 @@ class DashboardRun:
     def submit(self) -> int:
         """Hand the run to the engine (it waits there for a worker)."""
         if self.handle is None:
-            self.handle = self.engine.submit(self.config, self.mode)
+            self.handle = (self.engine.submit(self.config, self.mode, data_options=self.data_options)
+                           if self.data_options else self.engine.submit(self.config, self.mode))
             self._reader = self.handle.reader()
             self.handle.listeners.append(self._on_record)
         return self.handle.position

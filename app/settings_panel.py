@@ -18,6 +18,7 @@ from bnlstm import TrainConfig, tasks
 from bnlstm.training.config import MODEL_LABELS
 
 from .lessons import TOGGLE_CSS
+from .own_text import OwnText
 
 # The dashboard's defaults differ from the paper's recipe only where a live demo needs it.
 DASHBOARD_DEFAULTS = dict(task="row", model="bnlstm", gamma_init=0.1, probe_every=25,
@@ -98,6 +99,7 @@ class SettingsPanel:
         self.w_task = pn.widgets.Select.from_param(
             P.task, name="Task", options=task_options(), css_classes=["w-task"], **big)
         self._setting_widgets: Dict[str, Any] = {}      # setting -> its widget (hidden if n/a)
+        self.own_text = OwnText()                        # the text task's file drop
         self.w_gamma = pn.widgets.FloatSlider(
             name="Gamma init (log scale)", start=-2.0, end=0.0, step=0.01, value=-1.0,
             format=log_formatter(), css_classes=["w-gamma"], **big)
@@ -145,7 +147,8 @@ class SettingsPanel:
             self._typed_input("reestimate", P.reestimate.label, "w-reestimate", step=10),
             sizing_mode="stretch_width")
         self.new_run_card = pn.Card(
-            self.w_model, self.w_task, self.w_seq_len, self.w_gamma, self.w_gamma_value,
+            self.w_model, self.w_task, self.own_text.panel, self.w_seq_len, self.w_gamma,
+            self.w_gamma_value,
             pn.pane.HTML("<b>Statistics</b>", margin=(5, 10, 0, 10)), self.w_stats,
             self.w_hidden, self.w_batch, self.w_seed, self.w_device, self.w_val_limit,
             pn.Card(advanced, title="More (init, layers, optimizer...)", collapsed=True,
@@ -231,6 +234,7 @@ class SettingsPanel:
         t = tasks.get(self.config.task)
         for name, w in self._setting_widgets.items():
             w.visible = t.applies(name)
+        self.own_text.panel.visible = t.family == "text"
 
     def _on_task(self, event) -> None:
         old = tasks.get(event.old) if event.old in tasks.names() else None

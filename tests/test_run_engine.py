@@ -412,3 +412,30 @@ def test_the_embedded_clusters_housekeeping_runs_slow_and_its_workers_sample_no_
                 dask_worker._tick_interval)
     got = eng.client.run(worker_settings)
     assert len(got) == 2 and all(p is False and tick >= 0.5 for p, tick in got.values()), got
+
+
+def test_a_pages_own_text_trains_on_the_worker_and_is_written_nowhere(engine, tmp_path):
+    """``data_options={"text": ...}``: the run trains on that text, on either engine; the
+    text is in no file of the run record and in no process-wide data cache."""
+    import random
+    import tempfile
+
+    from bnlstm import tasks
+    rng = random.Random(3)
+    words = "sun moon star sky night day light dark".split()
+    text = " ".join(rng.choice(words) for _ in range(2500)) + " zebra-marker-" + "q" * 40
+    before = set(os.listdir(tempfile.gettempdir()))
+    c = TrainConfig.for_task("text", hidden=8, steps=6, eval_every=6, probe_every=0,
+                             batch_size=8, seq_len=20, reestimate=2)
+    h = engine.submit(c, data_options={"text": text, "text_name": "sky.txt"})
+    assert h.wait(120), h
+    assert h.state == "finished", h.history[-3:]
+    info = next(r for r in h.history if r["kind"] == "info")
+    assert info["data_source"].startswith("sky.txt (") and "given to this run" in info["data_source"]
+    marker = b"zebra-marker-qqqq"
+    assert h.files and all(marker not in blob for blob in h.files.values())
+    assert all(text not in str(k) for k in tasks._DATA)          # not kept for other runs
+    for name in set(os.listdir(tempfile.gettempdir())) - before:  # nothing left in /tmp holds it
+        p = os.path.join(tempfile.gettempdir(), name)
+        if os.path.isfile(p):
+            assert marker not in open(p, "rb").read()

@@ -232,11 +232,15 @@ class DaskEngine(Following):
         if self.error:
             raise EngineError(self.error)
 
-    def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
+    def submit(self, config: TrainConfig, mode: str = "run",
+               data_options: Optional[Dict[str, Any]] = None) -> RunHandle:
         """Queue a run; returns its handle at once (the pump submits it). The run keeps
-        ``config`` and its live settings change it: give each run its own."""
+        ``config`` and its live settings change it: give each run its own.
+        ``data_options``: the task's data options for this run only (the text task's
+        ``text``: a text a page holds; it travels with the task, never to disk)."""
         self.start()
         h = RunHandle(self, config, mode)
+        h.data_options = dict(data_options or {})
         with self._lock:
             self._handles[h.id] = h
         self._send(("submit", h))
@@ -414,7 +418,7 @@ class DaskEngine(Following):
         # the run's command queue, made once, before the worker asks for it
         self._cmd_queues[key] = Queue(key + "-cmd", client=self.client)
         args = (key, h.id, h.config.to_dict(), self.inbox, self.lease, h.mode, resume,
-                self.threads, self.pause_timeout, LEASE_S, self.flush_s)
+                self.threads, self.pause_timeout, LEASE_S, self.flush_s, h.data_options or None)
         fut = submit_run(self.client, train_on_worker, args, key,
                          self.policy.priority(time.time()))
         self._keys[h.id], self._futures[h.id] = key, fut

@@ -32,6 +32,7 @@ class RunHandle:
         self.engine = engine
         self.config = config          # the run's own: its submitter made it for this run
         self.mode = mode                         # before it starts: run, paused or step
+        self.data_options: Dict[str, Any] = {}   # the task's data options (a page's own text)
         self.id = uuid.uuid4().hex[:12]
         self.seen = RunState()                   # what its records say (state, step)
         self.position = 0

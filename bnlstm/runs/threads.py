@@ -57,9 +57,12 @@ class ThreadEngine:
         except Exception as exc:                 # harmless: the first run pays instead
             sys.stderr.write(f"bnlstm: warm-up failed ({exc!r})\n")
 
-    def submit(self, config: TrainConfig, mode: str = "run") -> RunHandle:
-        """The run keeps ``config`` and its live settings change it: give each run its own."""
+    def submit(self, config: TrainConfig, mode: str = "run",
+               data_options: Optional[Dict[str, Any]] = None) -> RunHandle:
+        """The run keeps ``config`` and its live settings change it: give each run its own.
+        ``data_options``: the task's data options for this run only (as the Dask engine's)."""
         h = RunHandle(self, config, mode)
+        h.data_options = dict(data_options or {})
         with self._lock:
             self._queue.append(h)
         self._admit()
@@ -91,7 +94,11 @@ class ThreadEngine:
         from ..training.assemble import assemble_run
         out = Path(tempfile.mkdtemp(prefix="bnlstm-run-"))
         try:
-            trainer, recorder = assemble_run(h.config, data=self._data, out=out,
+            data = self._data
+            if h.data_options:
+                from .. import tasks
+                data = (lambda t=h.config.task, o=h.data_options: tasks.shared_data(t, None, **o))
+            trainer, recorder = assemble_run(h.config, data=data, out=out,
                                              callbacks=[lambda rec, h=h: h._receive([rec])])
         except Exception as exc:
             shutil.rmtree(out, ignore_errors=True)

@@ -56,7 +56,8 @@ def _lower_priority() -> None:
 def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, lease: str,
                     mode: str = "run", resume: Optional[bytes] = None, threads: int = 1,
                     pause_timeout: float = 300.0, lease_s: float = LEASE_S,
-                    flush_s: float = FLUSH_S) -> Dict[str, Any]:
+                    flush_s: float = FLUSH_S,
+                    data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The body of a run's Dask task: train ``config`` on this worker, live.
 
     Records go to the ``inbox`` queue as pickled ``(run_id, [records])`` batches, every
@@ -126,7 +127,9 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     tmp = Path(tempfile.mkdtemp(prefix="bnlstm-worker-run-"))
     try:
         snap = load_snapshot(resume) if resume else None
-        trainer, recorder = assemble_run(cfg, out=tmp, callbacks=[on_record], resume=snap)
+        data = ((lambda: _data(cfg.task, None, data_options)) if data_options else None)
+        trainer, recorder = assemble_run(cfg, data=data, out=tmp, callbacks=[on_record],
+                                         resume=snap)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         buf.append(state_record("failed", 0, f"{type(exc).__name__}: {exc}"))

@@ -308,8 +308,11 @@ _DATA_LOCK = threading.Lock()
 def shared_data(task, data_dir=None, download: bool = False, **options):
     """``task.load_data(...)``, once per process for each task family, folder and options:
     runs in one process (the dashboard's sessions, a Dask worker's runs) share the arrays,
-    read-only. A failure is not kept: the next call tries again."""
+    read-only. A failure is not kept: the next call tries again. A text given as data
+    (``text=``, a page's own) is not kept either: it belongs to the run that names it."""
     task = get(task) if isinstance(task, str) else task
+    if options.get("text") is not None:
+        return task.load_data(data_dir, download=download, **options)
     key = (task.family or task.name, str(data_dir) if data_dir else None,
            tuple(sorted((k, str(v)) for k, v in options.items())))
     with _DATA_LOCK:

@@ -585,3 +585,36 @@ def test_a_text_run_trains_live_writes_text_and_colours_the_validation_text(open
         time.sleep(0.25)
     assert "activation h" in page.locator(".text-excerpt .key").first.inner_text()
     assert page.console_errors == [], page.console_errors[:3]
+
+
+def test_a_text_of_ones_own_dropped_on_the_page_trains_the_text_run(open_app, tmp_path):
+    """The file drop: a UTF-8 file chosen in the browser is checked on the server, named
+    without a path, and the next Start trains on it (the status says so); a binary file is
+    refused with the rule it broke and the text given before stays."""
+    import random
+    rng = random.Random(5)
+    f = tmp_path / "fable.txt"
+    f.write_text(" ".join(rng.choice("the fox and the crow sang in a tall tree".split())
+                          for _ in range(3000)))
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    page = open_app("?task=text&hidden=16&seq_len=30&steps=60&probe_every=20&eval_every=20"
+                    "&val_limit=20")
+    page.locator(".w-own-text input[type=file]").set_input_files(str(f))
+    note = page.locator(".own-text-note .own-note").first
+    end = time.time() + 30
+    while time.time() < end and "characters" not in note.inner_text():
+        time.sleep(0.2)
+    assert "fable.txt" in note.inner_text() and str(tmp_path) not in note.inner_text()
+    page.locator(".w-own-text input[type=file]").set_input_files(str(bad))
+    end = time.time() + 30
+    while time.time() < end and "UTF-8" not in note.inner_text():
+        time.sleep(0.2)
+    assert "not UTF-8" in note.inner_text() and "fable.txt" in note.inner_text()
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_points(page, "acc,step,t", 1, timeout=120)
+    end = time.time() + 30
+    while time.time() < end and "fable.txt" not in status_text(page):
+        time.sleep(0.25)
+    assert "fable.txt" in status_text(page), status_text(page)
+    assert page.console_errors == [], page.console_errors[:3]

@@ -40,7 +40,7 @@ class TextTask(Task):
     metrics = (BITS_PER_CHAR, NEXT_CHAR)
     views = ("probes", "text")
     excludes = frozenset({"permutation"})      # permuted MNIST's
-    data_options = ("text_file", "source")
+    data_options = ("text_file", "source", "text", "text_name")
     # the paper's recipe (Sec. 5.2 and penntreebank.py), CPU-sized: the paper had 1000 units
     defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hidden": 256,
                 "seq_len": 100, "h0_noise": 0.0, "momentum": 0.05, "steps": 2000,
@@ -50,12 +50,12 @@ class TextTask(Task):
         super().check(config)
         _check_model(config)
 
-    def data_problem(self, data_dir=None, text_file=None, source="auto", **options):
+    def data_problem(self, data_dir=None, text_file=None, source="auto", text=None, **options):
         """A Penn Treebank folder named (``data_dir``, else ``$BNLSTM_PTB_DIR``) that lacks
         a file: the text task's runs would fail there (no fallback for a folder asked for)."""
         import os
         from pathlib import Path
-        if text_file:
+        if text_file or text is not None:
             return None
         folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
         if source == "ptb-heldout":
@@ -74,26 +74,31 @@ class TextTask(Task):
         return (f"The Penn Treebank folder this server was given ({where}) lacks "
                 f"{', '.join(missing)}, so a run of the text task would fail. What works: "
                 "put the missing file there (python -m bnlstm train --task text --download "
-                "fetches all three), unset BNLSTM_PTB_DIR to train on the Python documentation "
-                "text that ships with Python, or train on PTB's held-out text from the "
-                "command line (python -m bnlstm paper text --quick, which splits "
-                "ptb.char.valid.txt and ptb.char.test.txt).")
+                "fetches all three), give it a text of your own (on the page: Your own text, "
+                "under the Task menu; on the command line: --text-file), unset BNLSTM_PTB_DIR "
+                "to train on the Python documentation text that ships with Python, or train "
+                "on PTB's held-out split from the command line (--text-source ptb-heldout: "
+                "ptb.char.valid.txt trains, ptb.char.test.txt tests).")
 
     def load_data(self, data_dir=None, download: bool = False, text_file=None,
-                  source: str = "auto", **options):
+                  source: str = "auto", text=None, text_name: str = "your text", **options):
         if options:
             raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
         from .data import load_text
-        return load_text(data_dir, download=download, text_file=text_file, source=source)
+        return load_text(data_dir, download=download, text_file=text_file, source=source,
+                         text=text, text_name=text_name)
 
     def experiment(self, config, data=None, data_dir=None, download: bool = False,
-                   text_file=None, source: str = "auto", **options):
+                   text_file=None, source: str = "auto", text=None,
+                   text_name: str = "your text", **options):
         if options:
             raise ValueError(f"the text task takes no {', '.join(sorted(options))}")
         _check_model(config)                      # before any work
         opts = {"text_file": text_file} if text_file else {}
         if source != "auto":
             opts["source"] = source
+        if text is not None:
+            opts.update(text=text, text_name=text_name)
         from .experiment import TextExperiment
         return TextExperiment(config, data=data, data_dir=data_dir, download=download, **opts)
 

@@ -256,6 +256,44 @@ def load_text_file(path: PathLike, min_chars: int = 2000) -> Text:
                 source=f"the text file {path} ({len(text):,} characters, split 90/5/5 in order)")
 
 
+MAX_OWN_TEXT_BYTES = 4_000_000    # a text given as a string (the page's file drop): 4 MB
+
+
+def text_from_string(text: str, name: str = "your text", min_chars: int = 2000) -> Text:
+    """A text given as a string (what someone dropped on the page), split 90/5/5 in order as
+    a text file is. ``name``: what it is called in ``source`` (a file's name, never a path)."""
+    if not isinstance(text, str):
+        raise TextDataError(f"{name}: expected text, got {type(text).__name__}")
+    if len(text) < min_chars:
+        raise TextDataError(f"{name}: {len(text):,} characters; a language model needs at "
+                            f"least {min_chars:,} (its 5% validation and test parts would be "
+                            "too short)")
+    train, valid, test = split_text(text)
+    return Text(train, valid, test, kind="own", where="",
+                source=f"{name} ({len(text):,} characters, given to this run, split 90/5/5 "
+                       "in order)")
+
+
+def decode_own_text(raw: bytes, name: str = "your text",
+                    max_bytes: int = MAX_OWN_TEXT_BYTES) -> str:
+    """The bytes of a file someone gave (the page's drop) as text: at most ``max_bytes``,
+    UTF-8 (a byte-order mark is dropped), at least 2000 characters; else a
+    :class:`TextDataError` that says which rule it broke, in words for people."""
+    if len(raw) > max_bytes:
+        raise TextDataError(f"{name} is {len(raw) / 1e6:.1f} MB; the most this page takes is "
+                            f"{max_bytes / 1e6:.0f} MB (cut it, or train on it from the command "
+                            "line with --text-file)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TextDataError(f"{name} is not UTF-8 text (byte {exc.start:,} cannot be read): "
+                            "save it as UTF-8 (plain text) and try again") from None
+    if "\x00" in text:
+        raise TextDataError(f"{name} holds NUL bytes: it looks like a binary file, not text")
+    text_from_string(text, name)       # long enough (the same rule as a run's)
+    return text
+
+
 def python_docs_text() -> Text:
     """The Python Language Reference's topics as shipped in ``pydoc_data`` (English prose
     and examples), in sorted topic order, split 90/5/5."""
@@ -303,10 +341,14 @@ def ptb_heldout(directory: Optional[PathLike] = None) -> Text:
 
 def load_text(root: Optional[PathLike] = None, download: bool = False,
               text_file: Optional[PathLike] = None, fallback: bool = True,
-              progress: bool = True, source: str = "auto") -> Text:
+              progress: bool = True, source: str = "auto", text: Optional[str] = None,
+              text_name: str = "your text") -> Text:
     """Find, verify and load the text (see the module docstring for the order).
     ``source``: ``auto`` (that order) or ``ptb-heldout`` (:func:`ptb_heldout`: Penn
-    Treebank's validation and test files only, where its training file is missing)."""
+    Treebank's validation and test files only, where its training file is missing).
+    ``text``: the text itself, as a string (:func:`text_from_string`), before all else."""
+    if text is not None:
+        return text_from_string(text, text_name)
     if source not in SOURCES:
         raise TextDataError(f"unknown text source {source!r}; sources: {', '.join(SOURCES)}")
     if text_file:
