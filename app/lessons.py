@@ -49,6 +49,7 @@ TOGGLE_CSS = """
 CSS = """
 table { border-collapse: collapse; font-size: 17px; width: 100%; }
 td, th { padding: 4px 10px; text-align: left; border-bottom: 1px solid #ddd; }
+td .reason { overflow-wrap: anywhere; }
 .badge { color: white; border-radius: 6px; padding: 2px 8px; font-weight: 600; }
 .swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; margin-right: 6px; }
 .server { color: #555; font-size: 15px; margin-top: 4px; }

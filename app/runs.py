@@ -240,10 +240,22 @@ class DashboardRun:
 
     def record_zip(self) -> bytes:
         """The run record as a zip (config, metrics, and once ended its summary and
-        checkpoint), its texts without server paths."""
+        checkpoint), its texts without server paths. Before the run's worker has sent
+        its summary and checkpoint (it is training, or it stopped a moment ago), the zip
+        holds what there is and a README.txt that says what is missing and why."""
         files = dict(self.handle.files) if self.handle is not None else {}
         files.setdefault("config.json", (self.config.to_json() + "\n").encode())
         files["metrics.csv"] = self.metrics_csv()
+        missing = [n for n in ("summary.json", "checkpoint.pt") if n not in files]
+        if missing:
+            ended = self.handle is not None and self.handle.done.is_set()
+            why = (f"The run ended ({self.state}) before its first validation, so there are "
+                   "no best weights to save." if ended else
+                   f"The run was {self.state} when this zip was made (at update {self.step}): "
+                   "the summary and the best checkpoint are written when it ends. Download "
+                   "the zip again once the status says finished or stopped.")
+            files["README.txt"] = (f"bnlstm run {self.id}: {self.label}\n\nNot in this zip: "
+                                   f"{', '.join(missing)}. {why}\n").encode()
         return zip_files(files, redact=redact_paths)
 
 

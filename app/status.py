@@ -7,12 +7,21 @@ controls (which data or text the runs use, and which runs diverged or failed).
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754",
                 "paused": "#fd7e14", "parked": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
                 "diverged": "#dc3545", "failed": "#dc3545"}
-DATA_KINDS = {"ptb": "Penn Treebank", "python-docs": "Python's docs", "file": "a text file"}
+DATA_KINDS = {"ptb": "Penn Treebank", "python-docs": "Python's docs", "file": "a text file",
+              "own": "your text", "ptb-heldout": "Penn Treebank (held-out split)"}
+_HEX = re.compile(r"\b[0-9a-f]{16,}\b")
+
+
+def short_hashes(text: str) -> str:
+    """Checksums in a message cut to their first 10 digits (the table's cell stays one
+    line a word; the full message is in the failure box below)."""
+    return _HEX.sub(lambda m: m.group()[:10] + "\u2026", text)
 
 
 def fmt(v, digits=3):
@@ -56,7 +65,7 @@ def status_html(runs: Sequence[Any], counts: Dict[str, int], following: bool = F
         if state == "queued":
             extra = f" (position {pos} in the server queue)" if pos else ""
         elif state in ("diverged", "failed", "stopped", "finished", "parked") and r.reason:
-            extra = f": {html.escape(r.reason)}"
+            extra = f": {html.escape(short_hashes(r.reason))}"
         info = r.info or {}
         short = "val bpc" if r.metric.key == "bpc" else f"val {r.metric.key}"
         rows.append(
@@ -94,5 +103,6 @@ def alerts(runs: Sequence[Any]) -> Tuple[Optional[str], Optional[str]]:
     bad = [r for r in runs if r.state in ("diverged", "failed")]
     if bad:
         fail_msg = "<br>".join(f"<b>{html.escape(r.label)} {r.state}</b>: "
-                               f"{html.escape(r.reason)}" for r in bad)
+                               f"<span style='overflow-wrap:anywhere'>{html.escape(r.reason)}"
+                               "</span>" for r in bad)
     return data_msg, fail_msg

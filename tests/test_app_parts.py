@@ -243,3 +243,14 @@ def test_the_handle_and_the_page_reduce_records_the_same_way():
     assert (page.state, page.step, page.reason) == (handle.state, handle.step, handle.reason)
     assert (page.best_val, page.test, page.rate) == (0.4, 0.35, 7.0)
     assert handle.ended and not handle.live
+
+
+def test_a_checksum_in_a_failure_does_not_squeeze_the_status_table():
+    digest_ = "a3f1" * 16                                           # 64 hex digits
+    bad = _run(state="failed", reason=f"mnist.gz: checksum mismatch: expected {digest_}, got 00ff")
+    row = status_html([bad], {"active": 0, "max_runs": 2, "queued": 0})
+    assert digest_ not in row and "a3f1a3f1a3\u2026" in row           # the table: 10 digits
+    _, fail = alerts([bad])
+    assert digest_ in fail and "overflow-wrap:anywhere" in fail        # the box: all of it, wrapped
+    own = _run("text", info={"device": "cpu", "data_kind": "own", "data_is_full": False})
+    assert "your text" in status_html([own], {"active": 0, "max_runs": 2, "queued": 0})

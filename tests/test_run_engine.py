@@ -439,3 +439,20 @@ def test_a_pages_own_text_trains_on_the_worker_and_is_written_nowhere(engine, tm
         p = os.path.join(tempfile.gettempdir(), name)
         if os.path.isfile(p):
             assert marker not in open(p, "rb").read()
+
+
+def test_a_zip_made_while_the_run_trains_says_what_it_lacks_and_why(dask_engine):
+    from bnlstm_app.runs import DashboardRun
+    run = DashboardRun(cfg(steps=5000, eval_every=10), color="#000", engine=dask_engine)
+    run.submit()
+    wait_for(lambda: run.handle.step >= 3, 60, "three updates")
+    run.seen = run.handle.seen                      # what the drain would have read
+    z = zipfile.ZipFile(io.BytesIO(run.record_zip()))
+    assert "README.txt" in z.namelist() and "checkpoint.pt" not in z.namelist()
+    note = z.read("README.txt").decode()
+    assert "summary.json, checkpoint.pt" in note and "written when it ends" in note
+    run.handle.stop()
+    assert run.handle.wait(60)
+    z = zipfile.ZipFile(io.BytesIO(run.record_zip()))
+    assert {"summary.json", "checkpoint.pt"} <= set(z.namelist()) and "README.txt" not in z.namelist()
+    run.dispose()

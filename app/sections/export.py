@@ -34,9 +34,9 @@ def all_runs_csv(runs) -> bytes:
 
 class Export(Section):
     title = "Export"
-    point_at = ("The metrics of a run as CSV, its run record (config, metrics, summary, best "
-                "checkpoint) as a zip, and every run's metrics in one CSV (a column says "
-                "which run).")
+    point_at = ("The metrics of a run as CSV, its run record (config and metrics; once it has "
+                "ended, its summary and best checkpoint too) as a zip, and every run's metrics "
+                "in one CSV (a column says which run).")
 
     def __init__(self, **params):
         super().__init__(**params)
