@@ -250,3 +250,20 @@ def test_a_verdict_is_inconclusive_inside_its_uncertainty_and_never_praises_nois
     assert "yes" in v("acc", [0.90, 0.91], [0.80, 0.82], 0.5, lower_is_better=False, baseline=0.1)
     d = paper.difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], 9.0)
     assert d["diff"] == 2.0 and abs(d["err"] - 2 * 1.0 / 3 ** 0.5) < 1e-12 and d["n"] == 3
+
+
+def test_figure_1a_over_seeds_reports_each_seeds_value(mnist):
+    r = paper.gradient_flow(gammas=(0.1, 1.0), models=("tanh",), quick=True, data=mnist,
+                            seeds=(0, 1))
+    per = r["tanh"]["log10_ratio_seeds"]
+    assert per.shape == (2, 2) and np.allclose(per[0], r["tanh"]["log10_ratio"])
+    assert r["seeds"] == [0, 1] and not np.allclose(per[0], per[1])   # the seeds differ
+
+
+def test_figure_5_on_text_measures_the_transient_with_stationary_input(ptb_dir):
+    text = paper.ptb_heldout(ptb_dir)
+    r = paper.text_transient(quick=True, data=text, seq_len=30)
+    assert r["pop_wh_mean"].shape == (30, 10) and r["transient"]["pop_c_mean"].shape == (30,)
+    # c_0 = 0: the first steps' cell statistics are far from the stationary ones
+    assert r["ratio"]["pop_c_mean"] > 2.0, r["ratio"]
+    assert r["experiment"] == "transient" and r["T_train"] == 30

@@ -17,6 +17,7 @@ function                  the paper
 :func:`compare_models`    Fig. 2: LSTM vs BN on input only vs BN-LSTM, several seeds
 :func:`compare_text`      Table 2: LSTM vs BN-LSTM on characters, bits per character
 :func:`length_generalization`  Fig. 3b: train on 100 characters, test on up to 1000
+:func:`text_transient`    Fig. 5 on characters: the per-step statistics' transient
 :func:`distractor_memory` not in the paper: a digit remembered across a noise suffix
                           longer than in training (MNIST), T_max rule vs batch statistics
 ========================  ==========================================================
@@ -35,9 +36,9 @@ from .mnist import (GRADIENT_MODELS, TWO_POINT_GAIN, _shared_twin,  # noqa: F401
                     compare_models, gamma_sweep, gradient_flow,
                     stats_ablation, tanh_derivative)
 from .text import (PAPER_FIG3B, PAPER_TABLE2, compare_text, length_generalization,  # noqa: F401
-                   ptb_heldout)
+                   ptb_heldout, text_transient)
 
 __all__ = ["tanh_derivative", "gradient_flow", "gamma_sweep", "stats_ablation", "compare_models",
            "compare_text", "length_generalization", "distractor_memory", "GRADIENT_MODELS",
            "TWO_POINT_GAIN", "PAPER_FIG3B", "PAPER_TABLE2", "EXPERIMENTS", "to_jsonable",
-           "machine", "ptb_heldout", "verdict", "difference"]
+           "machine", "ptb_heldout", "verdict", "difference", "text_transient"]

@@ -11,15 +11,15 @@ from .common import _load, to_jsonable
 from .memory import distractor_memory
 from .mnist import (GRADIENT_MODELS, compare_models, gamma_sweep, gradient_flow,
                     stats_ablation, tanh_derivative)
-from .text import compare_text, length_generalization
+from .text import compare_text, length_generalization, text_transient
 
 # =========================================================================== command line
 EXPERIMENTS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "tanh": tanh_derivative, "gradients": gradient_flow, "gamma": gamma_sweep,
     "stats": stats_ablation, "models": compare_models, "length": length_generalization,
-    "text": compare_text, "distractor": distractor_memory,
+    "text": compare_text, "distractor": distractor_memory, "transient": text_transient,
 }
-TEXT_EXPERIMENTS = ("length", "text")          # their data is text, not MNIST
+TEXT_EXPERIMENTS = ("length", "text", "transient")    # their data is text, not MNIST
 
 
 def _common_args(p) -> None:
@@ -42,7 +42,8 @@ def add_cli(subparsers) -> None:
                     "JSON: tanh (Fig. 1b), gradients (Fig. 1a), gamma (Fig. 6), stats (Fig. 5 "
                     "and per-step vs shared statistics), models (Fig. 2), length (Fig. 3b, on "
                     "text), text (Table 2's comparison: LSTM vs BN-LSTM on characters), "
-                    "distractor (memory across a noise suffix longer than in training, MNIST); "
+                    "distractor (memory across a noise suffix longer than in training, MNIST), "
+                    "transient (Fig. 5 on characters); "
                     "or one of its tables through the sweep engine: table1 (sequential and "
                     "permuted MNIST), table2 (Penn Treebank characters). "
                     "`python -m bnlstm paper NAME --help` for each.")
@@ -127,7 +128,10 @@ def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
         return {m: {"log10_ratio": dict(zip(map(float, res["gammas"]),
                                             np.round(res[m]["log10_ratio"], 2).tolist())),
                     "gain_per_step": dict(zip(map(float, res["gammas"]),
-                                              np.round(res[m]["gain_per_step"], 3).tolist()))}
+                                              np.round(res[m]["gain_per_step"], 3).tolist())),
+                    **({"log10_ratio_per_seed": {float(g): np.round(col, 1).tolist() for g, col in
+                                                 zip(res["gammas"], res[m]["log10_ratio_seeds"].T)}}
+                       if "log10_ratio_seeds" in res[m] else {})}
                 for m in GRADIENT_MODELS if m in res}
     if name == "gamma":
         return {"final_loss": dict(zip(map(float, res["gammas"]), np.round(res["final_loss"], 4).tolist())),
@@ -144,6 +148,9 @@ def _summary(name: str, res: Dict[str, Any]) -> Dict[str, Any]:
     if name == "length":
         return {"lengths": res["lengths"].tolist(),
                 **{k: np.round(v, 3).tolist() for k, v in res["bpc"].items()}}
+    if name == "transient":
+        return {"first 3 steps / middle, per statistic": {k: round(v, 2) for k, v in res["ratio"].items()},
+                "best val bpc": round(float(np.nanmin(res["val_bpc"])), 3)}
     if name == "text":
         return {m: {"val_bpc": np.round(res["val_bpc"][m], 3).tolist(),
                     "test_bpc": np.round(res["test_bpc"][m], 3).tolist(),

@@ -112,6 +112,43 @@ def _first_reaching(steps: np.ndarray, acc: np.ndarray, threshold: float):
     return int(steps[hit[0]]) if len(hit) else None
 
 
+def per_step_statistics(rnn, units: int = 10) -> Dict[str, Any]:
+    """Figure 5's numbers from a BN-LSTM ``rnn`` (its first layer's population statistics):
+    ``pop_wh_mean``/``pop_wh_var`` (T, units) of W_h h_{t-1} (units spread over the four
+    gates), ``pop_c_mean``/``pop_c_var`` (T, units) of c_t, the units (``units_wh``,
+    ``units_c``), ``t`` and ``transient[key]`` (T,): the mean |stat_t - stat_stationary| over
+    units / (std over units of the stationary stat), stationary = the mean of the last third
+    of the steps."""
+    H = rnn.hidden_size
+    u_wh = np.linspace(0, 4 * H - 1, min(units, 4 * H)).round().astype(int)
+    u_c = np.linspace(0, H - 1, min(units, H)).round().astype(int)
+    T = rnn.bn_hh_l0.running_mean.shape[0]
+    out: Dict[str, Any] = {
+        "t": np.arange(T), "units_wh": u_wh, "units_c": u_c,
+        "pop_wh_mean": rnn.bn_hh_l0.running_mean[:, u_wh].detach().cpu().numpy().copy(),
+        "pop_wh_var": rnn.bn_hh_l0.running_var[:, u_wh].detach().cpu().numpy().copy(),
+        "pop_c_mean": rnn.bn_c_l0.running_mean[:, u_c].detach().cpu().numpy().copy(),
+        "pop_c_var": rnn.bn_c_l0.running_var[:, u_c].detach().cpu().numpy().copy()}
+    transient = {}
+    for key in ("pop_wh_mean", "pop_wh_var", "pop_c_mean", "pop_c_var"):
+        s = out[key]
+        stationary = s[-max(T // 3, 1):].mean(0)
+        transient[key] = np.abs(s - stationary).mean(1) / (np.std(stationary) + 1e-8)
+    out["transient"] = transient
+    return out
+
+
+def transient_ratio(transient: Dict[str, np.ndarray], first: int = 3) -> Dict[str, float]:
+    """Each statistic's mean transient over the first ``first`` steps divided by that over
+    the middle third: how much further from stationary the first steps are."""
+    out = {}
+    for k, v in transient.items():
+        T = len(v)
+        mid = v[T // 3: 2 * T // 3] if T >= 3 else v
+        out[k] = float(np.mean(v[:first]) / (np.mean(mid) + 1e-12))
+    return out
+
+
 def difference(a, b, margin: float) -> Dict[str, Any]:
     """``a - b`` for paired measurements (one per seed, or one each) and its uncertainty:
     with two or more seeds, twice the standard error of the per-seed differences (about a

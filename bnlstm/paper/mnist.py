@@ -20,7 +20,7 @@ from torch import nn
 from ..nn.probes import UNIT_EDGES
 from ..nn import (BNLSTM, BNTanhRNN, SequenceBatchNorm, Trace, batch_statistics,
                      reestimate_stats)
-from .common import _config, _first_reaching, _load, _meta, _smooth, _train
+from .common import _config, _first_reaching, _load, _meta, _smooth, _train, per_step_statistics
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, batches: Iterable, batch_stats: bool = False) -> float:
@@ -128,7 +128,7 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
                   hidden: int = 100, batch_size: int = 100, h0_noise: float = 0.1,
                   updates: int = 0, seed: int = 0, hist_steps: Optional[Sequence[int]] = None,
                   dtype: str = "float64", quick: bool = False, data=None,
-                  data_dir=None) -> Dict[str, Any]:
+                  data_dir=None, seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Figure 1a: how ``||dLoss/dh_t||`` flows back through time, per gamma, and why.
 
     Claim (Sec. 4, Fig. 1a): in a batch-normalized tanh RNN on sequential MNIST, gamma
@@ -146,6 +146,9 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     Without it the first, all-black pixels give every unit a zero batch variance, where
     BN's Jacobian is gamma / sqrt(eps) ~ 316 gamma and the gradient explodes through
     those steps in every model.
+
+    ``seeds``: measure once per seed (the weights, the batch, the h_0 noise); the result is
+    the first seed's, plus ``log10_ratio_seeds`` (S, G) per model and ``seeds``.
 
     Returns ``t`` (1..T), ``gammas``, ``hist_steps`` (1-based), ``hist_edges`` and per
     model:
@@ -167,6 +170,20 @@ def gradient_flow(gammas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 
     - ``unit_hist`` (G, S, 40): the batch distribution of those outputs pooled over units,
       at ``hist_steps``, over ``hist_edges`` in [-1, 1].
     """
+    if seeds is not None and len(seeds) > 0:     # the spread over seeds: weights, batch, noise
+        kw = dict(gammas=gammas, task=task, models=models, hidden=hidden, batch_size=batch_size,
+                  h0_noise=h0_noise, updates=updates, hist_steps=hist_steps, dtype=dtype,
+                  quick=quick, data=_load(data, data_dir))
+        t_all = time.perf_counter()
+        runs = [gradient_flow(seed=int(s), **kw) for s in seeds]
+        out = runs[0]
+        out["seeds"] = [int(s) for s in seeds]
+        for m in models:
+            if m in out:
+                out[m]["log10_ratio_seeds"] = np.stack([r[m]["log10_ratio"] for r in runs])
+        out["seconds"] = round(time.perf_counter() - t_all, 2)
+        out["settings"]["seeds"] = out["seeds"]
+        return out
     from ..tasks.mnist import data as data_mod
     from ..nn.probes import unit_distribution
     t0 = time.perf_counter()
@@ -400,29 +417,15 @@ def stats_ablation(task: Optional[str] = None, steps: Optional[int] = None, seed
     acc["shared_ema"] = _accuracy(ema_twin, val_b)
     acc["batch"] = _accuracy(model, val_b, batch_stats=True)
 
-    rnn = model.rnn
-    H = rnn.hidden_size
-    u_wh = np.linspace(0, 4 * H - 1, min(units, 4 * H)).round().astype(int)
-    u_c = np.linspace(0, H - 1, min(units, H)).round().astype(int)
-    T = rnn.bn_hh_l0.running_mean.shape[0]
-    fig5 = {
-        "pop_wh_mean": rnn.bn_hh_l0.running_mean[:, u_wh].numpy().copy(),
-        "pop_wh_var": rnn.bn_hh_l0.running_var[:, u_wh].numpy().copy(),
-        "pop_c_mean": rnn.bn_c_l0.running_mean[:, u_c].numpy().copy(),
-        "pop_c_var": rnn.bn_c_l0.running_var[:, u_c].numpy().copy(),
+    fig5 = per_step_statistics(model.rnn, units)
+    u_wh, u_c = fig5["units_wh"], fig5["units_c"]
+    fig5.update({
         "shared_wh_mean": twin.rnn.bn_hh_l0.running_mean[0, u_wh].numpy().copy(),
         "shared_wh_var": twin.rnn.bn_hh_l0.running_var[0, u_wh].numpy().copy(),
         "shared_c_mean": twin.rnn.bn_c_l0.running_mean[0, u_c].numpy().copy(),
         "shared_c_var": twin.rnn.bn_c_l0.running_var[0, u_c].numpy().copy(),
-    }
-    transient = {}
-    for key in ("pop_wh_mean", "pop_wh_var", "pop_c_mean", "pop_c_var"):
-        s = fig5[key]
-        stationary = s[-max(T // 3, 1):].mean(0)
-        scale = np.std(stationary) + 1e-8
-        transient[key] = np.abs(s - stationary).mean(1) / scale
-    out = {"task": task, "t": np.arange(T), "units_wh": u_wh, "units_c": u_c, **fig5,
-           "transient": transient, "accuracy": acc,
+    })
+    out = {"task": task, **fig5, "accuracy": acc,
            "drop_shared_average": acc["per_step"] - acc["shared_average"],
            "drop_shared_ema": acc["per_step"] - acc["shared_ema"],
            "val_step": curves["val_step"], "val_acc": curves["val_acc"],
