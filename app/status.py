@@ -14,7 +14,7 @@ STATE_COLORS = {"queued": "#6c757d", "starting": "#0d6efd", "running": "#198754"
                 "paused": "#fd7e14", "parked": "#fd7e14", "finished": "#0d6efd", "stopped": "#6c757d",
                 "diverged": "#dc3545", "failed": "#dc3545"}
 DATA_KINDS = {"ptb": "Penn Treebank", "python-docs": "Python's docs", "file": "a text file",
-              "own": "your text", "ptb-heldout": "Penn Treebank (held-out split)"}
+              "own": "your text", "ptb-heldout": "Penn Treebank (held-out split)", "text8": "text8"}
 _HEX = re.compile(r"\b[0-9a-f]{16,}\b")
 
 

@@ -75,10 +75,12 @@ def _add_data_args(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--text-file", default=None, metavar="FILE",
                    help="text task: train on this UTF-8 text file instead (split 90/5/5 "
                         "in order, deterministically)")
-    p.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout"],
+    p.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout", "text8"],
                    help="text task: auto (the order above) or ptb-heldout (Penn Treebank "
                         "without its training file: the validation file's first 95%% trains, "
-                        "its last 5%% validates, the test file tests)")
+                        "its last 5%% validates, the test file tests) or text8 (the paper's Table 3 corpus, "
+                        "its folder: --data-dir or $BNLSTM_TEXT8_DIR, else the cache; with "
+                        "--download fetched from $BNLSTM_TEXT8_URL or mattmahoney.net)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -377,3 +377,54 @@ def test_the_whole_sequence_test_is_one_sequence_in_any_pieces(tmp_path, capsys)
     res = json.loads(capsys.readouterr().out)
     assert abs(res["test_whole_sequence"]["bpc"] - one["bpc"]) < 1e-4
     assert res["val_whole_sequence"]["whole_sequence"] is True
+
+
+# ------------------------------------------------------------------------------ text8
+def _fake_text8(tmp_path, monkeypatch, n=20_000, corrupt=False):
+    """A small text8 (27 symbols) made here, zipped on a mirror folder, and its checksum
+    as the one text8 is checked against (the real file is 100 MB)."""
+    import hashlib
+    import zipfile
+    from bnlstm.tasks.text import text8
+    rng = np.random.default_rng(0)
+    words = ["anarchism", "originated", "as", "a", "term", "of", "abuse", "first", "used"]
+    body = " ".join(words[i] for i in rng.integers(0, len(words), n // 5))[:n].encode()
+    monkeypatch.setattr(text8, "TEXT8_FILE", (hashlib.sha1(body).hexdigest(), len(body)))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "text8.zip", "w") as z:
+        z.writestr("text8", body[:-10] if corrupt else body)
+    return body
+
+
+def test_text8_downloads_verified_splits_as_the_paper_and_loads_offline(tmp_path, monkeypatch,
+                                                                        serve):
+    body = _fake_text8(tmp_path, monkeypatch)
+    monkeypatch.setenv("BNLSTM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BNLSTM_TEXT8_URL", serve(tmp_path / "mirror"))
+    with pytest.raises(TextDataError, match="text8 not found.*--download"):
+        load_text(source="text8")                                  # offline: no silent fallback
+    t = load_text(source="text8", download=True, progress=False)
+    cache = tmp_path / "cache" / "text8"
+    assert sorted(p.name for p in cache.iterdir()) == ["text8"]    # no zip, no .part left
+    assert t.kind == "text8" and t.is_paper and "as the paper" in t.source
+    n = len(body)
+    assert (len(t.train), len(t.valid), len(t.test)) == (int(n * .9), int(n * .95) - int(n * .9),
+                                                         n - int(n * .95))
+    assert t.train + t.valid + t.test == body.decode()
+    monkeypatch.setenv("BNLSTM_TEXT8_URL", "http://127.0.0.1:9/")  # nothing there now
+    assert load_text(source="text8").train == t.train               # the verified copy
+
+
+def test_a_wrong_text8_is_refused_and_nothing_stays(tmp_path, monkeypatch, serve):
+    _fake_text8(tmp_path, monkeypatch, corrupt=True)
+    monkeypatch.setenv("BNLSTM_TEXT8_URL", serve(tmp_path / "mirror"))
+    d = tmp_path / "t8"
+    with pytest.raises(TextDataError, match="checksum mismatch.*expected sha1"):
+        load_text(d, source="text8", download=True, progress=False)
+    assert not list(d.iterdir())
+    (d / "text8").write_text("not it")
+    with pytest.raises(TextDataError, match="Delete it and download it again"):
+        load_text(d, source="text8")
+    from bnlstm import tasks
+    assert "no file text8" in tasks.get("text").data_problem(str(tmp_path / "none"), source="text8")

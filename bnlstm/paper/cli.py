@@ -90,7 +90,7 @@ def add_cli(subparsers) -> None:
                        help=f"the sweep folder (default: sweeps/{name}-SIZE); the same DIR resumes")
         e.add_argument("--no-estimate", action="store_true",
                        help="skip the measured time per update before the runs")
-        e.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout"],
+        e.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout", "text8"],
                        help="table2: auto, or ptb-heldout (Penn Treebank without its training "
                             "file: the validation file's first 95%% trains)")
         _common_args(e)

@@ -58,6 +58,13 @@ class TextTask(Task):
         if text_file or text is not None:
             return None
         folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
+        if source == "text8":
+            from ..downloads import cache_root
+            d8 = data_dir or os.environ.get("BNLSTM_TEXT8_DIR", "").strip()
+            d = Path(d8).expanduser() if d8 else cache_root() / "text8"
+            return None if (d / "text8").is_file() else (
+                f"text8 is not in {d} (no file text8): download it with python -m bnlstm "
+                "train --task text --text-source text8 --download, or put it there.")
         if source == "ptb-heldout":
             from ..downloads import cache_root
             d = Path(folder).expanduser() if folder else cache_root() / "ptb"

@@ -78,7 +78,7 @@ class Text:
     valid: str
     test: str
     source: str
-    kind: str                    # "ptb", "file" or "python-docs"
+    kind: str                    # "ptb", "ptb-heldout", "text8", "file", "own", "python-docs"
     where: Optional[str] = None
     vocab: str = ""
 
@@ -92,8 +92,8 @@ class Text:
 
     @property
     def is_paper(self) -> bool:
-        """The paper's data (Penn Treebank with its training file)."""
-        return self.kind == "ptb"
+        """The paper's data (Penn Treebank with its training file, or text8)."""
+        return self.kind in ("ptb", "text8")
 
     def encode(self, text: str) -> np.ndarray:
         """Characters -> int64 ids (unseen characters -> :data:`UNKNOWN`'s id, or an error)."""
@@ -312,7 +312,7 @@ def python_docs_text() -> Text:
 
 
 # --------------------------------------------------------------------------- entry point
-SOURCES = ("auto", "ptb-heldout")
+SOURCES = ("auto", "ptb-heldout", "text8")
 
 
 def ptb_heldout(directory: Optional[PathLike] = None) -> Text:
@@ -344,8 +344,9 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
               progress: bool = True, source: str = "auto", text: Optional[str] = None,
               text_name: str = "your text") -> Text:
     """Find, verify and load the text (see the module docstring for the order).
-    ``source``: ``auto`` (that order) or ``ptb-heldout`` (:func:`ptb_heldout`: Penn
-    Treebank's validation and test files only, where its training file is missing).
+    ``source``: ``auto`` (that order), ``ptb-heldout`` (:func:`ptb_heldout`: Penn
+    Treebank's validation and test files only, where its training file is missing) or
+    ``text8`` (:func:`bnlstm.tasks.text.text8.load_text8`; ``root`` is its folder).
     ``text``: the text itself, as a string (:func:`text_from_string`), before all else."""
     if text is not None:
         return text_from_string(text, text_name)
@@ -355,6 +356,9 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
         return load_text_file(text_file)
     if source == "ptb-heldout":
         return ptb_heldout(root)
+    if source == "text8":                  # bnlstm.tasks.text.text8: the paper's Table 3
+        from .text8 import load_text8
+        return load_text8(root, download=download, progress=progress)
     explicit = explicit_dir(root, "BNLSTM_PTB_DIR")
     if explicit is not None:
         directory, what = explicit
