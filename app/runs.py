@@ -127,8 +127,8 @@ class DashboardRun:
     def submit(self) -> int:
         """Hand the run to the engine (it waits there for a worker)."""
         if self.handle is None:
-            self.handle = (self.engine.submit(self.config, self.mode, data_options=self.data_options)
-                           if self.data_options else self.engine.submit(self.config, self.mode))
+            self.handle = self.engine.submit(self.config, self.mode,
+                                             data_options=self.data_options)
             self._reader = self.handle.reader()
             self.handle.listeners.append(self._on_record)
         return self.handle.position

@@ -99,12 +99,11 @@ def add_cli(subparsers) -> None:
 def _table_main(args) -> int:
     import sys
 
+    from ..cli import _data_options
     from ..runs.sweep import SweepError
     from .tables import run_table
     size = "full" if args.full else "quick" if args.quick else "cpu"
-    opts = {"text_file": args.text_file} if args.text_file else {}
-    if args.text_source != "auto":
-        opts["source"] = args.text_source
+    opts = _data_options(args)
     try:
         run_table(args.experiment, size=size, seeds=args.seeds, out=args.out,
                   scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
@@ -178,9 +177,8 @@ def cli_main(args) -> int:
     try:
         if args.experiment in TEXT_EXPERIMENTS:
             from ..tasks.text.data import load_text
-            from .text import ptb_heldout
-            kwargs["data"] = (ptb_heldout(args.data_dir) if kwargs.get("source") == "ptb-heldout"
-                              else load_text(args.data_dir, text_file=args.text_file))
+            kwargs["data"] = load_text(args.data_dir, text_file=args.text_file,
+                                       source=kwargs.get("source", "auto"))
         elif args.experiment != "tanh":
             kwargs["data"] = _load(None, args.data_dir)
     except (OSError, ValueError) as exc:        # a missing or corrupt data file (DataError too)

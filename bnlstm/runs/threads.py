@@ -96,8 +96,8 @@ class ThreadEngine:
         try:
             data = self._data
             if h.data_options:
-                from .. import tasks
-                data = (lambda t=h.config.task, o=h.data_options: tasks.shared_data(t, None, **o))
+                from .worker import _data
+                data = (lambda t=h.config.task, o=h.data_options: _data(t, None, o))
             trainer, recorder = assemble_run(h.config, data=data, out=out,
                                              callbacks=[lambda rec, h=h: h._receive([rec])])
         except Exception as exc:
