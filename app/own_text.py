@@ -1,7 +1,7 @@
 """Your own text on the page: a file given to the text task, held by this session only.
 
 The browser sends the file's bytes and its name (never a path); they are checked here
-(:func:`bnlstm.tasks.text.data.decode_own_text`: at most 4 MB, UTF-8, 2000 characters or
+(:func:`bnlstm.tasks.text.checks.decode_own_text`: at most 4 MB, UTF-8, 2000 characters or
 more) and kept in this object, in this session's memory. A run started while it is set
 gets the text as its data option (``text=``): it travels to the run's worker with the run
 and is written nowhere, so no other session can read it; closing the page forgets it.
@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 import panel as pn
 
-from bnlstm.tasks.text.data import MAX_OWN_TEXT_BYTES, TextDataError, decode_own_text
+from bnlstm.tasks.text.checks import MAX_OWN_TEXT_BYTES, TextDataError, decode_own_text
 
 __all__ = ["OwnText", "clean_name"]
 

@@ -456,7 +456,9 @@ def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_
         assert not d.controls.task_alert.visible                      # MNIST: nothing to say
         d.config.task = "text"
         assert d.controls.task_alert.visible and "lacks ptb.char.train.txt" in d.controls.task_alert.object
-        assert "unset BNLSTM_PTB_DIR" in d.controls.task_alert.object and "paper text" in d.controls.task_alert.object
+        assert "unset BNLSTM_PTB_DIR" in d.controls.task_alert.object
+        assert "Your own text" in d.controls.task_alert.object          # what works on the page
+        assert "--text-source ptb-heldout" in d.controls.task_alert.object
         d.config.task = "row"
         assert not d.controls.task_alert.visible
         full = tmp_path / "ptb"

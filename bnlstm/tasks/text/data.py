@@ -44,6 +44,8 @@ import numpy as np
 import torch
 
 from ..downloads import cache_root, explicit_dir, fetch, mirror_list, require_files
+from .checks import MAX_OWN_TEXT_BYTES, MIN_CHARS, TextDataError, check_length  # noqa: F401
+from .checks import decode_own_text  # noqa: F401  (re-exported: data.decode_own_text)
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,8 +53,6 @@ __all__ = ["TextDataError", "Text", "PTB_FILES", "PTB_URLS", "load_text", "ptb_h
            "split_text", "TextBatches", "UNKNOWN", "ptb_cache_dir"]
 
 
-class TextDataError(ValueError):
-    """Text could not be found, read, downloaded or verified. The message names the file."""
 
 
 # name -> (kind of checksum, value, size in bytes or None). From shared/data/ptb/SOURCE.md.
@@ -256,42 +256,16 @@ def load_text_file(path: PathLike, min_chars: int = 2000) -> Text:
                 source=f"the text file {path} ({len(text):,} characters, split 90/5/5 in order)")
 
 
-MAX_OWN_TEXT_BYTES = 4_000_000    # a text given as a string (the page's file drop): 4 MB
-
-
-def text_from_string(text: str, name: str = "your text", min_chars: int = 2000) -> Text:
+def text_from_string(text: str, name: str = "your text", min_chars: int = MIN_CHARS) -> Text:
     """A text given as a string (what someone dropped on the page), split 90/5/5 in order as
     a text file is. ``name``: what it is called in ``source`` (a file's name, never a path)."""
     if not isinstance(text, str):
         raise TextDataError(f"{name}: expected text, got {type(text).__name__}")
-    if len(text) < min_chars:
-        raise TextDataError(f"{name}: {len(text):,} characters; a language model needs at "
-                            f"least {min_chars:,} (its 5% validation and test parts would be "
-                            "too short)")
+    check_length(text, name, min_chars)
     train, valid, test = split_text(text)
     return Text(train, valid, test, kind="own", where="",
                 source=f"{name} ({len(text):,} characters, given to this run, split 90/5/5 "
                        "in order)")
-
-
-def decode_own_text(raw: bytes, name: str = "your text",
-                    max_bytes: int = MAX_OWN_TEXT_BYTES) -> str:
-    """The bytes of a file someone gave (the page's drop) as text: at most ``max_bytes``,
-    UTF-8 (a byte-order mark is dropped), at least 2000 characters; else a
-    :class:`TextDataError` that says which rule it broke, in words for people."""
-    if len(raw) > max_bytes:
-        raise TextDataError(f"{name} is {len(raw) / 1e6:.1f} MB; the most this page takes is "
-                            f"{max_bytes / 1e6:.0f} MB (cut it, or train on it from the command "
-                            "line with --text-file)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TextDataError(f"{name} is not UTF-8 text (byte {exc.start:,} cannot be read): "
-                            "save it as UTF-8 (plain text) and try again") from None
-    if "\x00" in text:
-        raise TextDataError(f"{name} holds NUL bytes: it looks like a binary file, not text")
-    text_from_string(text, name)       # long enough (the same rule as a run's)
-    return text
 
 
 def python_docs_text() -> Text:
