@@ -25,6 +25,7 @@ from .policy import env_float
 FLUSH_S = 0.1           # the worker sends its records this often (commands, and the state
                         # records that answer them, go at once: see _wait_for_bell)
 
+READ_S = 1.0            # a run's worker reads its command queue at least this often, rung or not
 LEASE_S = 60.0          # a run whose web process has not renewed its lease for this long stops
 UNREAD_LIMIT = 4000     # record batches left unread in the inbox before a run stops itself
 
@@ -105,15 +106,20 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
             _ring(bell)                 # not at the next flush
 
     def flush() -> None:
+        # The answer flag is taken before the records: an answer appended after this line
+        # sets it again and rings at the next flush (taken after, its ring went with a
+        # batch that did not hold it, and the next batch, which did, rang nothing)
+        ring = answer.is_set()
+        if ring:
+            answer.clear()
         batch = []
         while buf:                      # the trainer thread appends meanwhile: pop, never iterate
             batch.append(buf.popleft())
         if batch:
             relabel(batch)
             out_q.put(pickle.dumps((run_id, batch), protocol=pickle.HIGHEST_PROTOCOL))
-            if answer.is_set():         # after the put: the pump finds the batch when woken
-                answer.clear()
-                _ring(pump_bell)
+        if ring:                        # after the put: the pump finds the batch when woken
+            _ring(pump_bell)
 
     started = Event(key + "-started", client=client)
     if started.is_set():             # Dask started this task again: its first worker died
@@ -144,10 +150,12 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
     checked_at = time.monotonic()
     paused_since: Optional[float] = None
     read_at = 0.0                       # the command queue is read when the bell rings, and
-    try:                                # once a second anyway (a ring that failed)
+    flushed_at = time.monotonic()       # at least once every READ_S anyway (a ring that was
+    try:                                # lost, or came before its command could be read)
         while trainer.alive or trainer.state == "idle":
-            rung = _wait_for_bell(bell, flush_s)     # flush_s, or less when it rings
-            if rung or time.monotonic() - read_at >= 1.0:
+            wait = min(flushed_at + flush_s, read_at + READ_S) - time.monotonic()
+            rung = _wait_for_bell(bell, max(0.0, wait))   # or less when it rings
+            if rung or time.monotonic() - read_at >= READ_S:
                 read_at = time.monotonic()
                 cmds = cmd_q.get(batch=True)         # never blocks (a timed-out get logs
             else:                                    # errors)
@@ -184,7 +192,9 @@ def train_on_worker(key: str, run_id: str, config: Dict[str, Any], inbox: str, l
                 if unread > UNREAD_LIMIT and not why_stop:
                     why_stop = "no one has read its records for a long time"
                     trainer.stop()
-            flush()
+            if rung or answer.is_set() or now - flushed_at >= flush_s:
+                flushed_at = now
+                flush()
         trainer.join(30)
         flush()
         recorder.close()
@@ -211,8 +221,8 @@ def _wait_for_bell(bell, timeout: float) -> bool:
         if rung:
             bell.clear()
         return rung
-    except Exception:                   # the scheduler is away: poll as before
-        time.sleep(timeout)
+    except Exception:                   # the scheduler is away: poll, at least every READ_S
+        time.sleep(min(timeout, READ_S))
         return True
 
 
