@@ -64,3 +64,13 @@ def test_quick_table2_runs_on_ptbs_heldout_split(tmp_path, ptb_dir):
                           "--text-source", "ptb-heldout"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "ptb.char.valid.txt" in bad.stderr
+
+
+def test_estimate_only_measures_and_runs_nothing(tmp_path, mnist_dir):
+    lines = []
+    res = tables.run_table("table1", size="quick", out=tmp_path / "e", data_dir=mnist_dir,
+                           estimate_only=True, echo=lines.append)
+    assert [e["task"] for e in res["estimates"]] == ["pixel", "pixel", "permuted", "permuted"]
+    assert all(e["step_s"] > 0 and e["expected_s"] > 0 for e in res["estimates"])
+    assert res["rows"] == [] and not (tmp_path / "e").exists()     # no sweep folder, no runs
+    assert sum("ms per update on this CPU" in x for x in lines) == 4

@@ -88,8 +88,12 @@ def add_cli(subparsers) -> None:
                        help="LocalCluster worker processes (default: cores / threads)")
         e.add_argument("--out", metavar="DIR", default=None,
                        help=f"the sweep folder (default: sweeps/{name}-SIZE); the same DIR resumes")
-        e.add_argument("--no-estimate", action="store_true",
-                       help="skip the measured time per update before the runs")
+        est = e.add_mutually_exclusive_group()
+        est.add_argument("--no-estimate", action="store_true",
+                         help="skip the measured time per update before the runs")
+        est.add_argument("--estimate-only", action="store_true",
+                         help="measure the time per update and print each run's expected "
+                              "time, then stop (no runs: how long would --full take here?)")
         e.add_argument("--text-source", default="auto", choices=["auto", "ptb-heldout", "text8"],
                        help="table2: auto, or ptb-heldout (Penn Treebank without its training "
                             "file: the validation file's first 95%% trains)")
@@ -109,7 +113,7 @@ def _table_main(args) -> int:
                   scheduler=args.scheduler, gpus_per_run=args.gpus_per_run,
                   n_workers=args.workers, threads=args.threads or 1, data_dir=args.data_dir,
                   data_options=opts or None, device=args.device,
-                  estimate=not args.no_estimate)
+                  estimate=not args.no_estimate, estimate_only=args.estimate_only)
     except (SweepError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -168,12 +168,13 @@ def run_table(name: str, size: str = "cpu", seeds: int = 1, out=None,
               scheduler: Optional[str] = None, gpus_per_run: int = 0,
               n_workers: Optional[int] = None, threads: int = 1, data_dir=None,
               data_options: Optional[Dict[str, Any]] = None, device: Optional[str] = None,
-              estimate: bool = True, progress: bool = True,
+              estimate: bool = True, progress: bool = True, estimate_only: bool = False,
               echo: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run table ``name`` (``table1``, ``table2``) at ``size`` through the sweep engine;
     print the expected times first, then the table. Returns ``rows`` (one per run),
     ``estimates``, ``table`` (Markdown), ``out`` (the sweep folder, which the same call
-    resumes). ``device``: every run's (default: cpu, or cuda with ``gpus_per_run``)."""
+    resumes). ``device``: every run's (default: cpu, or cuda with ``gpus_per_run``).
+    ``estimate_only``: the measured times and nothing else (no runs; ``rows`` empty)."""
     from ..runs.sweep import run_sweep
     from ..runs.worker import _data
     overrides = {"device": device} if device else {}
@@ -186,7 +187,7 @@ def run_table(name: str, size: str = "cpu", seeds: int = 1, out=None,
              f"{sweep.settings()['steps']:,} updates: NOT the paper's scale (--full runs the "
              "authors' recipe as it is)")
     ests: List[Dict[str, Any]] = []
-    if estimate:
+    if estimate or estimate_only:
         cache: Dict[str, Any] = {}
 
         def data_for(task):
@@ -197,6 +198,8 @@ def run_table(name: str, size: str = "cpu", seeds: int = 1, out=None,
         total = sum(e["expected_s"] for e in ests) * len(sweep.seeds)
         echo(f"estimate: {len(sweep.runs())} runs, {_hours(total)} of one device in all "
              "(runs side by side share it)")
+    if estimate_only:
+        return {"rows": [], "estimates": ests, "table": "", "out": str(out), "size": size}
     rows = run_sweep(sweep, out, scheduler=scheduler, n_workers=n_workers, threads=threads,
                      data_dir=data_dir, gpus_per_run=gpus_per_run, progress=progress,
                      data_options=data_options, echo=echo)
