@@ -1,6 +1,8 @@
 """Your own text on the page: a file given to the text task, held by this session only.
 
-The browser sends the file's bytes and its name (never a path); they are checked here
+The browser checks the file's size before it reads it (:class:`TextFileInput`: a file
+over the limit never leaves the browser, so a large one cannot close the page's
+connection), then sends the bytes and the name (never a path); they are checked here
 (:func:`bnlstm.tasks.text.checks.decode_own_text`: at most 4 MB, UTF-8, 2000 characters or
 more) and kept in this object, in this session's memory. A run started while it is set
 gets the text as its data option (``text=``): it travels to the run's worker with the run
@@ -8,15 +10,84 @@ and is written nowhere, so no other session can read it; closing the page forget
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import html
 import re
 from typing import Any, Callable, Dict, Optional
 
 import panel as pn
+import param
+from panel.custom import JSComponent
 
-from bnlstm.tasks.text.checks import MAX_OWN_TEXT_BYTES, TextDataError, decode_own_text
+from bnlstm.tasks.text.checks import (MAX_OWN_TEXT_BYTES, TextDataError, decode_own_text,
+                                      too_large)
 
-__all__ = ["OwnText", "clean_name"]
+__all__ = ["OwnText", "TextFileInput", "clean_name"]
+
+
+class TextFileInput(JSComponent):
+    """A file chooser that reads a file only when it is at most ``max_bytes``: Bokeh's
+    ``FileInput`` sends any file whole in one websocket message, and one over Bokeh's
+    20 MB message limit closes the page's connection. Here the browser sends
+    ``{"kind": "file", "name", "data": base64}`` or, for a file over the limit,
+    ``{"kind": "too_big", "name", "size"}``; :attr:`on_file` gets ``(name, bytes or
+    None, size)``. The bytes are not kept in the widget."""
+
+    accept = param.String(default="", doc="the file types the chooser offers")
+    max_bytes = param.Integer(default=MAX_OWN_TEXT_BYTES, bounds=(1, None),
+                              doc="the largest file the browser reads and sends")
+
+    _esm = """
+    export function render({ model, el }) {
+      const input = document.createElement("input");
+      input.type = "file";
+      input.accept = model.accept;
+      input.style.width = "100%";
+      input.addEventListener("change", () => {
+        const f = input.files[0];
+        if (!f) { return; }
+        if (f.size > model.max_bytes) {
+          model.send_msg({kind: "too_big", name: f.name, size: f.size});
+          input.value = "";
+          return;
+        }
+        const reader = new FileReader();
+        reader.onload = () => {
+          const url = String(reader.result);
+          model.send_msg({kind: "file", name: f.name, data: url.slice(url.indexOf(",") + 1)});
+          input.value = "";
+        };
+        reader.readAsDataURL(f);
+      });
+      el.appendChild(input);
+    }
+    """
+
+    def __init__(self, on_file: Callable[[str, Optional[bytes], int], None], **params):
+        super().__init__(**params)
+        self.on_file = on_file
+
+    def _handle_msg(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        name = str(msg.get("name") or "")
+        if msg.get("kind") == "too_big":
+            try:
+                size = int(msg.get("size") or 0)
+            except (TypeError, ValueError):
+                size = 0
+            self.on_file(name, None, size)
+        elif msg.get("kind") == "file":
+            data = str(msg.get("data") or "")
+            if len(data) > (self.max_bytes * 4) // 3 + 8:     # a page that skipped the check
+                self.on_file(name, None, (len(data) * 3) // 4)
+                return
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            self.on_file(name, raw, len(raw))
 
 
 def clean_name(name: Optional[str]) -> str:
@@ -35,15 +106,14 @@ class OwnText:
         self.on_change = on_change
         self.name: Optional[str] = None
         self.text: Optional[str] = None
-        self.w_file = pn.widgets.FileInput(
-            accept=".txt,.md,.text,.csv,.py,.tex,.html,text/plain", multiple=False,
-            css_classes=["w-own-text"], sizing_mode="stretch_width")
+        self.w_file = TextFileInput(
+            on_file=self.receive, accept=".txt,.md,.text,.csv,.py,.tex,.html,text/plain",
+            css_classes=["w-own-text"], sizing_mode="stretch_width", height=34)
         self.w_forget = pn.widgets.Button(name="Forget my text", button_type="light",
                                           visible=False, css_classes=["w-forget-text"])
         self.note = pn.pane.HTML("", css_classes=["own-text-note"],
                                  styles={"font-size": "14px"}, sizing_mode="stretch_width")
         self._say(self._idle_note())
-        self.w_file.param.watch(self._on_file, "value")
         self.w_forget.on_click(lambda e: self.forget())
         self.panel = pn.Column(
             pn.pane.HTML("<b>Your own text</b> (optional)", margin=(5, 10, 0, 10)),
@@ -58,31 +128,24 @@ class OwnText:
         return (f"A UTF-8 text file of up to {MAX_OWN_TEXT_BYTES // 1_000_000} MB: the next "
                 "Start trains on it (split 90/5/5 in order). It stays in this page only.")
 
-    def _on_file(self, event) -> None:
-        raw = event.new
-        if not raw:
-            return
-        name = clean_name(self.w_file.filename)
+    def receive(self, filename: str, raw: Optional[bytes], size: int = 0) -> None:
+        """A file from the browser: its name as the browser gave it, its bytes (None when
+        the browser found it over the limit and did not send it) and its size."""
+        name = clean_name(filename)
         try:
+            if raw is None:
+                raise too_large(name, size)
             text = decode_own_text(bytes(raw), name)
         except TextDataError as exc:         # the text given before (if any) stays
             kept = (f" The next Start still trains on <b>{html.escape(self.name)}</b>."
                     if self.active else "")
             self._say("<span style='color:#a00'>" + html.escape(str(exc)) + "</span>" + kept)
-            self._clear_widget()
             return
         self.name, self.text = name, text
         self._say(f"<b>{html.escape(name)}</b>: {len(text):,} characters. The next Start "
                   "trains on it (held in this page only; gone when it closes).")
         self.w_forget.visible = True
-        self._clear_widget()             # the bytes are kept once, here, not in the widget too
         self.on_change()
-
-    def _clear_widget(self) -> None:
-        try:
-            self.w_file.param.update(value=None)
-        except Exception:                # pragma: no cover - an older Panel refuses None
-            pass
 
     def forget(self) -> None:
         self.name = self.text = None

@@ -1,5 +1,6 @@
 """Your own text on the page (app/own_text.py): checked, held by the session, given to the
 next text run as its data option; the checks themselves (bnlstm.tasks.text.data)."""
+import base64
 import random
 
 import pytest
@@ -12,6 +13,11 @@ def _text(n_words=2500, seed=0):
     rng = random.Random(seed)
     return " ".join(rng.choice("a stitch in time saves nine said the cat".split())
                     for _ in range(n_words))
+
+
+def _msg(name, raw):
+    """What the page's file chooser sends for a file it read (TextFileInput's script)."""
+    return {"kind": "file", "name": name, "data": base64.b64encode(raw).decode()}
 
 
 def test_the_checks_say_which_rule_a_file_broke():
@@ -40,14 +46,19 @@ def test_the_drop_holds_a_good_text_and_keeps_it_over_a_bad_one():
     changes = []
     own = OwnText(on_change=lambda: changes.append(1))
     assert own.data_options() == {} and not own.active
-    own.w_file.filename = "/srv/secret/path/tale.txt"
-    own.w_file.value = _text().encode()
+    own.w_file._handle_msg(_msg("/srv/secret/path/tale.txt", _text().encode()))
     assert own.active and own.data_options()["text_name"] == "tale.txt"
     assert "tale.txt" in own.note.object and "/srv" not in own.note.object
-    assert own.w_file.value is None               # the bytes are held once, not in the widget
-    own.w_file.filename = "photo.png"
-    own.w_file.value = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20
+    own.w_file._handle_msg(_msg("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20))
     assert "not UTF-8" in own.note.object and "still trains on <b>tale.txt" in own.note.object
+    # a file the browser found too large is named with its size and never sent
+    own.w_file._handle_msg({"kind": "too_big", "name": "corpus.txt", "size": 31_500_000})
+    assert "corpus.txt is 31.5 MB" in own.note.object and "4 MB" in own.note.object
+    # a page that skipped the browser's check: refused before decoding
+    own.w_file._handle_msg(_msg("huge.txt", b"a" * 4_100_000))
+    assert "huge.txt is 4.1 MB" in own.note.object
+    own.w_file._handle_msg({"kind": "file", "name": "x.txt", "data": "not base64!"})
+    assert "at least 2,000" in own.note.object                  # nothing readable arrived
     assert own.data_options()["text_name"] == "tale.txt" and len(changes) == 1
     own.forget()
     assert own.data_options() == {} and len(changes) == 2
@@ -64,8 +75,7 @@ def test_the_page_gives_the_text_to_the_next_text_run_only(ptb_dir, monkeypatch)
         d.config.task = "text"
         assert d.settings.own_text.panel.visible
         assert d.controls.task_alert.visible and "Your own text" in d.controls.task_alert.object
-        d.settings.own_text.w_file.filename = "tale.txt"
-        d.settings.own_text.w_file.value = _text().encode()
+        d.settings.own_text.w_file._handle_msg(_msg("tale.txt", _text().encode()))
         assert not d.controls.task_alert.visible               # the text works: no warning
         run = d._new_run()
         assert run.data_options["text_name"] == "tale.txt" and run.label.endswith("on tale.txt")

@@ -590,7 +590,8 @@ def test_a_text_run_trains_live_writes_text_and_colours_the_validation_text(open
 def test_a_text_of_ones_own_dropped_on_the_page_trains_the_text_run(open_app, tmp_path):
     """The file drop: a UTF-8 file chosen in the browser is checked on the server, named
     without a path, and the next Start trains on it (the status says so); a binary file is
-    refused with the rule it broke and the text given before stays."""
+    refused with the rule it broke and the text given before stays; a 24 MB file (over
+    Bokeh's 20 MB message limit) is refused by the browser and the page stays connected."""
     import random
     rng = random.Random(5)
     f = tmp_path / "fable.txt"
@@ -611,6 +612,13 @@ def test_a_text_of_ones_own_dropped_on_the_page_trains_the_text_run(open_app, tm
     while time.time() < end and "UTF-8" not in note.inner_text():
         time.sleep(0.2)
     assert "not UTF-8" in note.inner_text() and "fable.txt" in note.inner_text()
+    big = tmp_path / "corpus.txt"          # over the limit: the browser never sends it
+    big.write_bytes(b"lorem ipsum " * 2_000_000)
+    page.locator(".w-own-text input[type=file]").set_input_files(str(big))
+    end = time.time() + 30
+    while time.time() < end and "corpus.txt" not in note.inner_text():
+        time.sleep(0.2)
+    assert "corpus.txt is 24.0 MB; the most this page takes is 4 MB" in note.inner_text()
     page.get_by_role("button", name="Start", exact=True).click()
     wait_points(page, "acc,step,t", 1, timeout=120)
     end = time.time() + 30

@@ -5,7 +5,7 @@ The dashboard imports this (a page never imports torch: ``tests/test_layers.py``
 """
 from __future__ import annotations
 
-__all__ = ["TextDataError", "MIN_CHARS", "MAX_OWN_TEXT_BYTES", "check_length", "decode_own_text"]
+__all__ = ["TextDataError", "MIN_CHARS", "MAX_OWN_TEXT_BYTES", "check_length", "decode_own_text", "too_large"]
 
 MIN_CHARS = 2000                   # a language model's text: its 5% parts must not be empty
 MAX_OWN_TEXT_BYTES = 4_000_000     # a text given as a string (the page's file drop): 4 MB
@@ -22,15 +22,20 @@ def check_length(text: str, name: str, min_chars: int = MIN_CHARS) -> None:
                             "too short)")
 
 
+def too_large(name: str, size: int, max_bytes: int = MAX_OWN_TEXT_BYTES) -> TextDataError:
+    """The error for a file of ``size`` bytes over the page's limit (raised by the caller)."""
+    return TextDataError(f"{name} is {size / 1e6:.1f} MB; the most this page takes is "
+                         f"{max_bytes / 1e6:.0f} MB (cut it, or train on it from the command "
+                         "line with --text-file)")
+
+
 def decode_own_text(raw: bytes, name: str = "your text",
                     max_bytes: int = MAX_OWN_TEXT_BYTES) -> str:
     """The bytes of a file someone gave (the page's drop) as text: at most ``max_bytes``,
     UTF-8 (a byte-order mark is dropped), at least 2000 characters; else a
     :class:`TextDataError` that says which rule it broke, in words for people."""
     if len(raw) > max_bytes:
-        raise TextDataError(f"{name} is {len(raw) / 1e6:.1f} MB; the most this page takes is "
-                            f"{max_bytes / 1e6:.0f} MB (cut it, or train on it from the command "
-                            "line with --text-file)")
+        raise too_large(name, len(raw), max_bytes)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
