@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,7 +375,8 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
                          priority=policy.priority(time.time(), batch=True), retries=None,
                          resources=resources)
         futures[fut] = (name, cfg)
-    bar = tqdm(total=len(futures), unit="run", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(futures), unit="run", disable=not progress, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 60.0)   # a log file: a line a minute
     failed = 0
     pending = set(futures)
     try:
