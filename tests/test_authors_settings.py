@@ -96,3 +96,34 @@ def test_the_whole_test_setting_scores_the_test_text_as_one_sequence(tmp_path):
     res = exp.evaluate("test")
     assert res.get("whole_sequence") and res["n"] == len(exp.ids["test"]) - 1
     assert "whole_sequence" not in exp.evaluate("test", length=20)
+
+
+@pytest.mark.parametrize("task", ["row", "text"])
+def test_batch_statistics_validation_is_the_authors_and_changes_no_statistic(task, tmp_path,
+                                                                            mnist_dir):
+    """val_stats="batch" (the authors' TrackTheBest on valid_training_error_rate): the
+    validation split is scored with each batch's own statistics, so it differs from the
+    population validation of the same weights, leaves the running averages as they were,
+    and the test still uses the population statistics."""
+    assert TrainConfig.for_task("text", recipe="authors").val_stats == "batch"
+    assert TrainConfig.for_task("permuted", recipe="authors").val_stats == "batch"
+    assert TrainConfig.for_task(task).val_stats == "population"
+    kw = dict(hidden=16, steps=3, batch_size=16, probe_every=0, val_limit=200, seed=0)
+    if task == "text":
+        data = dict(text_file=_words(tmp_path))
+        kw.update(seq_len=20, text_test="windows")
+    else:
+        data = dict(data_dir=mnist_dir)
+    scores = {}
+    for mode in ("population", "batch"):
+        exp = tasks.get(task).experiment(TrainConfig.for_task(task, val_stats=mode, **kw), **data)
+        exp.setup()
+        for _ in range(3):
+            exp.train_step()
+        bn = [m for m in exp.model.modules() if hasattr(m, "running_mean")]
+        kept = [b.running_mean.clone() for b in bn]
+        scores[mode] = (exp.evaluate("val")["loss"], exp.evaluate("test")["loss"])
+        assert all(torch.equal(a, b.running_mean) for a, b in zip(kept, bn))
+        exp.release()
+    assert scores["batch"][0] != pytest.approx(scores["population"][0], rel=1e-6)
+    assert scores["batch"][1] == pytest.approx(scores["population"][1], rel=1e-9)   # the test

@@ -109,6 +109,12 @@ class TrainConfig(param.Parameterized):
         "Validate on the first N validation digits only (0: the whole split, 10,000 on full MNIST)."))
     test_at_end = param.Boolean(default=True, doc=(
         "Evaluate the best checkpoint on the test set when the run finishes."))
+    val_stats = param.Selector(default="population", objects=["population", "batch"], doc=(
+        "Which statistics a BN model validates with (the best checkpoint is picked by it): "
+        "population (eval mode: the running averages) or batch (each validation batch its "
+        "own, the running averages untouched: the authors' TrackTheBest on "
+        "valid_training_error_rate; early in a run with a small momentum, the running "
+        "averages still lag behind the weights and population validation is near chance)."))
     reestimate = param.Integer(default=0, bounds=(-1, None), doc=(
         "Before the final test, re-estimate the population statistics over this many random "
         "training batches (0: keep the running averages; -1: one pass over the whole training "

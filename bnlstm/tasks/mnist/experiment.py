@@ -1,13 +1,14 @@
 """The sequential-MNIST experiment: one run's data, model, loss and evaluation."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nn import Trace
+from ...nn import Trace, batch_statistics
 from .. import ACCURACY
 from ..sequence import SequenceExperiment, build_model
 from . import data as data_mod
@@ -59,15 +60,20 @@ class MNISTExperiment(SequenceExperiment):
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> Dict[str, Any]:
+        """``loss``, ``acc`` and ``n`` over ``split``, with the population statistics; the
+        validation split with each batch's own when ``val_stats`` is "batch"."""
         model = self.model
         was = model.training
-        model.eval()
+        batch = split == "val" and self.config.val_stats == "batch"
+        if not batch:
+            model.eval()
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in self.eval_batches(split):
-            logits = model(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
+        with batch_statistics(model) if batch else contextlib.nullcontext():
+            for x, y in self.eval_batches(split):
+                logits = model(x)
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
         model.train(was)
         return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1), "n": total}
 

@@ -169,7 +169,8 @@ class TextExperiment(SequenceExperiment):
                  per_position: bool = False) -> Dict[str, Any]:
         """``loss`` (nats), ``bpc`` and ``acc`` over ``split`` cut into windows of ``length``.
         ``batch_stats``: normalize each batch with its own statistics (training mode,
-        no running average updated) instead of the population statistics. The test split
+        no running average updated) instead of the population statistics (also for the
+        validation split at its own length when ``val_stats`` is "batch"). The test split
         at its own length, with ``text_test`` "whole", is :meth:`evaluate_whole`.
         ``full_batches``: score only batches of ``batch_size`` windows (a short last batch
         is left out). ``per_position``: also ``per_position_bpc`` (length,), the mean bits
@@ -177,6 +178,8 @@ class TextExperiment(SequenceExperiment):
         if (split == "test" and length is None and not batch_stats
                 and getattr(self.config, "text_test", "windows") == "whole"):
             return self.evaluate_whole("test")
+        if split == "val" and length is None and self.config.val_stats == "batch":
+            batch_stats = True               # the run validates as the authors' TrackTheBest
         model = self.model
         was = model.training
         if not batch_stats:
