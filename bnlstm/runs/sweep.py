@@ -375,8 +375,10 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
                          priority=policy.priority(time.time(), batch=True), retries=None,
                          resources=resources)
         futures[fut] = (name, cfg)
+    tty = sys.stderr.isatty()                  # a log file gets a line a minute, not a second
     bar = tqdm(total=len(futures), unit="run", disable=not progress, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 60.0)   # a log file: a line a minute
+               mininterval=1.0 if tty else 60.0)
+    shown_at = time.monotonic()
     failed = 0
     pending = set(futures)
     try:
@@ -405,7 +407,9 @@ def _run_on_dask(client, sweep, todo, out, rows, data_dir, checkpoint_every, thr
                               sum(client.nthreads().values()))
             except Exception:
                 running = 0
-            bar.set_postfix(done=bar.n - failed, running=running, failed=failed)
+            refresh = tty or time.monotonic() - shown_at >= 60.0
+            shown_at = time.monotonic() if refresh else shown_at
+            bar.set_postfix(done=bar.n - failed, running=running, failed=failed, refresh=refresh)
     except KeyboardInterrupt:
         bar.write("interrupted: finished runs are kept; run the same command again to go on")
         for fut in pending:
