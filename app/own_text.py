@@ -14,7 +14,7 @@ import base64
 import binascii
 import html
 import re
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import panel as pn
 import param
@@ -99,13 +99,26 @@ def clean_name(name: Optional[str]) -> str:
 
 
 class OwnText:
-    """The file drop of the text task: ``panel`` (shown for the text task only), the text
-    once given (:meth:`data_options`), and what the page says about it."""
+    """The text task's data on the page: which of this server's texts (``w_source``), or a
+    file of one's own (the drop); ``panel`` (shown for the text task only), what a new run
+    gets (:meth:`data_options`), and what the page says about it."""
 
-    def __init__(self, on_change: Callable[[], None] = lambda: None):
+    def __init__(self, on_change: Callable[[], None] = lambda: None,
+                 choices: Optional[List[Tuple[str, str]]] = None, choice_note: str = ""):
         self.on_change = on_change
         self.name: Optional[str] = None
         self.text: Optional[str] = None
+        # the texts this server can train on ([(label, source)], the one that works first:
+        # TextTask.text_choices); a text given below wins over the choice
+        choices = choices or [("as this server finds it", "auto")]
+        self.w_source = pn.widgets.Select(name="Text to train on", options=dict(choices),
+                                          value=choices[0][1], css_classes=["w-text-source"],
+                                          sizing_mode="stretch_width")
+        self.source_note = pn.pane.HTML(
+            f"<div class='own-note'>{html.escape(choice_note)}</div>", visible=bool(choice_note),
+            css_classes=["text-source-note"], styles={"font-size": "14px"},
+            sizing_mode="stretch_width")
+        self.w_source.param.watch(lambda e: self.on_change(), "value")
         self.w_file = TextFileInput(
             on_file=self.receive, accept=".txt,.md,.text,.csv,.py,.tex,.html,text/plain",
             css_classes=["w-own-text"], sizing_mode="stretch_width", height=34)
@@ -116,7 +129,9 @@ class OwnText:
         self._say(self._idle_note())
         self.w_forget.on_click(lambda e: self.forget())
         self.panel = pn.Column(
-            pn.pane.HTML("<b>Your own text</b> (optional)", margin=(5, 10, 0, 10)),
+            self.w_source, self.source_note,
+            pn.pane.HTML("<b>Your own text</b> (optional: used instead)",
+                         margin=(5, 10, 0, 10)),
             self.w_file, self.note, self.w_forget, sizing_mode="stretch_width",
             css_classes=["own-text"])
 
@@ -158,5 +173,9 @@ class OwnText:
         return self.text is not None
 
     def data_options(self) -> Dict[str, Any]:
-        """What a new text run gets: ``{"text", "text_name"}``, or nothing."""
-        return {"text": self.text, "text_name": self.name} if self.text is not None else {}
+        """What a new text run gets: ``{"text", "text_name"}`` (a text given), else the
+        chosen ``source`` (nothing for ``auto``)."""
+        if self.text is not None:
+            return {"text": self.text, "text_name": self.name}
+        source = self.w_source.value
+        return {"source": source} if source and source != "auto" else {}

@@ -99,7 +99,8 @@ class SettingsPanel:
         self.w_task = pn.widgets.Select.from_param(
             P.task, name="Task", options=task_options(), css_classes=["w-task"], **big)
         self._setting_widgets: Dict[str, Any] = {}      # setting -> its widget (hidden if n/a)
-        self.own_text = OwnText()                        # the text task's file drop
+        choices, note = _text_choices()
+        self.own_text = OwnText(choices=choices, choice_note=note)   # the text task's data
         self.w_gamma = pn.widgets.FloatSlider(
             name="Gamma init (log scale)", start=-2.0, end=0.0, step=0.01, value=-1.0,
             format=log_formatter(), css_classes=["w-gamma"], **big)
@@ -265,3 +266,12 @@ class SettingsPanel:
 
     def _on_lr_config(self, event) -> None:
         show_on_log_slider(self.w_lr, event.new)
+
+
+def _text_choices():
+    """The texts this server can train on (the text task's ``text_choices``), and a note."""
+    try:
+        t = tasks.get("text")
+    except Exception:                     # pragma: no cover - a registry without it
+        return None, ""
+    return t.text_choices() if hasattr(t, "text_choices") else (None, "")

@@ -441,8 +441,10 @@ def test_what_a_page_sends_defines_each_model_once_through_starts_and_follows(
 
 
 def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_path, monkeypatch):
-    """A PTB folder with the held-out files only (as here, and as many people have): choosing
-    the text task says at once that its runs would fail, and what works; nothing to Start."""
+    """A PTB folder with the held-out files only (as here, and as many people have): the
+    page's text menu offers what works, PTB's held-out split first (and says why), and a
+    choice that would fail (the whole Penn Treebank, asked for by a run's data options) says
+    at once that its runs would fail, and what works; nothing to Start."""
     from bnlstm import tasks
     from bnlstm.runs import ThreadEngine
     from bnlstm.tasks.text import PTB_FILE_NAMES
@@ -455,10 +457,19 @@ def test_the_text_task_without_a_training_file_says_so_when_chosen(ptb_dir, tmp_
     try:
         assert not d.controls.task_alert.visible                      # MNIST: nothing to say
         d.config.task = "text"
-        assert d.controls.task_alert.visible and "lacks ptb.char.train.txt" in d.controls.task_alert.object
-        assert "unset BNLSTM_PTB_DIR" in d.controls.task_alert.object
-        assert "Your own text" in d.controls.task_alert.object          # what works on the page
-        assert "--text-source ptb-heldout" in d.controls.task_alert.object
+        own = d.settings.own_text
+        assert list(own.w_source.options.values()) == ["ptb-heldout", "python-docs"]
+        assert own.w_source.value == "ptb-heldout" and own.source_note.visible
+        assert "no training file" in own.source_note.object and str(ptb_dir) not in \
+            own.source_note.object                                    # no server path shown
+        assert not d.controls.task_alert.visible                      # what is chosen works
+        assert d._new_run().data_options == {"source": "ptb-heldout"}
+        own.w_source.value = "python-docs"
+        assert d._new_run().data_options == {"source": "python-docs"}
+        problem = tasks.get("text").data_problem()                    # the whole PTB: fails
+        assert "lacks ptb.char.train.txt" in problem and "unset BNLSTM_PTB_DIR" in problem
+        assert "Text to train on" in problem and "Your own text" in problem
+        assert "--text-source ptb-heldout" in problem and str(ptb_dir) not in problem
         d.config.task = "row"
         assert not d.controls.task_alert.visible
         full = tmp_path / "ptb"

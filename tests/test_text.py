@@ -428,3 +428,29 @@ def test_a_wrong_text8_is_refused_and_nothing_stays(tmp_path, monkeypatch, serve
         load_text(d, source="text8")
     from bnlstm import tasks
     assert "no file text8" in tasks.get("text").data_problem(str(tmp_path / "none"), source="text8")
+
+
+def test_the_pages_text_menu_offers_what_this_server_can_train_on(tmp_path, monkeypatch,
+                                                                   ptb_dir):
+    """TextTask.text_choices: the whole Penn Treebank first when its folder is complete, its
+    held-out split when the validation and test files are there, Python's text always; and
+    source="python-docs" loads Python's text whatever Penn Treebank folder is set."""
+    from bnlstm import tasks
+    t = tasks.get("text")
+    full = tmp_path / "full"
+    full.mkdir()
+    for n in ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt"):
+        (full / n).write_text("x")
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(full))
+    choices, note = t.text_choices()
+    assert [s for _, s in choices] == ["auto", "ptb-heldout", "python-docs"] and note == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(empty))
+    choices, note = t.text_choices()
+    assert [s for _, s in choices] == ["python-docs"] and "No Penn Treebank" in note
+    assert str(empty) not in note
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(ptb_dir))          # valid and test only
+    assert [s for _, s in t.text_choices()[0]] == ["ptb-heldout", "python-docs"]
+    text = textdata.load_text(source="python-docs")
+    assert text.kind == "python-docs" and t.data_problem(source="python-docs") is None

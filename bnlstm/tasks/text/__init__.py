@@ -58,6 +58,8 @@ class TextTask(Task):
         if text_file or text is not None:
             return None
         folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
+        if source == "python-docs":
+            return None
         if source == "text8":
             from ..downloads import cache_root
             d8 = data_dir or os.environ.get("BNLSTM_TEXT8_DIR", "").strip()
@@ -80,12 +82,42 @@ class TextTask(Task):
         where = "data directory" if data_dir else "BNLSTM_PTB_DIR"
         return (f"The Penn Treebank folder this server was given ({where}) lacks "
                 f"{', '.join(missing)}, so a run of the text task would fail. What works: "
-                "put the missing file there (python -m bnlstm train --task text --download "
-                "fetches all three), give it a text of your own (on the page: Your own text, "
-                "under the Task menu; on the command line: --text-file), unset BNLSTM_PTB_DIR "
-                "to train on the Python documentation text that ships with Python, or train "
-                "on PTB's held-out split from the command line (--text-source ptb-heldout: "
-                "ptb.char.valid.txt trains, ptb.char.test.txt tests).")
+                "on the page, another choice in Text to train on (PTB's held-out split, or "
+                "Python's documentation text) or a text of your own (Your own text, under the "
+                "Task menu); on the command line --text-source ptb-heldout (ptb.char.valid.txt "
+                "trains, ptb.char.test.txt tests) or --text-file; or put the missing file "
+                "there (python -m bnlstm train --task text --download fetches all three), or "
+                "unset BNLSTM_PTB_DIR to train on the Python documentation text.")
+
+    def text_choices(self, data_dir=None):
+        """The texts this server's runs can train on, for a page's menu (nothing is read
+        or downloaded): ``[(label, source)]``, the one that works first, and a note (or
+        ""). ``auto`` (Penn Treebank) when its folder is complete, PTB's held-out split
+        when its validation and test files are there, Python's documentation always."""
+        import os
+        from pathlib import Path
+
+        from ..downloads import cache_root
+        folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
+        d = Path(folder).expanduser() if folder else cache_root() / "ptb"
+        full = all((d / n).is_file() for n in PTB_FILE_NAMES)
+        choices, note = [], ""
+        if full:
+            choices.append(("Penn Treebank (the paper's text)", "auto"))
+        if self.data_problem(data_dir, source="ptb-heldout") is None:
+            choices.append(("Penn Treebank, held-out split (its validation file trains)",
+                            "ptb-heldout"))
+            if not full:
+                note = ("This server's Penn Treebank folder has no training file "
+                        "(ptb.char.train.txt), so its held-out split is chosen: the "
+                        "validation file's first 95% trains, the test file tests.")
+        if not choices:
+            note = ("No Penn Treebank on this server" + (" (the folder it was given lacks "
+                                                         "its files)" if folder else "") +
+                    ": Python's documentation text is chosen, or give a text of your own.")
+        choices.append(("Python's documentation text (ships with Python; not the paper's)",
+                        "python-docs"))
+        return choices, note
 
     def load_data(self, data_dir=None, download: bool = False, text_file=None,
                   source: str = "auto", text=None, text_name: str = "your text", **options):

@@ -286,7 +286,7 @@ def python_docs_text() -> Text:
 
 
 # --------------------------------------------------------------------------- entry point
-SOURCES = ("auto", "ptb-heldout", "text8")
+SOURCES = ("auto", "ptb-heldout", "text8", "python-docs")
 
 
 def ptb_heldout(directory: Optional[PathLike] = None) -> Text:
@@ -320,7 +320,8 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
     """Find, verify and load the text (see the module docstring for the order).
     ``source``: ``auto`` (that order), ``ptb-heldout`` (:func:`ptb_heldout`: Penn
     Treebank's validation and test files only, where its training file is missing) or
-    ``text8`` (:func:`bnlstm.tasks.text.text8.load_text8`; ``root`` is its folder).
+    ``text8`` (:func:`bnlstm.tasks.text.text8.load_text8`; ``root`` is its folder) or
+    ``python-docs`` (:func:`python_docs_text`, whatever else is there).
     ``text``: the text itself, as a string (:func:`text_from_string`), before all else."""
     if text is not None:
         return text_from_string(text, text_name)
@@ -330,6 +331,8 @@ def load_text(root: Optional[PathLike] = None, download: bool = False,
         return load_text_file(text_file)
     if source == "ptb-heldout":
         return ptb_heldout(root)
+    if source == "python-docs":
+        return python_docs_text()
     if source == "text8":                  # bnlstm.tasks.text.text8: the paper's Table 3
         from .text8 import load_text8
         return load_text8(root, download=download, progress=progress)
