@@ -27,6 +27,7 @@ def test_full_size_is_the_authors_recipe_as_it_is():
         assert (cfg["recipe"], cfg["steps"], cfg["hidden"], cfg["rmsprop_alpha"], cfg["h0"]) == \
             ("authors", 120000, 100, 0.5, "learned"), name
         assert cfg["permutation"] == ("authors" if cfg["task"] == "permuted" else "true")
+        assert (cfg["val_stats"], cfg["train_score"]) == ("batch", 10000)   # TrackTheBest; the gap
     (cfg,) = [c for n, c in tables.table_sweep("table2", "full").runs() if "bnlstm" in n]
     assert (cfg["hidden"], cfg["seq_len"], cfg["windows"], cfg["text_test"], cfg["init"]) == \
         (1000, 99, "disjoint", "whole", "orthogonal")
@@ -46,6 +47,11 @@ def test_quick_table1_runs_estimates_and_resumes(tmp_path, mnist_dir):
     assert r.stdout.count("ms per update on this CPU") == 4
     assert "NOT the paper scale" in r.stdout and "| permuted | bnlstm |" in r.stdout
     assert (out / "table.md").is_file() and (out / "results.csv").is_file()
+    # the tested weights scored on training digits too: the generalization gap, per run
+    assert "train acc (gap to test)" in r.stdout
+    import csv
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and all(0 <= float(x["train_acc"]) <= 1 and x["test_acc"] for x in rows)
     again = subprocess.run(cmd + ["--no-estimate"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "4 already done, 0 to run" in again.stdout and "estimate:" not in again.stdout

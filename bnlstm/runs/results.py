@@ -21,7 +21,8 @@ METRICS = ("best_val_acc", "test_acc")       # what an MNIST sweep's grouped tab
 def result_fields(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:
     """results.csv's columns for tasks whose metrics have these keys."""
     return ("name", "state", "reason", "seed", *(f"best_val_{k}" for k in keys), "best_step",
-            *(f"test_{k}" for k in keys), "updates", "wall_time_s", "worker")
+            *(f"test_{k}" for k in keys), *(f"train_{k}" for k in keys), "updates",
+            "wall_time_s", "worker")
 
 
 def summary_metrics(keys: Sequence[str] = ("acc",)) -> Tuple[str, ...]:

@@ -270,7 +270,7 @@ def _row(name: str, sweep: Sweep, cfg: Dict[str, Any], summary: Optional[Dict[st
     row = {"name": name, "state": s.get("state", fallback_state),
            "reason": s.get("reason", reason), "seed": cfg["seed"],
            **{f"{p}_{k}": s.get(f"{p}_{k}") for k in sweep.metric_keys()
-              for p in ("best_val", "test")},
+              for p in ("best_val", "test", "train")},
            "best_step": s.get("best_step"), "updates": s.get("steps"),
            "wall_time_s": s.get("wall_time_s"), "worker": s.get("worker", "")}
     row.update({k: cfg[k] for k in sweep.keys})

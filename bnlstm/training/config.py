@@ -109,6 +109,10 @@ class TrainConfig(param.Parameterized):
         "Validate on the first N validation digits only (0: the whole split, 10,000 on full MNIST)."))
     test_at_end = param.Boolean(default=True, doc=(
         "Evaluate the best checkpoint on the test set when the run finishes."))
+    train_score = param.Integer(default=0, bounds=(0, None), doc=(
+        "At the end, also score the tested weights on the first N training examples (MNIST "
+        "images; text: windows) with the test's statistics: train_<metric> in the summary, "
+        "whose gap to test_<metric> is the generalization gap (0: not scored)."))
     val_stats = param.Selector(default="population", objects=["population", "batch"], doc=(
         "Which statistics a BN model validates with (the best checkpoint is picked by it): "
         "population (eval mode: the running averages) or batch (each validation batch its "

@@ -159,6 +159,8 @@ class RunRecorder:
                            **{f"val_{k}": tr.final.get(f"val_{k}") for k in keys},
                            **{f"test_{k}": tr.final.get(f"test_{k}") for k in keys},
                            test_loss=tr.final.get("test_loss"), config=tr.config.to_dict())
+            if getattr(tr.config, "train_score", 0):      # the generalization gap's other end
+                summary.update({f"train_{k}": tr.final.get(f"train_{k}") for k in keys})
             if getattr(tr.experiment, "model", None) is not None:
                 from .checkpoints import save_checkpoint
                 save_checkpoint(tr.checkpoint(), self.out_dir / "checkpoint.pt")

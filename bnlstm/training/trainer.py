@@ -274,6 +274,9 @@ class Trainer:
             self._emit({"kind": "test", "step": self.step_count, **scores, "n": res.get("n"),
                         "best_step": self.final["best_step"],
                         "elapsed": time.perf_counter() - self._t0})
+        if getattr(self.config, "train_score", 0):    # the same weights on training data
+            scores = self._scores(self.experiment.evaluate("train"))
+            self.final.update({f"train_{k}": scores[k] for k in keys}, train_loss=scores["loss"])
         self._set_state("finished", f"{self.step_count} updates")
 
     # --------------------------------------------------------------- resuming

@@ -50,7 +50,8 @@ class MNISTExperiment(SequenceExperiment):
     def eval_batches(self, split: str):
         if split not in self._eval_batches:
             imgs, labels = self.splits[split]
-            limit = self.config.val_limit if split == "val" and self.config.val_limit else None
+            limit = (self.config.val_limit if split == "val" else
+                     self.config.train_score if split == "train" else 0) or None
             if limit:
                 imgs, labels = imgs[:limit], labels[:limit]
             self._eval_batches[split] = data_mod.Batches(

@@ -153,11 +153,13 @@ class TextExperiment(SequenceExperiment):
     def eval_batches(self, split: str, length: Optional[int] = None,
                      batch_size: int = 100) -> textdata.TextBatches:
         """Windows of ``length`` predictions (default ``seq_len``; cut as ``windows`` says)
-        in order, batches of 100 (the authors' evaluation); ``val_limit`` keeps that many validation windows."""
+        in order, batches of 100 (the authors' evaluation); ``val_limit`` keeps that many
+        validation windows, ``train_score`` that many training windows."""
         length = int(length or self.config.seq_len)
         key = (split, length, batch_size)
         if key not in self._eval:
-            limit = self.config.val_limit if split == "val" and self.config.val_limit else None
+            limit = (self.config.val_limit if split == "val" else
+                     self.config.train_score if split == "train" else 0) or None
             self._eval[key] = textdata.TextBatches(self.ids[split], length, batch_size,
                                                    device=self.device, shuffle=False, limit=limit,
                                                    stride=self._stride(length))
