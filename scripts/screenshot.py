@@ -26,7 +26,8 @@ from bench_classroom import CHROMIUM, launch_chromium, start_server, stop  # noq
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="LSTM vs BN-LSTM", help="the preset button to press")
+    ap.add_argument("--preset", default="LSTM vs BN-LSTM",
+                    help='the preset button to press ("": none, the page as it opens)')
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the runs train first")
     ap.add_argument("--query", default="?steps=100000", help="settings for the page's address")
     ap.add_argument("--out", default=str(REPO / "docs" / "dashboard.png"))
@@ -46,8 +47,10 @@ def main() -> None:
                        if route.request.url.startswith(f"http://127.0.0.1:{port}") else route.abort())
             page.goto(f"http://127.0.0.1:{port}/app{args.query}")
             page.get_by_role("button", name="Start", exact=True).wait_for(timeout=60_000)
-            page.get_by_role("button", name=args.preset, exact=True).click()
-            page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']", timeout=120_000)
+            if args.preset:           # --preset "": the page as it opens, nothing started
+                page.get_by_role("button", name=args.preset, exact=True).click()
+                page.wait_for_selector(".bnlstm-status tr.run-row[data-state='running']",
+                                       timeout=120_000)
             time.sleep(args.seconds)
             for label in args.click:
                 page.get_by_text(label, exact=True).first.click()

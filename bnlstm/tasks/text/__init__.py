@@ -105,8 +105,7 @@ class TextTask(Task):
         if full:
             choices.append(("Penn Treebank (the paper's text)", "auto"))
         if self.data_problem(data_dir, source="ptb-heldout") is None:
-            choices.append(("Penn Treebank, held-out split (its validation file trains)",
-                            "ptb-heldout"))
+            choices.append(("Penn Treebank, held-out split", "ptb-heldout"))
             if not full:
                 note = ("This server's Penn Treebank folder has no training file "
                         "(ptb.char.train.txt), so its held-out split is chosen: the "
@@ -115,8 +114,7 @@ class TextTask(Task):
             note = ("No Penn Treebank on this server" + (" (the folder it was given lacks "
                                                          "its files)" if folder else "") +
                     ": Python's documentation text is chosen, or give a text of your own.")
-        choices.append(("Python's documentation text (ships with Python; not the paper's)",
-                        "python-docs"))
+        choices.append(("Python's documentation (not the paper's)", "python-docs"))
         return choices, note
 
     def load_data(self, data_dir=None, download: bool = False, text_file=None,
