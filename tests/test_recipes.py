@@ -52,7 +52,8 @@ def test_the_command_line_lists_recipes_and_a_run_records_its_recipe(tmp_path, m
     assert out.returncode == 0, out.stderr
     for name in ("quick", "authors", "paper"):
         assert f"\n{name}: " in "\n" + out.stdout
-    assert "not yet: their best model is tracked on validation error with batch" in out.stdout
+    assert "not yet: their batch-statistics validation" in out.stdout    # its [missing]
+    assert "val_stats=batch" in out.stdout                              # TrackTheBest
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "bnlstm", "train", "--task", "permuted", "--recipe",
                         "authors", "--hidden", "8", "--steps", "2", "--eval-every", "2",
