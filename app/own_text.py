@@ -1,8 +1,9 @@
 """Your own text on the page: a file given to the text task, held by this session only.
 
-The browser checks the file's size before it reads it (:class:`TextFileInput`: a file
-over the limit never leaves the browser, so a large one cannot close the page's
-connection), then sends the bytes and the name (never a path); they are checked here
+The browser checks the file's size before it sends it (:class:`TextFileInput`: a file
+over the limit never leaves the browser, and the rest go in chunks, so a large one cannot
+close the page's connection), then sends the bytes and the name (never a path); they are
+checked here
 (:func:`bnlstm.tasks.text.checks.decode_own_text`: at most 4 MB, UTF-8, 2000 characters or
 more) and kept in this object, in this session's memory. A run started while it is set
 gets the text as its data option (``text=``): it travels to the run's worker with the run
@@ -10,15 +11,12 @@ and is written nowhere, so no other session can read it; closing the page forget
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import html
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import panel as pn
 import param
-from panel.custom import JSComponent
 
 from bnlstm.tasks.text.checks import (MAX_OWN_TEXT_BYTES, TextDataError, decode_own_text,
                                       too_large)
@@ -26,68 +24,51 @@ from bnlstm.tasks.text.checks import (MAX_OWN_TEXT_BYTES, TextDataError, decode_
 __all__ = ["OwnText", "TextFileInput", "clean_name"]
 
 
-class TextFileInput(JSComponent):
-    """A file chooser that reads a file only when it is at most ``max_bytes``: Bokeh's
-    ``FileInput`` sends any file whole in one websocket message, and one over Bokeh's
-    20 MB message limit closes the page's connection. Here the browser sends
-    ``{"kind": "file", "name", "data": base64}`` or, for a file over the limit,
-    ``{"kind": "too_big", "name", "size"}``; :attr:`on_file` gets ``(name, bytes or
-    None, size)``. The bytes are not kept in the widget."""
+class TextFileInput(pn.widgets.FileDropper):
+    """Panel's ``FileDropper`` held to ``max_bytes``: the browser (FilePond) refuses a larger
+    file before sending it, and sends the rest in chunks of 1 MB (Bokeh's ``FileInput``
+    sends a file whole in one websocket message, and one over Bokeh's 20 MB message limit
+    closes the page's connection). A sender that ignores the limit is cut off here, at the
+    chunk that passes it. :attr:`on_file` gets ``(name, bytes or None, size)`` for each file
+    received or refused; the bytes are not kept in the widget."""
 
-    accept = param.String(default="", doc="the file types the chooser offers")
     max_bytes = param.Integer(default=MAX_OWN_TEXT_BYTES, bounds=(1, None),
-                              doc="the largest file the browser reads and sends")
+                              doc="the largest file the page takes")
 
-    _esm = """
-    export function render({ model, el }) {
-      const input = document.createElement("input");
-      input.type = "file";
-      input.accept = model.accept;
-      input.style.width = "100%";
-      input.addEventListener("change", () => {
-        const f = input.files[0];
-        if (!f) { return; }
-        if (f.size > model.max_bytes) {
-          model.send_msg({kind: "too_big", name: f.name, size: f.size});
-          input.value = "";
-          return;
-        }
-        const reader = new FileReader();
-        reader.onload = () => {
-          const url = String(reader.result);
-          model.send_msg({kind: "file", name: f.name, data: url.slice(url.indexOf(",") + 1)});
-          input.value = "";
-        };
-        reader.readAsDataURL(f);
-      });
-      el.appendChild(input);
-    }
-    """
+    _rename = {**pn.widgets.FileDropper._rename, "max_bytes": None}   # the server's, not the model's
 
     def __init__(self, on_file: Callable[[str, Optional[bytes], int], None], **params):
+        limit = params.get("max_bytes", MAX_OWN_TEXT_BYTES)
+        params.setdefault("max_file_size", f"{max(1, limit // 1000)}KB")
+        params.setdefault("chunk_size", 1_000_000)
+        params.setdefault("multiple", False)
         super().__init__(**params)
         self.on_file = on_file
+        self._sizes: Dict[str, int] = {}
 
-    def _handle_msg(self, msg: Any) -> None:
-        if not isinstance(msg, dict):
+    def _process_event(self, event) -> None:
+        data = getattr(event, "data", None) or {}
+        if getattr(event, "event_name", "") != "upload_event" or "chunk" not in data:
+            return                                    # a file taken off the list: nothing kept
+        name = str(data.get("name") or "")
+        chunk = data.get("data") or b""
+        if data.get("chunk") == 1:
+            self._file_buffer[name] = []
+            self._sizes[name] = 0
+        if name not in self._file_buffer:             # refused before: the rest is dropped
             return
-        name = str(msg.get("name") or "")
-        if msg.get("kind") == "too_big":
-            try:
-                size = int(msg.get("size") or 0)
-            except (TypeError, ValueError):
-                size = 0
-            self.on_file(name, None, size)
-        elif msg.get("kind") == "file":
-            data = str(msg.get("data") or "")
-            if len(data) > (self.max_bytes * 4) // 3 + 8:     # a page that skipped the check
-                self.on_file(name, None, (len(data) * 3) // 4)
-                return
-            try:
-                raw = base64.b64decode(data, validate=True)
-            except (binascii.Error, ValueError):
-                raw = b""
-            self.on_file(name, raw, len(raw))
+        self._sizes[name] += len(chunk)
+        if self._sizes[name] > self.max_bytes:        # a sender that skipped the browser's check
+            self._file_buffer.pop(name, None)
+            whole = int(data.get("total_chunks") or 1) * self.chunk_size   # about its size
+            self.on_file(name, None, max(self._sizes.pop(name), whole))
+            return
+        self._file_buffer[name].append(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        if data.get("chunk") != data.get("total_chunks"):
+            return
+        raw = b"".join(self._file_buffer.pop(name))
+        self._sizes.pop(name, None)
+        self.on_file(name, raw, len(raw))
 
 
 def clean_name(name: Optional[str]) -> str:
@@ -120,8 +101,8 @@ class OwnText:
             sizing_mode="stretch_width")
         self.w_source.param.watch(lambda e: self.on_change(), "value")
         self.w_file = TextFileInput(
-            on_file=self.receive, accept=".txt,.md,.text,.csv,.py,.tex,.html,text/plain",
-            css_classes=["w-own-text"], sizing_mode="stretch_width", height=34)
+            on_file=self.receive, layout="compact", css_classes=["w-own-text"],
+            sizing_mode="stretch_width")
         self.w_forget = pn.widgets.Button(name="Forget my text", button_type="light",
                                           visible=False, css_classes=["w-forget-text"])
         self.note = pn.pane.HTML("", css_classes=["own-text-note"],

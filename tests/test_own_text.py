@@ -1,7 +1,7 @@
 """Your own text on the page (app/own_text.py): checked, held by the session, given to the
 next text run as its data option; the checks themselves (bnlstm.tasks.text.data)."""
-import base64
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,9 +15,14 @@ def _text(n_words=2500, seed=0):
                     for _ in range(n_words))
 
 
-def _msg(name, raw):
-    """What the page's file chooser sends for a file it read (TextFileInput's script)."""
-    return {"kind": "file", "name": name, "data": base64.b64encode(raw).decode()}
+def _send(widget, name, raw, chunk=1_000_000):
+    """What the page's file drop sends for a file (FilePond, through Panel's FileDropper):
+    upload events of ``chunk`` bytes each."""
+    parts = [raw[i:i + chunk] for i in range(0, len(raw), chunk)] or [b""]
+    for k, part in enumerate(parts, 1):
+        widget._process_event(SimpleNamespace(event_name="upload_event", data={
+            "name": name, "chunk": k, "total_chunks": len(parts), "data": part,
+            "type": "text/plain"}))
 
 
 def test_the_checks_say_which_rule_a_file_broke():
@@ -46,18 +51,18 @@ def test_the_drop_holds_a_good_text_and_keeps_it_over_a_bad_one():
     changes = []
     own = OwnText(on_change=lambda: changes.append(1))
     assert own.data_options() == {} and not own.active
-    own.w_file._handle_msg(_msg("/srv/secret/path/tale.txt", _text().encode()))
+    assert own.w_file.max_file_size == "4000KB" and own.w_file.chunk_size == 1_000_000
+    _send(own.w_file, "/srv/secret/path/tale.txt", _text().encode(), chunk=5000)   # 3 chunks
     assert own.active and own.data_options()["text_name"] == "tale.txt"
     assert "tale.txt" in own.note.object and "/srv" not in own.note.object
-    own.w_file._handle_msg(_msg("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20))
+    assert own.w_file.value == {} and own.w_file._file_buffer == {}   # held once, not here
+    _send(own.w_file, "photo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
     assert "not UTF-8" in own.note.object and "still trains on <b>tale.txt" in own.note.object
-    # a file the browser found too large is named with its size and never sent
-    own.w_file._handle_msg({"kind": "too_big", "name": "corpus.txt", "size": 31_500_000})
-    assert "corpus.txt is 31.5 MB" in own.note.object and "4 MB" in own.note.object
-    # a page that skipped the browser's check: refused before decoding
-    own.w_file._handle_msg(_msg("huge.txt", b"a" * 4_100_000))
-    assert "huge.txt is 4.1 MB" in own.note.object
-    own.w_file._handle_msg({"kind": "file", "name": "x.txt", "data": "not base64!"})
+    # a sender that skipped the browser's check: cut off at the chunk that passes 4 MB
+    _send(own.w_file, "huge.txt", b"a" * 9_000_000)
+    assert "huge.txt is 9.0 MB" in own.note.object and "4 MB" in own.note.object
+    assert own.w_file._file_buffer == {}                          # the rest was dropped
+    _send(own.w_file, "x.txt", b"")
     assert "at least 2,000" in own.note.object                  # nothing readable arrived
     assert own.data_options()["text_name"] == "tale.txt" and len(changes) == 1
     own.forget()
@@ -75,7 +80,7 @@ def test_the_page_gives_the_text_to_the_next_text_run_only(ptb_dir, monkeypatch)
         d.config.task = "text"
         assert d.settings.own_text.panel.visible
         assert d.settings.own_text.data_options() == {"source": "ptb-heldout"}   # what works
-        d.settings.own_text.w_file._handle_msg(_msg("tale.txt", _text().encode()))
+        _send(d.settings.own_text.w_file, "tale.txt", _text().encode())
         assert not d.controls.task_alert.visible               # a text given wins over the choice
         run = d._new_run()
         assert run.data_options["text_name"] == "tale.txt" and run.label.endswith("on tale.txt")
