@@ -41,7 +41,8 @@ if os.environ.get("BNLSTM_MATHJAX", "") != "1":
 note_allocator()                   # once, if started without ./scripts/dashboard's allocator
 keep_allocator_to_this_process()   # the training workers start on Python's own allocator
 
-pn.extension(notifications=True, design="fast", sizing_mode="stretch_width")
+pn.extension("filedropper", notifications=True, design="fast",   # the text task's drop
+             sizing_mode="stretch_width")
 
 build_pages_off_loop()      # every later page is built on a thread, not the event loop
 Dashboard().servable()

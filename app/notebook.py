@@ -26,7 +26,8 @@ def extension(*args, **kwargs) -> None:
     with later stylesheets from the Jupyter server (see the module docstring)."""
     import holoviews as hv
     import panel as pn
-    pn.extension(*args, inline=True, **kwargs)
+    # "filedropper": the dashboard's text drop (FilePond), whose script the page must hold
+    pn.extension("filedropper", *args, inline=True, **kwargs)
     hv.extension("bokeh", inline=True)
     _serve_stylesheets_locally()
 
