@@ -61,7 +61,8 @@ class LightClient(threading.Thread):
         _CLIENTS[threading.get_ident()] = self
         asyncio.set_event_loop(asyncio.new_event_loop())
         try:
-            import panel.models.location  # noqa: F401  (the Panel models of the document)
+            import panel.models.file_dropper  # noqa: F401  (the Panel models of the document:
+            import panel.models.location  # noqa: F401   the extension ones are not preloaded)
             from bokeh.client import pull_session
             from bokeh.events import DocumentReady
             from tornado.ioloop import IOLoop
