@@ -44,7 +44,6 @@ class TextFileInput(pn.widgets.FileDropper):
         params.setdefault("multiple", False)
         super().__init__(**params)
         self.on_file = on_file
-        self._sizes: Dict[str, int] = {}
 
     def _process_event(self, event) -> None:
         data = getattr(event, "data", None) or {}
@@ -54,20 +53,19 @@ class TextFileInput(pn.widgets.FileDropper):
         chunk = data.get("data") or b""
         if data.get("chunk") == 1:
             self._file_buffer[name] = []
-            self._sizes[name] = 0
         if name not in self._file_buffer:             # refused before: the rest is dropped
             return
-        self._sizes[name] += len(chunk)
-        if self._sizes[name] > self.max_bytes:        # a sender that skipped the browser's check
-            self._file_buffer.pop(name, None)
+        parts = self._file_buffer[name]
+        parts.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        got = sum(map(len, parts))
+        if got > self.max_bytes:                      # a sender that skipped the browser's check
+            del self._file_buffer[name]
             whole = int(data.get("total_chunks") or 1) * self.chunk_size   # about its size
-            self.on_file(name, None, max(self._sizes.pop(name), whole))
+            self.on_file(name, None, max(got, whole))
             return
-        self._file_buffer[name].append(chunk if isinstance(chunk, bytes) else bytes(chunk))
         if data.get("chunk") != data.get("total_chunks"):
             return
         raw = b"".join(self._file_buffer.pop(name))
-        self._sizes.pop(name, None)
         self.on_file(name, raw, len(raw))
 
 

@@ -68,8 +68,7 @@ class TextTask(Task):
                 f"text8 is not in {d} (no file text8): download it with python -m bnlstm "
                 "train --task text --text-source text8 --download, or put it there.")
         if source == "ptb-heldout":
-            from ..downloads import cache_root
-            d = Path(folder).expanduser() if folder else cache_root() / "ptb"
+            d = _ptb_folder(folder)
             lacks = [n for n in ("ptb.char.valid.txt", "ptb.char.test.txt")
                      if not (d / n).is_file()]
             return (f"PTB's held-out split needs ptb.char.valid.txt and ptb.char.test.txt; "
@@ -95,11 +94,8 @@ class TextTask(Task):
         ""). ``auto`` (Penn Treebank) when its folder is complete, PTB's held-out split
         when its validation and test files are there, Python's documentation always."""
         import os
-        from pathlib import Path
-
-        from ..downloads import cache_root
         folder = data_dir or os.environ.get("BNLSTM_PTB_DIR", "").strip()
-        d = Path(folder).expanduser() if folder else cache_root() / "ptb"
+        d = _ptb_folder(folder)
         full = all((d / n).is_file() for n in PTB_FILE_NAMES)
         choices, note = [], ""
         if full:
@@ -148,3 +144,12 @@ class TextTask(Task):
 
 
 register(TextTask())
+
+
+def _ptb_folder(folder: str):
+    """The Penn Treebank folder a run would read: ``folder`` (a data directory or
+    ``$BNLSTM_PTB_DIR``) when given, else the cache's (no torch, nothing read)."""
+    from pathlib import Path
+
+    from ..downloads import cache_root
+    return Path(folder).expanduser() if folder else cache_root() / "ptb"
