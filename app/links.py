@@ -1,5 +1,7 @@
 """A page's link: the settings in its address, checked (each problem told once, on the
-page), and ``?preset=NAME``, a comparison that starts once the page is there. A mixin of
+page), ``?preset=NAME``, a comparison that starts once the page is there, and
+``?text=SOURCE``, the text task's "Text to train on" menu (one of this server's texts, as
+``TextTask.text_choices`` lists them; never a path). A mixin of
 :class:`~bnlstm_app.dashboard.Dashboard` (its ``config``, ``controls.url_alert`` and
 ``follow_token``); the checking itself is ``url_state.py``'s (no Panel)."""
 from __future__ import annotations
@@ -14,12 +16,14 @@ from bnlstm import TrainConfig
 
 from .lessons import PRESET_SLUGS, preset
 from .settings_panel import DASHBOARD_DEFAULTS
-from .url_state import validate_query
+from .url_state import holds, validate_query
 
 
 class Links:
-    def _sync_url(self) -> None:
-        loc = pn.state.location
+    def _sync_url(self, loc=None) -> None:
+        """Read the settings in the page's address and keep it in step with them (``loc``:
+        a ``panel.io.location.Location``; the page's own by default)."""
+        loc = loc if loc is not None else pn.state.location
         if loc is None or self.follow_token is not None:    # a follower takes no settings
             return
         query = dict(loc.query_params)
@@ -31,11 +35,24 @@ class Links:
                                           f"{', '.join(PRESET_SLUGS)}")
             else:
                 self._pending_preset = found[1]
+        source = query.pop("text", None)           # ?text=ptb-heldout: the text menu's choice
+        menu = self.settings.own_text.w_source
+        if isinstance(source, (list, tuple)):
+            source = source[-1] if source else None
+        source = str(source).strip('"') if source not in (None, "") else None
+        if source is not None:
+            if source in menu.options.values():
+                menu.value = source
+            else:
+                self._url_problems.append(
+                    f"'text={source}' is not one of this server's texts (choose one of "
+                    f"{', '.join(menu.options.values())}); using {menu.value!r}")
+                source = None
         good, problems = validate_query(query, DASHBOARD_DEFAULTS)
         self._url_reported = set(query) - set(good)        # each told once, by validate_query
         self.apply_settings(good)
-        if problems:
-            self._url_problems = problems
+        self._url_problems.extend(problems)
+        if problems or (source is None and "text" in loc.query_params):
             # drop the offending parameters before Panel syncs, so that it never sees them
             kept = {k: str(query[k]) for k in good}
             if self._pending_preset is not None:
@@ -43,6 +60,7 @@ class Links:
             loc.search = ("?" + urlencode(kept)) if kept else ""
         names = [k for k in TrainConfig.param if k != "name"]
         loc.sync(self.config, names, on_error=self._on_url_error)
+        loc.sync(menu, {"value": "text"}, on_error=self._on_url_error)
         self._show_url_problems()            # also when nothing in the link could be used
 
     def apply_settings(self, settings: Dict[str, Any]) -> None:
@@ -55,7 +73,8 @@ class Links:
             self.config.param.update(**rest)
 
     def _on_url_error(self, bad: Dict[str, Any]) -> None:
-        bad = {k: v for k, v in bad.items() if k not in getattr(self, "_url_reported", ())}
+        bad = {k: v for k, v in bad.items() if k not in getattr(self, "_url_reported", ())
+               and not (k in TrainConfig.param and holds(k, v, getattr(self.config, k)))}
         if not bad:
             return
         msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())

@@ -38,12 +38,32 @@ def _tolerate_extra_question_marks() -> None:
 
 _tolerate_extra_question_marks()
 
-def _coerce(par: param.Parameter, raw: str):
-    """A URL string -> the parameter's type (raises ValueError with a reason)."""
+def _coerce(par: param.Parameter, raw: Any):
+    """A URL value -> the parameter's type (raises ValueError with a reason).
+
+    Panel reads each value of the address as JSON where it can, and writes back what it
+    read with ``str``: the choice ``permutation=true`` comes back as ``True``, then as
+    ``"True"``. A choice is therefore matched without regard to case."""
+    if isinstance(raw, bool):
+        raw = "true" if raw else "false"
+    raw = str(raw)
     if not isinstance(par, (param.Boolean, param.Number)) and len(raw) >= 2 \
             and raw.startswith('"') and raw.endswith('"'):      # Panel JSON-quotes strings
         raw = raw[1:-1]
+    if isinstance(par, param.Selector):
+        for choice in par.objects:
+            if str(choice).lower() == raw.strip().lower():
+                return choice
     return parse_setting(par.name, raw)
+
+
+def holds(key: str, raw: Any, current: Any) -> bool:
+    """Whether the address's ``key=raw`` is the value the setting already has (what Panel
+    failed to apply, in its own reading of the address, may be just that)."""
+    try:
+        return _coerce(TrainConfig.param[key], raw) == current
+    except Exception:
+        return False
 
 
 def validate_query(query: Dict[str, Any], defaults: Dict[str, Any] = None
@@ -59,7 +79,6 @@ def validate_query(query: Dict[str, Any], defaults: Dict[str, Any] = None
             raw = raw[-1] if raw else ""
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "replace")
-        raw = str(raw)
         if key not in names:
             problems.append(f"unknown URL parameter '{key}' (ignored)")
             continue

@@ -553,3 +553,48 @@ def test_the_settings_panel_shows_the_focused_runs_settings(mnist_dir, monkeypat
     finally:
         lead.dispose()
         eng.join(30)
+
+
+def test_the_text_menus_choice_is_in_the_link(ptb_dir, monkeypatch):
+    """``?text=SOURCE`` picks the text task's "Text to train on" and the page's address
+    keeps the choice, so the held-out comparison can be sent as a link; a text this server
+    does not offer is named, with the choices, and the menu keeps what works."""
+    from panel.io.location import Location
+    from bnlstm.runs import ThreadEngine
+    from bnlstm_app.dashboard import Dashboard
+    monkeypatch.setenv("BNLSTM_PTB_DIR", str(ptb_dir))
+    d = Dashboard(sync_url=False, engine=ThreadEngine(max_runs=1))
+    try:
+        loc = Location(search="?task=text&text=python-docs&steps=30")
+        d._sync_url(loc)
+        own = d.settings.own_text
+        assert d.config.task == "text" and d.config.steps == 30
+        assert own.w_source.value == "python-docs" and d._url_problems == []
+        assert d._new_run().data_options == {"source": "python-docs"}
+        own.w_source.value = "ptb-heldout"                   # the choice goes to the address
+        assert loc.query_params.get("text") == "ptb-heldout", loc.search
+        d.config.hidden = 64          # Panel rewrites the address: permutation=true -> True
+        assert "permutation=True" in loc.search, loc.search
+        again = Dashboard(sync_url=False, engine=ThreadEngine(max_runs=1))
+        try:                          # the address as a page leaves it opens the same page
+            again._sync_url(Location(search=loc.search))
+            assert again._url_problems == [] and not again.controls.url_alert.visible
+            assert again.config.to_dict() == d.config.to_dict()
+            assert again.settings.own_text.w_source.value == "ptb-heldout"
+        finally:
+            again.dispose()
+        bad = Dashboard(sync_url=False, engine=ThreadEngine(max_runs=1))
+        try:
+            loc2 = Location(search="?task=text&text=/etc/passwd&lr=abc&preset=nosuch")
+            bad._sync_url(loc2)
+            said = " ".join(bad._url_problems)
+            assert "'text=/etc/passwd' is not one of this server's texts" in said, said
+            assert "ptb-heldout, python-docs" in said and "'lr=abc' is not valid" in said
+            assert "unknown preset 'nosuch'" in said               # none lost to another
+            assert bad.settings.own_text.w_source.value == "ptb-heldout"
+            assert loc2.query_params.get("text") == "ptb-heldout"   # the bad one replaced
+            assert bad.controls.url_alert.visible
+        finally:
+            bad.dispose()
+    finally:
+        d.dispose()
