@@ -140,6 +140,7 @@ class SweepBrowser(param.Parameterized):
             self._say("This server has no sweep folder. Start it with "
                                 "<code>BNLSTM_SWEEPS_DIR=DIR ./scripts/dashboard</code> and run "
                                 "sweeps with <code>python -m bnlstm sweep --out DIR/NAME ...</code>.")
+            self._show(None)
             return
         names = list_sweeps(self.folder)
         current = self.sweep
@@ -184,6 +185,7 @@ class SweepBrowser(param.Parameterized):
         self.show_sweep()
 
     def _show(self, state: Optional[Dict[str, Any]]) -> None:
+        self.plot.visible = state is not None        # no sweep shown: no empty figure
         curves = state["curves"] if state else []
         metric = (state or {}).get("metric", "acc")
         what = "accuracy" if metric == "acc" else ("bits per character" if metric == "bpc"

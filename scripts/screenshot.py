@@ -27,13 +27,15 @@ from bench_classroom import CHROMIUM, launch_chromium, start_server, stop  # noq
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="LSTM vs BN-LSTM",
-                    help='the preset button to press ("": none, the page as it opens)')
+                    help='the button to press first: a preset, or Start ("": none, the page as it opens)')
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the runs train first")
     ap.add_argument("--query", default="?steps=100000", help="settings for the page's address")
     ap.add_argument("--out", default=str(REPO / "docs" / "dashboard.png"))
     ap.add_argument("--click", action="append", default=[],
                     help="a button or checkbox label to click before the picture (repeatable)")
     ap.add_argument("--full-page", action="store_true", help="the whole page, not its top")
+    ap.add_argument("--height", type=int, default=3300,
+                    help="with --full-page: the window's height (the text task's page is ~4400)")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium (./scripts/test does)")
@@ -56,7 +58,7 @@ def main() -> None:
                 page.get_by_text(label, exact=True).first.click()
                 time.sleep(2)
             if args.full_page:      # the template scrolls inside: a viewport as tall as the page
-                page.set_viewport_size({"width": 1600, "height": 3300})
+                page.set_viewport_size({"width": 1600, "height": args.height})
                 time.sleep(1.5)
             page.screenshot(path=args.out, full_page=args.full_page)
             browser.close()

@@ -311,6 +311,7 @@ def test_sweep_browser_offers_names_only_and_refuses_others(tmp_path, mnist_dir)
     b = SweepBrowser(folder=tmp_path)
     assert b.param.sweep.objects == ["a-sweep", "b-sweep"]
     b.sweep = "a-sweep"
+    assert b.plot.visible
     assert "2 runs" in b.note.object and "1 finished" in b.note.object and "1 pending" in b.note.object
     assert len(b.sources[0]["line"].data["step"]) == 1          # lstm: its one validation
     for bad in ("../a-sweep", str(tmp_path / "a-sweep"), "not-a-sweep"):
@@ -319,6 +320,10 @@ def test_sweep_browser_offers_names_only_and_refuses_others(tmp_path, mnist_dir)
     assert str(tmp_path) not in b.note.object + b.table.object + b.legend.object
     none = SweepBrowser(folder=None)
     assert none.param.sweep.objects == [] and "BNLSTM_SWEEPS_DIR" in none.note.object
+    assert not none.plot.visible                         # no sweep shown: no empty plot
+    (tmp_path / "empty").mkdir()
+    empty = SweepBrowser(folder=tmp_path / "empty")
+    assert "No sweeps" in empty.note.object and not empty.plot.visible
 
 
 def test_diverged_runs_are_results_not_retried(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, Label
+from bokeh.models import ColumnDataSource, Label, Legend
 
 from . import Section, run_options
 from .figures import FONT, empty, figure, lean, nothing
@@ -63,13 +63,13 @@ class StatsPanel:
         p = figure(f"{self.name} of {TERMS[self.term]} per step t", "t", self.name,
                     f"plot-stats-{key}")
         p.height = 260
-        p.line("t", "v", source=self.batch, color="#1f77b4", alpha=0.8, line_width=2,
-               legend_label="batch")
-        p.line("t", "v", source=self.pop, color="#ff7f0e", line_width=2, line_dash="dashed",
-               legend_label="population")
-        p.legend.location = "top_right"
-        p.legend.background_fill_alpha = 0.6
-        p.legend.label_text_font_size = FONT["legend"]
+        batch = p.line("t", "v", source=self.batch, color="#1f77b4", alpha=0.8, line_width=2)
+        pop = p.line("t", "v", source=self.pop, color="#ff7f0e", line_width=2,
+                     line_dash="dashed")
+        # above the frame, not over the paths it names (they fill the whole frame)
+        p.add_layout(Legend(items=[("batch", [batch]), ("population", [pop])],
+                            orientation="horizontal", location="top_left", border_line_alpha=0,
+                            label_text_font_size=FONT["legend"], margin=0, padding=2), "above")
         # a short note in the panel when the run has no such term (never a blank panel)
         self.note = Label(x=0.5, y=0.5, x_units="data", y_units="data", text="",
                           text_font_size="17pt", text_color="#8a5300", text_align="center",
