@@ -45,3 +45,36 @@ def test_notebook_runs_in_quick_mode(name, mnist_dir, ptb_dir, monkeypatch):
                    for o in c.get("outputs", []))
     assert "Expected run time (full mode)" in text
     assert "QUICK mode" in text
+
+
+def test_the_notebooks_extension_inlines_panels_stylesheets():
+    """After ``bnlstm_app.notebook.extension()`` Panel builds its own stylesheets inline
+    (the file's text, images as data: URLs), so no output names the CDN in any front-end;
+    a stylesheet that is not Panel's own is left as it was asked for."""
+    import subprocess
+    import sys
+    code = r"""
+import bokeh.models as bm, panel as pn
+from bokeh.document import Document
+from bnlstm_app.notebook import extension
+extension()
+from panel.io.resources import CDN_DIST
+root = pn.Column(pn.widgets.Button(name="Start"), pn.widgets.FloatSlider(),
+                 pn.pane.Markdown("x"), pn.widgets.Select(options=["a"]),
+                 pn.widgets.Button(stylesheets=["https://example.org/theirs.css"])
+                 ).get_root(Document())
+import base64
+sheets = [s for m in root.references() for s in (getattr(m, "stylesheets", None) or [])]
+urls = [s.url for s in sheets if isinstance(s, bm.ImportedStyleSheet)]
+assert "https://example.org/theirs.css" in urls                     # not Panel's: as asked
+urls = [u for u in urls if u != "https://example.org/theirs.css"]
+assert urls and all(u.startswith("data:text/css;base64,") for u in urls), urls[:3]
+css = [base64.b64decode(u.split(",", 1)[1]).decode() for u in urls]
+assert any(".pn-loading" in c for c in css), len(css)
+assert not any(CDN_DIST in c or "../assets/" in c for c in css)
+assert any("data:image/svg+xml;base64," in c for c in css)          # loading.css's spinners
+print("ok", len(css))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-3000:]
