@@ -16,7 +16,7 @@ from bnlstm import TrainConfig
 
 from .lessons import PRESET_SLUGS, preset
 from .settings_panel import DASHBOARD_DEFAULTS
-from .url_state import holds, validate_query
+from .url_state import holds, url_text, validate_query
 
 
 class Links:
@@ -29,17 +29,15 @@ class Links:
         query = dict(loc.query_params)
         slug = query.pop("preset", None)           # ?preset=gamma: open and start a comparison
         if slug not in (None, ""):
-            found = preset(str(slug).strip('"'))
+            found = preset(url_text(slug))
             if found is None:
                 self._url_problems.append(f"unknown preset '{slug}' (ignored); the presets: "
                                           f"{', '.join(PRESET_SLUGS)}")
             else:
                 self._pending_preset = found[1]
-        source = query.pop("text", None)           # ?text=ptb-heldout: the text menu's choice
+        # ?text=ptb-heldout: the text menu's choice
+        source = url_text(query.pop("text", None)) or None
         menu = self.settings.own_text.w_source
-        if isinstance(source, (list, tuple)):
-            source = source[-1] if source else None
-        source = str(source).strip('"') if source not in (None, "") else None
         if source is not None:
             if source in menu.options.values():
                 menu.value = source
@@ -74,7 +72,7 @@ class Links:
 
     def _on_url_error(self, bad: Dict[str, Any]) -> None:
         bad = {k: v for k, v in bad.items() if k not in getattr(self, "_url_reported", ())
-               and not (k in TrainConfig.param and holds(k, v, getattr(self.config, k)))}
+               and not holds(k, v, getattr(self.config, k, None))}
         if not bad:
             return
         msg = "Could not apply URL settings " + ", ".join(f"{k}={v!r}" for k, v in bad.items())

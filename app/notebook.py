@@ -55,6 +55,7 @@ def _inline_panel_stylesheets() -> None:
     _PATCHED = True
 
 
+@functools.lru_cache(maxsize=None)
 def _local_css(url: str) -> Optional[Path]:
     """The file in the kernel's Panel package that a stylesheet URL names, or None."""
     from panel.io import resources

@@ -59,11 +59,22 @@ def _coerce(par: param.Parameter, raw: Any):
 
 def holds(key: str, raw: Any, current: Any) -> bool:
     """Whether the address's ``key=raw`` is the value the setting already has (what Panel
-    failed to apply, in its own reading of the address, may be just that)."""
+    failed to apply, in its own reading of the address, may be just that); False for a key
+    that is not a setting."""
     try:
         return _coerce(TrainConfig.param[key], raw) == current
     except Exception:
         return False
+
+
+def url_text(raw: Any) -> str:
+    """A value of the address that is a name (``?preset=``, ``?text=``) as plain text: the
+    last of a repeated key, decoded, without the quotes Panel's JSON puts on strings."""
+    if isinstance(raw, (list, tuple)):
+        raw = raw[-1] if raw else ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    return "" if raw is None else str(raw).strip('"')
 
 
 def validate_query(query: Dict[str, Any], defaults: Dict[str, Any] = None
